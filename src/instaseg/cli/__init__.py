@@ -1,0 +1,50 @@
+"""`instaseg <command>`: parses arguments, calls the Python API, prints. No logic lives here.
+
+Each command group registers itself from its own module, so commands stay small and independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from instaseg import __version__
+from instaseg.errors import EXIT_USER_ERROR, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from instaseg.cli import data, demo, evaluate, models, predict, train
+
+    parser = _Parser(prog="instaseg", description="Instance segmentation: data, training, evaluation, prediction.")
+    parser.add_argument("--version", action="version", version=f"instaseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    for module in (data, models, train, evaluate, predict, demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from instaseg.cli import main
+
+sys.exit(main())

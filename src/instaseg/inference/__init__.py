@@ -1,0 +1,1 @@
+"""instaseg.inference."""

@@ -1,0 +1,1 @@
+"""Small helpers shared across instaseg (no imports of other instaseg packages)."""

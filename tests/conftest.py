@@ -1,0 +1,47 @@
+"""Shared test fixtures. Tests write their own data; ../shared/datasets/tiny_coco is an optional real-data check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_COCO = REPO.parent / "shared" / "datasets" / "tiny_coco"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture
+def tiny_coco() -> Path:
+    """The real COCO sample beside the repo; skipped where it is absent (a user's clone)."""
+    if not (TINY_COCO / "annotations" / "instances_train.json").is_file():
+        pytest.skip("../shared/datasets/tiny_coco is absent")
+    return TINY_COCO
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Run `instaseg ARGS...` in-process; returns (exit code, stdout, stderr)."""
+    from instaseg.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse exits on usage errors
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
