@@ -8,6 +8,7 @@ Loading validates field types and names the file and the record on the first pro
 from __future__ import annotations
 
 import copy
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +64,12 @@ class CocoData:
 
 
 def resolve_image_path(root: Path, file_name: str, source: Path | None = None, image_id: Any = None) -> Path:
-    """``root / file_name``, refusing names that escape ``root`` (absolute paths, ``..``)."""
-    root = Path(root).resolve()
-    candidate = (root / file_name).resolve()
+    """``root / file_name``, refusing names that escape ``root`` (absolute paths, ``..``).
+
+    The check is lexical (symlinks are not followed) so a dataset written with linked images stays loadable.
+    """
+    root = Path(os.path.abspath(root))
+    candidate = Path(os.path.abspath(root / file_name))
     if not candidate.is_relative_to(root):
         raise UserError(f"image path {file_name!r} escapes the dataset root {root}", source, f"image id {image_id}")
     return candidate

@@ -14,13 +14,19 @@ from instaseg.data.coco import CocoData, save_coco
 from instaseg.errors import UserError
 
 
-def prepare_output_dir(out: str | Path, sources: list[Path]) -> Path:
-    """Create ``out``; refuse an output inside or equal to a source folder so sources stay untouched."""
+def refuse_inside_sources(out: str | Path, sources: list[Path]) -> Path:
+    """Resolved ``out``; a UserError when it equals or lies inside a source folder, so sources stay untouched."""
     out = Path(out).resolve()
     for src in sources:
         src = Path(src).resolve()
         if out == src or out.is_relative_to(src):
             raise UserError(f"output folder must not be inside the source dataset {src}", out)
+    return out
+
+
+def prepare_output_dir(out: str | Path, sources: list[Path]) -> Path:
+    """Create ``out``; refuse an output inside or equal to a source folder so sources stay untouched."""
+    out = refuse_inside_sources(out, sources)
     if out.exists() and any(out.iterdir()):
         raise UserError("output folder exists and is not empty", out)
     out.mkdir(parents=True, exist_ok=True)
