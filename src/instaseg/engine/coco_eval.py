@@ -1,0 +1,222 @@
+"""COCO box and mask AP with faster-coco-eval (the same numbers as pycocotools, computed in C++).
+
+`CocoEvaluator` collects predictions image by image (as the model returns them) and scores them against a
+`CocoData`; `coco_metrics` scores a list of COCO results records directly (results files).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from faster_coco_eval import COCO, COCOeval_faster
+
+from instaseg.data.coco import CocoData
+from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox, rle_to_json, segmentation_to_rle
+from instaseg.errors import UserError
+
+IOU_TYPES = ("bbox", "segm")
+PREFIX = {"bbox": "box", "segm": "mask"}
+MASK_THRESHOLD = 0.5
+_quiet = logging.getLogger(__name__).debug
+
+
+def stat_names(max_dets: int = 100) -> list[str]:
+    """The 12 COCO summary numbers in pycocotools' order; the third recall follows ``max_dets``."""
+    return ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", f"AR{max_dets}", "ARs", "ARm", "ARl"]
+
+
+def check_max_dets(max_dets: int) -> int:
+    # COCO's recalls are taken at maxDets [1, 10, N]; N below 10 would break that ladder
+    if isinstance(max_dets, bool) or not isinstance(max_dets, int) or max_dets < 10:
+        raise UserError(f"max_dets must be an integer >= 10, got {max_dets!r}")
+    return max_dets
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, possibly on a GPU
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def encode_masks(masks: Any, threshold: float = MASK_THRESHOLD) -> list[dict]:
+    """Instance masks -> compressed RLE dicts with str ``counts``.
+
+    ``masks``: a list of RLE dicts, or a bool/uint8/float array or tensor [N,H,W] or [N,1,H,W] (float: soft
+    masks, foreground where > threshold). Instances are binarised one at a time so a big float stack is never
+    copied whole (and a GPU tensor is thresholded on its device before the small bool copy comes to the CPU).
+    """
+    if isinstance(masks, (list, tuple)) and all(isinstance(m, dict) for m in masks):
+        return [rle_to_json(segmentation_to_rle(m, *m["size"])) for m in masks]
+    rles = []
+    for i in range(len(masks)):
+        m = masks[i]
+        if m.ndim == 3:
+            if m.shape[0] != 1:
+                raise ValueError(f"masks must be [N,H,W] or [N,1,H,W], got instance shape {tuple(m.shape)}")
+            m = m[0]
+        is_bool = str(m.dtype) in ("bool", "torch.bool")
+        rles.append(mask_to_rle(_numpy(m if is_bool else m > threshold)))
+    return rles
+
+
+def predictions_to_coco_results(
+    image_id: int, prediction: dict, category_ids: Sequence[int], image_size: tuple[int, int] | None = None
+) -> list[dict]:
+    """One image's model output -> COCO results records (``loadRes`` format; RLE ``counts`` as str).
+
+    ``prediction``: boxes [N,4] xyxy in original image pixels, labels [N] in 1..K (K = len(category_ids)),
+    scores [N], optional masks (see `encode_masks`). ``image_size`` (h, w), when given, checks mask sizes.
+    """
+    boxes = _numpy(prediction["boxes"]).reshape(-1, 4).astype(np.float64)
+    labels = _numpy(prediction["labels"]).reshape(-1).astype(np.int64)
+    scores = _numpy(prediction["scores"]).reshape(-1).astype(np.float64)
+    if not len(boxes) == len(labels) == len(scores):
+        raise ValueError(f"image {image_id}: {len(boxes)} boxes, {len(labels)} labels, {len(scores)} scores")
+    if len(labels) and (labels.min() < 1 or labels.max() > len(category_ids)):
+        raise ValueError(f"image {image_id}: labels must be in 1..{len(category_ids)}, got {sorted(set(labels))}")
+    records = [
+        {
+            "image_id": int(image_id),
+            "category_id": int(category_ids[label - 1]),
+            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+            "score": float(score),
+        }
+        for (x1, y1, x2, y2), label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist(), strict=True)
+    ]
+    if prediction.get("masks") is not None:
+        rles = encode_masks(prediction["masks"])
+        if len(rles) != len(records):
+            raise ValueError(f"image {image_id}: {len(rles)} masks for {len(records)} boxes")
+        for record, rle in zip(records, rles, strict=True):
+            if image_size is not None and tuple(rle["size"]) != tuple(image_size):
+                raise ValueError(f"image {image_id}: mask size {rle['size']} is not the image size {image_size}")
+            record["segmentation"] = rle
+    return records
+
+
+def _gt_annotation(ann: dict, image: dict | None) -> dict:
+    """A copy of a ground-truth annotation with the fields COCOeval needs (COCOeval writes into its input)."""
+    ann = dict(ann)
+    ann.setdefault("iscrowd", 0)
+    seg = ann.get("segmentation")
+    if ("area" not in ann or "bbox" not in ann) and seg and image is not None:
+        rle = segmentation_to_rle(seg, image["height"], image["width"])
+        ann.setdefault("area", rle_area(rle))
+        ann.setdefault("bbox", rle_bbox(rle))
+    if "area" not in ann and "bbox" in ann:
+        ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    return ann
+
+
+def gt_to_coco(gt: CocoData) -> COCO:
+    """A faster-coco-eval COCO index over copies of ``gt``'s records (the CocoData is left untouched)."""
+    images = {img["id"]: img for img in gt.images}
+    known = {c["id"] for c in gt.categories}
+    # annotations of images or categories outside the dataset cannot be scored; COCOeval would trip on them
+    anns = [_gt_annotation(a, images.get(a["image_id"])) for a in gt.annotations if a["image_id"] in images]
+    anns = [a for a in anns if a["category_id"] in known and "bbox" in a]
+    dataset = {
+        "images": [dict(img) for img in gt.images],
+        "annotations": anns,
+        "categories": [dict(c) for c in gt.categories],
+    }
+    return COCO(dataset, print_function=_quiet)
+
+
+def _results_for(results: Iterable[dict], iou_type: str) -> list[dict]:
+    # bbox: drop masks, box area is the detection's area; segm: drop boxes so loadRes takes the mask area (as
+    # torchvision's and detectron2's evaluators do) rather than the box area for the small/medium/large ranges
+    if iou_type == "bbox":
+        out = []
+        for r in results:
+            bbox = r.get("bbox")
+            if bbox is None:
+                bbox = rle_bbox(segmentation_to_rle(r["segmentation"], *r["segmentation"]["size"]))
+            out.append({"image_id": r["image_id"], "category_id": r["category_id"], "bbox": bbox, "score": r["score"]})
+        return out
+    keys = ("image_id", "category_id", "segmentation", "score")
+    return [{k: r[k] for k in keys} for r in results]
+
+
+def run_cocoeval(gt_coco: COCO, results: list[dict], iou_type: str, max_dets: int) -> COCOeval_faster:
+    """Evaluate, accumulate and summarise one IoU type; the returned object holds ``eval`` and ``stats``."""
+    dt_coco = gt_coco.loadRes(_results_for(results, iou_type))
+    dt_coco.print_function = _quiet
+    ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
+    ev.params.maxDets = [1, 10, max_dets]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return ev
+
+
+def per_class_ap(ev: COCOeval_faster) -> dict[int, float]:
+    """AP@[.5:.95] per category id (area all, the largest maxDets); -1 where the class has no ground truth."""
+    precision = ev.eval["precision"]  # [T, R, K, A, M]
+    out = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        out[int(cat_id)] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
+    return out
+
+
+def coco_metrics(
+    gt: CocoData | COCO, results: list[dict], max_dets: int = 100, iou_types: Sequence[str] = IOU_TYPES
+) -> dict:
+    """The 12 COCO numbers per IoU type (flat keys ``box_AP``... ``mask_ARl``) and ``per_class`` AP by name."""
+    check_max_dets(max_dets)
+    gt_coco = gt if isinstance(gt, COCO) else gt_to_coco(gt)
+    names = {c["id"]: c["name"] for c in gt_coco.dataset["categories"]}
+    metrics: dict[str, Any] = {}
+    per_class: dict[str, dict[str, float]] = {names[i]: {} for i in sorted(names)}
+    for iou_type in iou_types:
+        ev = run_cocoeval(gt_coco, results, iou_type, max_dets)
+        prefix = PREFIX[iou_type]
+        metrics.update({f"{prefix}_{n}": float(v) for n, v in zip(stat_names(max_dets), ev.stats[:12], strict=True)})
+        for cat_id, ap in per_class_ap(ev).items():
+            per_class[names[cat_id]][f"{prefix}_AP"] = ap
+    metrics["per_class"] = per_class
+    return metrics
+
+
+class CocoEvaluator:
+    """Collects predictions per image and computes COCO box/mask AP against ``gt``.
+
+    ``add(image_id, prediction)`` takes a model output at original image size (see
+    `predictions_to_coco_results`); ``compute()`` returns `coco_metrics`' dict; ``reset()`` starts over.
+    ``results`` / ``add_results`` let distributed workers gather their records into one evaluator.
+    """
+
+    def __init__(self, gt: CocoData, max_dets: int = 100, iou_types: Sequence[str] = IOU_TYPES):
+        unknown = set(iou_types) - set(IOU_TYPES)
+        if unknown or not iou_types:
+            raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}")
+        self.gt = gt
+        self.max_dets = check_max_dets(max_dets)
+        self.iou_types = tuple(iou_types)
+        self.category_ids = gt.category_ids
+        self._sizes = {img["id"]: (img["height"], img["width"]) for img in gt.images}
+        self._gt_coco: COCO | None = None  # built on first compute, reused: polygon -> RLE happens once
+        self.results: list[dict] = []
+
+    def reset(self) -> None:
+        self.results = []
+
+    def add(self, image_id: int, prediction: dict) -> None:
+        image_id = int(image_id)
+        if image_id not in self._sizes:
+            raise ValueError(f"image id {image_id} is not in the ground truth")
+        if "segm" in self.iou_types and prediction.get("masks") is None:
+            raise ValueError(f"image {image_id}: mask AP needs 'masks' in the prediction")
+        self.results.extend(predictions_to_coco_results(image_id, prediction, self.category_ids, self._sizes[image_id]))
+
+    def add_results(self, results: Iterable[dict]) -> None:
+        self.results.extend(results)
+
+    def compute(self) -> dict:
+        if self._gt_coco is None:
+            self._gt_coco = gt_to_coco(self.gt)
+        return coco_metrics(self._gt_coco, self.results, self.max_dets, self.iou_types)

@@ -1,0 +1,210 @@
+"""COCO evaluation: equality with pycocotools on generated data, the evaluator API, `instaseg eval`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO as PyCOCO
+from pycocotools.cocoeval import COCOeval as PyCOCOeval
+
+from instaseg.data.coco import CocoData
+from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox, segmentation_to_mask, segmentation_to_rle
+from instaseg.engine.coco_eval import _results_for, stat_names
+from instaseg.engine.evaluate import CocoEvaluator
+
+CATEGORY_IDS = [3, 7, 20, 42]  # non-contiguous on purpose
+
+
+def _ellipse(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    ry, rx = rng.uniform(2, h / 2), rng.uniform(2, w / 2)
+    yy, xx = np.mgrid[:h, :w]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+def _polygon(h: int, w: int, rng: np.random.Generator) -> list[list[float]]:
+    cx, cy, r = rng.uniform(5, w - 5), rng.uniform(5, h - 5), rng.uniform(2, min(h, w) / 3)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 9))))
+    radii = r * rng.uniform(0.5, 1.0, len(angles))
+    pts = np.stack([np.clip(cx + radii * np.cos(angles), 0, w), np.clip(cy + radii * np.sin(angles), 0, h)], 1)
+    parts = [pts.reshape(-1).round(2).tolist()]
+    if rng.random() < 0.2:  # a second part, as COCO's occluded objects have
+        parts.append((pts + [3, 3]).clip(0, min(h, w)).reshape(-1).round(2).tolist())
+    return parts
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE (as crowd annotations store it): run lengths in column-major order, zeros first."""
+    flat = mask.astype(np.uint8).reshape(-1, order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+    if flat[0] == 1:
+        runs = [0, *runs]
+    return {"size": list(mask.shape), "counts": runs}
+
+
+def _gt_annotation(rng: np.random.Generator, img: dict, ann_id: int, kind: str, cat: int) -> dict:
+    h, w = img["height"], img["width"]
+    if kind == "polygon":
+        seg = _polygon(h, w, rng)
+    elif kind == "rle":
+        seg = mask_to_rle(_ellipse(h, w, rng))
+    else:
+        seg = _uncompressed_rle(_ellipse(h, w, rng))
+    rle = segmentation_to_rle(seg, h, w)
+    return {
+        "id": ann_id,
+        "image_id": img["id"],
+        "category_id": cat,
+        "segmentation": seg,
+        "area": rle_area(rle),
+        "bbox": rle_bbox(rle),
+        "iscrowd": int(kind == "crowd"),
+    }
+
+
+def make_gt(seed: int = 0, num_images: int = 24, crowded_image: int = 130) -> CocoData:
+    """Random GT: polygons, RLE and crowd annotations, empty images, non-contiguous category ids, and one image
+    with ``crowded_image`` objects (more than COCO's 100 detections)."""
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    for i in range(num_images):
+        img = {"id": 100 + i * 3, "file_name": f"{i}.png", "height": int(rng.integers(48, 200)), "width": 0}
+        img["width"] = int(rng.integers(48, 200))
+        images.append(img)
+        n = 0 if i % 6 == 5 else int(rng.integers(1, 9))
+        if i == 0:
+            n = crowded_image
+        for _ in range(n):
+            kind = rng.choice(["polygon", "rle", "crowd"], p=[0.6, 0.3, 0.1])
+            cat = CATEGORY_IDS[0] if i == 0 else int(rng.choice(CATEGORY_IDS[:3]))  # id 42 has no GT
+            anns.append(_gt_annotation(rng, img, len(anns) + 1, str(kind), cat))
+    cats = [{"id": c, "name": f"class{c}"} for c in CATEGORY_IDS]
+    return CocoData(images=images, annotations=anns, categories=cats, image_root=Path("."))
+
+
+def _jitter_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    dy, dx = rng.integers(-2, 3, 2)
+    return np.roll(mask, (int(dy), int(dx)), axis=(0, 1))
+
+
+def make_predictions(gt: CocoData, seed: int = 1) -> dict[int, dict]:
+    """Per image model-style outputs: perturbed GT (some with a wrong class) plus false positives."""
+    rng = np.random.default_rng(seed)
+    by_image = gt.annotations_by_image()
+    labels_of = {c: i + 1 for i, c in enumerate(gt.category_ids)}
+    out = {}
+    for img in gt.images:
+        h, w = img["height"], img["width"]
+        masks, labels, scores = [], [], []
+        for ann in by_image.get(img["id"], []):
+            if rng.random() < 0.15:
+                continue  # a miss
+            masks.append(_jitter_mask(segmentation_to_mask(ann["segmentation"], h, w).astype(bool), rng))
+            wrong = rng.random() < 0.1
+            labels.append(int(rng.integers(1, 5)) if wrong else labels_of[ann["category_id"]])
+            scores.append(rng.uniform(0.3, 1.0))
+        for _ in range(int(rng.integers(0, 4)) + (30 if img["id"] == gt.images[0]["id"] else 0)):
+            masks.append(_ellipse(h, w, rng))
+            labels.append(int(rng.integers(1, 5)))
+            scores.append(rng.uniform(0.05, 0.6))
+        keep = [i for i, m in enumerate(masks) if m.any()]
+        masks, labels, scores = [masks[i] for i in keep], [labels[i] for i in keep], [scores[i] for i in keep]
+        boxes = []
+        for m in masks:
+            x, y, bw, bh = rle_bbox(mask_to_rle(m))
+            boxes.append([x + rng.uniform(-1, 1), y + rng.uniform(-1, 1), x + bw, y + bh])
+        stack = np.stack(masks)[:, None].astype(np.float32) * 0.9 if masks else np.zeros((0, 1, h, w), np.float32)
+        out[img["id"]] = {
+            "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
+            "labels": np.array(labels, dtype=np.int64),
+            "scores": np.round(scores, 2),  # rounded: ties, as real scores have
+            "masks": stack,
+        }
+    return out
+
+
+def _pycocotools_eval(gt: CocoData, results: list[dict], iou_type: str, max_dets: int) -> PyCOCOeval:
+    coco = PyCOCO()
+    coco.dataset = copy.deepcopy(gt.to_dict())
+    coco.createIndex()
+    dt = coco.loadRes(copy.deepcopy(_results_for(results, iou_type)))
+    ev = PyCOCOeval(coco, dt, iou_type)
+    ev.params.maxDets = [1, 10, max_dets]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return ev
+
+
+def _twelve_from_arrays(ev: PyCOCOeval) -> list[float]:
+    """pycocotools' summary read off its accumulated arrays at maxDets [1, 10, N].
+
+    Needed for N != 100: pycocotools' summarize() takes stats[0] (AP) at a hard-coded maxDets=100 and gives -1
+    when 100 is not among params.maxDets; every other number it takes at params.maxDets[2].
+    """
+
+    def mean(a: np.ndarray) -> float:
+        return float(a[a > -1].mean()) if (a > -1).any() else -1.0
+
+    p, r, thr = ev.eval["precision"], ev.eval["recall"], ev.params.iouThrs
+    t50, t75 = np.where(thr == 0.5)[0], np.where(thr == 0.75)[0]
+    ap = [mean(p[:, :, :, 0, 2]), mean(p[t50][:, :, :, 0, 2]), mean(p[t75][:, :, :, 0, 2])]
+    ap += [mean(p[:, :, :, a, 2]) for a in (1, 2, 3)]
+    ar = [mean(r[:, :, 0, m]) for m in (0, 1, 2)] + [mean(r[:, :, a, 2]) for a in (1, 2, 3)]
+    return ap + ar
+
+
+@pytest.fixture(scope="module")
+def generated() -> tuple[CocoData, dict[int, dict]]:
+    gt = make_gt()
+    return gt, make_predictions(gt)
+
+
+def _evaluate(gt: CocoData, preds: dict[int, dict], max_dets: int) -> tuple[dict, list[dict]]:
+    ev = CocoEvaluator(gt, max_dets=max_dets)
+    for image_id, pred in preds.items():
+        ev.add(image_id, pred)
+    return ev.compute(), ev.results
+
+
+@pytest.mark.parametrize("max_dets", [100, 300])
+def test_equal_to_pycocotools(generated, max_dets: int) -> None:
+    gt, preds = generated
+    metrics, results = _evaluate(gt, preds, max_dets)
+    assert any(r["image_id"] == gt.images[0]["id"] for r in results)
+    assert sum(r["image_id"] == gt.images[0]["id"] for r in results) > 100
+    for iou_type, prefix in (("bbox", "box"), ("segm", "mask")):
+        ref = _pycocotools_eval(gt, results, iou_type, max_dets)
+        expected = _twelve_from_arrays(ref)
+        if max_dets == 100:  # the reading-off agrees with pycocotools' own summary where that one is right
+            np.testing.assert_allclose(expected, ref.stats, rtol=0, atol=1e-12)
+        ours = [metrics[f"{prefix}_{n}"] for n in stat_names(max_dets)]
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-9, err_msg=f"{iou_type} maxDets={max_dets}")
+        assert 0.2 < metrics[f"{prefix}_AP"] < 0.95  # perturbed GT: neither trivial nor hopeless
+
+
+def test_max_dets_above_100_changes_recall(generated) -> None:
+    gt, preds = generated
+    m100, _ = _evaluate(gt, preds, 100)
+    m300, _ = _evaluate(gt, preds, 300)
+    assert "box_AR300" in m300 and "box_AR100" not in m300
+    # the crowded image has more objects than 100 detections can find
+    assert m300["box_AR300"] > m100["box_AR100"]
+    assert m300["mask_AR300"] > m100["mask_AR100"]
+
+
+def test_per_class_ap_equals_pycocotools(generated) -> None:
+    gt, preds = generated
+    metrics, results = _evaluate(gt, preds, 100)
+    assert list(metrics["per_class"]) == gt.class_names
+    for iou_type, prefix in (("bbox", "box"), ("segm", "mask")):
+        ref = _pycocotools_eval(gt, results, iou_type, 100)
+        for k, name in enumerate(gt.class_names):
+            p = ref.eval["precision"][:, :, k, 0, -1]
+            expected = float(p[p > -1].mean()) if (p > -1).any() else -1.0
+            assert metrics["per_class"][name][f"{prefix}_AP"] == pytest.approx(expected, abs=1e-9)
+    assert metrics["per_class"]["class42"] == {"box_AP": -1.0, "mask_AP": -1.0}  # no GT of that class
