@@ -28,7 +28,7 @@ from instaseg.data.check_problems import (
     check_categories,
     check_images,
 )
-from instaseg.data.coco import CocoData, find_split_files, load_coco
+from instaseg.data.coco import CocoData, dataset_root, find_split_files, load_coco
 from instaseg.data.writer import refuse_inside_sources
 from instaseg.utils.io import atomic_write_json
 
@@ -47,7 +47,7 @@ def check_dataset(data: str | Path, out: str | Path | None = None, num_samples: 
     """
     path = Path(data)
     splits = _load_splits(path)
-    root = _dataset_root(path)
+    root = dataset_root(path)
     out_dir = Path(out) if out is not None else _default_out(path, root)
     out_dir = refuse_inside_sources(out_dir, [root, *(c.image_root for c in splits.values())])
     problems = Problems()
@@ -90,13 +90,6 @@ def _split_of_file(path: Path) -> str:
     """A lone json is named after its split when its name says which (``instances_val.json``), else 'train'."""
     m = re.search(r"(train|val|test)[^/]*$", path.stem)
     return m.group(1) if m else "train"
-
-
-def _dataset_root(path: Path) -> Path:
-    path = path.resolve()
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "annotations" else path.parent
 
 
 def _default_out(path: Path, root: Path) -> Path:

@@ -151,6 +151,14 @@ def default_image_root(annotation_file: Path) -> Path:
     return parent
 
 
+def dataset_root(path: str | Path) -> Path:
+    """The dataset folder of a folder or annotation json (``DATA/annotations/x.json`` -> ``DATA``)."""
+    path = Path(path).resolve()
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "annotations" else path.parent
+
+
 def save_coco(data: CocoData, annotation_file: str | Path) -> Path:
     return atomic_write_json(annotation_file, data.to_dict(), indent=None)
 
