@@ -44,13 +44,16 @@ def rle_to_json(rle: dict) -> dict:
     return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
-def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
+def mask_to_polygons(mask: np.ndarray, min_points: int = 3, holes: bool = False) -> list[list[float]]:
     """Outer contours of a binary mask as COCO polygons (one list of x,y pairs per connected part).
 
     Coordinates are pixel-corner based like COCO's: a one-pixel square at (x, y) spans [x, x+1].
     Holes are not represented (polygons cannot carry them); use RLE where holes matter.
+    ``holes=True`` adds the holes' contours as further lists, only for writers that join all lists into one
+    ring filled even-odd (YOLO-seg export): COCO would fill them in.
     """
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    mode = cv2.RETR_CCOMP if holes else cv2.RETR_EXTERNAL
+    contours, _ = cv2.findContours(mask.astype(np.uint8), mode, cv2.CHAIN_APPROX_SIMPLE)
     polys = []
     for c in contours:
         if len(c) < min_points:

@@ -10,7 +10,8 @@ Layouts read: ``images/{train,val,test}/`` + ``labels/{...}/`` (Ultralytics), fl
 
 Export writes ``images/{split}/``, ``labels/{split}/`` and ``data.yaml``. A YOLO line holds one polygon, so an
 instance of several parts (or a crowd RLE, turned into polygons of all its parts) is joined into one polygon by
-zero-width bridges between nearest points: the instance stays one instance and keeps all its parts.
+zero-width bridges between nearest points: the instance stays one instance and keeps all its parts (and the
+holes of RLE masks, since YOLO tools and pycocotools fill a ring even-odd).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _yolo_line(ann: dict, image: dict, index: dict[int, int]) -> str | None:
     seg = ann.get("segmentation")
     parts = [p for p in seg if len(p) >= 6] if isinstance(seg, list) else []
     if isinstance(seg, dict):
-        parts = mask_to_polygons(segmentation_to_mask(seg, height, width))
+        parts = mask_to_polygons(segmentation_to_mask(seg, height, width), holes=True)
     if not parts and ann.get("bbox") and ann["bbox"][2] > 0 and ann["bbox"][3] > 0:
         x, y, w, h = ann["bbox"]  # a mask too small to trace: keep the instance as its box
         parts = [[x, y, x + w, y, x + w, y + h, x, y + h]]
