@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,17 @@ import pytest
 from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
-from instaseg.data.coco import CocoData
-from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox, segmentation_to_mask, segmentation_to_rle
+from instaseg.data.coco import CocoData, load_coco, save_coco
+from instaseg.data.masks import (
+    mask_to_polygons,
+    mask_to_rle,
+    rle_area,
+    rle_bbox,
+    segmentation_to_mask,
+    segmentation_to_rle,
+)
 from instaseg.engine.coco_eval import _results_for, stat_names
-from instaseg.engine.evaluate import CocoEvaluator
+from instaseg.engine.evaluate import CocoEvaluator, evaluate_files, predictions_to_coco_results
 
 CATEGORY_IDS = [3, 7, 20, 42]  # non-contiguous on purpose
 
@@ -208,3 +216,196 @@ def test_per_class_ap_equals_pycocotools(generated) -> None:
             expected = float(p[p > -1].mean()) if (p > -1).any() else -1.0
             assert metrics["per_class"][name][f"{prefix}_AP"] == pytest.approx(expected, abs=1e-9)
     assert metrics["per_class"]["class42"] == {"box_AP": -1.0, "mask_AP": -1.0}  # no GT of that class
+
+
+def _busy_image(gt: CocoData, preds: dict[int, dict]) -> int:
+    """The image (other than the crowded first one) with the most predictions."""
+    return max((img["id"] for img in gt.images[1:]), key=lambda i: len(preds[i]["labels"]))
+
+
+def test_mask_inputs_encode_alike(generated) -> None:
+    """Float [N,1,H,W], bool [N,H,W], torch tensors and RLE dicts give the same records."""
+    import torch
+
+    gt, preds = generated
+    image_id = _busy_image(gt, preds)
+    pred = preds[image_id]
+    reference = predictions_to_coco_results(image_id, pred, gt.category_ids)
+    assert reference and all(isinstance(r["segmentation"]["counts"], str) for r in reference)
+    binary = pred["masks"][:, 0] > 0.5
+    variants = [
+        {**pred, "masks": binary},
+        {**pred, "masks": binary.astype(np.uint8)},
+        {k: torch.as_tensor(v) for k, v in pred.items()},
+        {**pred, "masks": [r["segmentation"] for r in reference]},
+    ]
+    for variant in variants:
+        assert predictions_to_coco_results(image_id, variant, gt.category_ids) == reference
+    x, y, w, h = reference[0]["bbox"]
+    assert [x, y, x + w, y + h] == pytest.approx(pred["boxes"][0].tolist())
+    assert reference[0]["category_id"] == gt.category_ids[pred["labels"][0] - 1]
+
+
+def test_add_rejects_wrong_inputs(generated) -> None:
+    gt, preds = generated
+    ev = CocoEvaluator(gt)
+    image = next(img for img in gt.images if img["id"] == _busy_image(gt, preds))
+    pred = preds[image["id"]]
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        ev.add(999999, pred)
+    with pytest.raises(ValueError, match="mask size"):
+        ev.add(image["id"], {**pred, "masks": pred["masks"][:, :, :-1]})
+    with pytest.raises(ValueError, match="labels must be in 1..4"):
+        ev.add(image["id"], {**pred, "labels": pred["labels"] * 0})
+    with pytest.raises(ValueError, match="needs 'masks'"):
+        ev.add(image["id"], {k: v for k, v in pred.items() if k != "masks"})
+    box_only = CocoEvaluator(gt, iou_types=("bbox",))
+    box_only.add(image["id"], {k: v for k, v in pred.items() if k != "masks"})
+    assert "box_AP" in box_only.compute() and "mask_AP" not in box_only.compute()
+
+
+def test_no_predictions_and_no_annotations(generated) -> None:
+    gt, _ = generated
+    metrics = CocoEvaluator(gt).compute()  # nothing added at all
+    for prefix in ("box", "mask"):
+        values = [metrics[f"{prefix}_{n}"] for n in stat_names()]
+        assert all(v in (0.0, -1.0) for v in values) and values[0] == 0.0
+    empty_gt = CocoData(images=gt.images, annotations=[], categories=gt.categories, image_root=Path("."))
+    ev = CocoEvaluator(empty_gt)
+    image_id = _busy_image(gt, make_predictions(gt))
+    ev.add(image_id, make_predictions(gt)[image_id])
+    assert ev.results
+    metrics = ev.compute()
+    assert all(metrics[f"mask_{n}"] == -1.0 for n in stat_names())  # COCO's "undefined": nothing to find
+    assert metrics["per_class"]["class3"] == {"box_AP": -1.0, "mask_AP": -1.0}
+
+
+def test_reset_and_reuse(generated) -> None:
+    gt, preds = generated
+    ev = CocoEvaluator(gt)
+    for image_id, pred in preds.items():
+        ev.add(image_id, pred)
+    first = ev.compute()
+    assert ev.compute() == first  # the cached GT index is not disturbed by a previous evaluation
+    ev.reset()
+    assert ev.results == [] and ev.compute()["box_AP"] == 0.0
+
+
+def _write_eval_files(tmp_path: Path, gt: CocoData, results: list[dict]) -> tuple[Path, Path]:
+    gt_json, pred_json = tmp_path / "gt.json", tmp_path / "preds" / "results.json"
+    save_coco(gt, gt_json)
+    pred_json.parent.mkdir()
+    pred_json.write_text(json.dumps(results))
+    return gt_json, pred_json
+
+
+def test_eval_files_cli(generated, tmp_path: Path, cli) -> None:
+    gt, preds = generated
+    expected, results = _evaluate(gt, preds, 100)
+    gt_json, pred_json = _write_eval_files(tmp_path, gt, results)
+    code, out, err = cli("eval", "--gt", gt_json, "--pred", pred_json, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "mask" in out and f"{expected['mask_AP']:.3f}" in out
+    written = json.loads((tmp_path / "out" / "evaluate_result.json").read_text())
+    assert written["done_flag"] is True and written["max_dets"] == 100
+    assert written["metrics"] == {k: v for k, v in expected.items() if k != "per_class"}
+    assert written["per_class"] == expected["per_class"]
+    assert written["gt"] == str(gt_json) and written["pred"] == str(pred_json)
+
+    # without --out the result goes beside the results file; --max-dets renames the third recall
+    code, _, err = cli("eval", "--gt", gt_json, "--pred", pred_json, "--max-dets", "300")
+    assert code == 0, err
+    written = json.loads((pred_json.parent / "evaluate_result.json").read_text())
+    assert written["max_dets"] == 300 and "box_AR300" in written["metrics"]
+
+
+def test_eval_files_box_only_and_polygon_results(generated, tmp_path: Path) -> None:
+    gt, preds = generated
+    expected, results = _evaluate(gt, preds, 100)
+    box_only = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    gt_json, pred_json = _write_eval_files(tmp_path, gt, box_only)
+    metrics = evaluate_files(gt_json, pred_json, out=tmp_path / "o1")["metrics"]
+    assert metrics == {k: v for k, v in expected.items() if k.startswith("box_")}
+    # mask-only results are boxed by their masks; polygons are rasterised at the image size
+    img = {i["id"]: i for i in gt.images}
+    polygons = []
+    for r in results[:40]:
+        h, w = img[r["image_id"]]["height"], img[r["image_id"]]["width"]
+        poly = mask_to_polygons(segmentation_to_mask(r["segmentation"], h, w))
+        if poly:
+            polygons.append({"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"]})
+            polygons[-1]["segmentation"] = poly
+    _, pred_json = _write_eval_files(tmp_path / "p", gt, polygons)
+    metrics = evaluate_files(gt_json, pred_json)["metrics"]
+    assert 0 < metrics["mask_AP"] < 1 and 0 < metrics["box_AP"] < 1
+
+
+def _bad_results(gt: CocoData, results: list[dict]) -> dict[str, tuple[object, str]]:
+    """Malformed results files -> the words their one-line error must contain."""
+    r0 = results[0]
+    other_size = {**r0["segmentation"], "size": [7, 7]}
+    return {
+        "not a list": ({"x": 1}, "must be a json list"),
+        "unknown image": ([{**r0, "image_id": 999999}], "image_id 999999"),
+        "unknown category": ([{**r0, "category_id": 5}], "category_id 5"),
+        "string category": ([{**r0, "category_id": "3"}], "category_id '3'"),
+        "no score": ([{k: v for k, v in r0.items() if k != "score"}], "'score'"),
+        "short bbox": ([{**r0, "bbox": [1, 2, 3]}], "'bbox'"),
+        "nothing": ([{"image_id": r0["image_id"], "category_id": r0["category_id"], "score": 0.5}], "needs 'bbox'"),
+        "rle size": ([{**r0, "segmentation": other_size}], "RLE size"),
+        "mixed": ([r0, {k: v for k, v in r0.items() if k != "segmentation"}], "some results have"),
+        "entry": ([r0, 3], "must be an object"),
+    }
+
+
+def test_eval_files_bad_results_exit_2(generated, tmp_path: Path, cli) -> None:
+    gt, preds = generated
+    _, results = _evaluate(gt, preds, 100)
+    gt_json, pred_json = _write_eval_files(tmp_path, gt, results)
+    for name, (content, words) in _bad_results(gt, results).items():
+        pred_json.write_text(json.dumps(content))
+        code, out, err = cli("eval", "--gt", gt_json, "--pred", pred_json)
+        assert code == 2, name
+        assert err.count("\n") == 1 and str(pred_json) in err and words in err, (name, err)
+    pred_json.write_text("[{")
+    code, _, err = cli("eval", "--gt", gt_json, "--pred", pred_json)
+    assert code == 2 and "malformed json" in err and str(pred_json) in err
+    code, _, err = cli("eval", "--gt", gt_json, "--pred", tmp_path / "missing.json")
+    assert code == 2 and "missing.json" in err
+    code, _, err = cli("eval", "--gt", gt_json, "--pred", pred_json, "--max-dets", "5")
+    assert code == 2 and "max_dets" in err
+    assert not (pred_json.parent / "evaluate_result.json").exists()
+
+
+def test_tiny_coco_against_itself(tiny_coco: Path, tmp_path: Path, cli) -> None:
+    """Real COCO annotations (polygons, crowd as uncompressed RLE, official areas) scored against themselves."""
+    gt_json = tiny_coco / "annotations" / "instances_val.json"
+    gt = load_coco(gt_json)
+    results = [
+        {k: a[k] for k in ("image_id", "category_id", "bbox", "segmentation")} | {"score": 1.0}
+        for a in gt.annotations
+        if not a["iscrowd"]
+    ]
+    pred_json = tmp_path / "self.json"
+    pred_json.write_text(json.dumps(results))
+    code, _, err = cli("eval", "--gt", gt_json, "--pred", pred_json, "--out", tmp_path)
+    assert code == 0, err
+    written = json.loads((tmp_path / "evaluate_result.json").read_text())
+    for prefix in ("box", "mask"):
+        assert written["metrics"][f"{prefix}_AP"] == pytest.approx(1.0, abs=1e-3)
+        assert written["metrics"][f"{prefix}_AR100"] == pytest.approx(1.0, abs=1e-3)
+    used = {gt.class_names[gt.category_ids.index(a["category_id"])] for a in gt.annotations if not a["iscrowd"]}
+    assert {n for n, v in written["per_class"].items() if v["mask_AP"] > 0.99} == used
+    assert all(v == {"box_AP": -1.0, "mask_AP": -1.0} for n, v in written["per_class"].items() if n not in used)
+    assert gt.to_dict() == load_coco(gt_json).to_dict()  # evaluation wrote nothing into the GT records
+
+
+def test_tiny_coco_equal_to_pycocotools(tiny_coco: Path) -> None:
+    """Real data, imperfect predictions: every number equals pycocotools'."""
+    gt = load_coco(tiny_coco / "annotations" / "instances_val.json")
+    metrics, results = _evaluate(gt, make_predictions(gt, seed=5), 100)
+    for iou_type, prefix in (("bbox", "box"), ("segm", "mask")):
+        ref = _pycocotools_eval(gt, results, iou_type, 100)
+        ours = [metrics[f"{prefix}_{n}"] for n in stat_names()]
+        np.testing.assert_allclose(ours, ref.stats, rtol=0, atol=1e-9, err_msg=iou_type)
+        assert 0.2 < metrics[f"{prefix}_AP"] < 0.95

@@ -190,14 +190,21 @@ class CocoEvaluator:
     ``results`` / ``add_results`` let distributed workers gather their records into one evaluator.
     """
 
-    def __init__(self, gt: CocoData, max_dets: int = 100, iou_types: Sequence[str] = IOU_TYPES):
+    def __init__(
+        self,
+        gt: CocoData,
+        max_dets: int = 100,
+        iou_types: Sequence[str] = IOU_TYPES,
+        category_ids: Sequence[int] | None = None,
+    ):
         unknown = set(iou_types) - set(IOU_TYPES)
         if unknown or not iou_types:
             raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}")
         self.gt = gt
         self.max_dets = check_max_dets(max_dets)
         self.iou_types = tuple(iou_types)
-        self.category_ids = gt.category_ids
+        # the category id of each model label 1..K: the dataset's own order unless the model's classes differ
+        self.category_ids = list(category_ids) if category_ids is not None else gt.category_ids
         self._sizes = {img["id"]: (img["height"], img["width"]) for img in gt.images}
         self._gt_coco: COCO | None = None  # built on first compute, reused: polygon -> RLE happens once
         self.results: list[dict] = []
