@@ -309,9 +309,11 @@ def _check_polygons(
     few, odd = lengths < 6, (lengths % 2 == 1) & (lengths >= 6)
     report("polygon_too_few_points", _any_per(part_owner, few, n), lambda i: "a polygon has fewer than 3 points")
     report("polygon_odd_coordinates", _any_per(part_owner, odd, n), lambda i: "a polygon has an odd number of values")
-    valid = ~few & ~odd
-    coords = coords[np.repeat(valid, lengths)]
-    owner, npts = part_owner[valid], lengths[valid] // 2
+    # pycocotools ignores an odd polygon's last value, so such a polygon still counts with its whole points
+    keep = np.repeat(~few, lengths)
+    keep[(np.cumsum(lengths) - 1)[odd]] = False
+    coords = coords[keep]
+    owner, npts = part_owner[~few], lengths[~few] // 2
     no_valid = np.zeros(n, bool)
     no_valid[owners] = True
     no_valid[owner] = False
