@@ -1,0 +1,62 @@
+"""Pre-processing shared by every backend: normalise, resize by the recipe rule, pad into one batch.
+
+It reproduces torchvision's GeneralizedRCNNTransform step for step (normalise, then bilinear resize with the
+same scale arithmetic, then zero padding to a multiple of ``size_divisible``), so that the predictor feeds the
+network exactly what the eager model would see. Keeping it outside the model is what lets exported graphs
+(ONNX, OpenVINO) share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from instaseg.data.transforms import resize_scale
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class InputSpec:
+    """What the network expects: the resize rule's sizes, normalisation and padding multiple."""
+
+    min_size: int
+    max_size: int
+    mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
+    std: tuple[float, ...] = field(default=IMAGENET_STD)
+    size_divisible: int = 32
+
+
+def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Resize a normalised [3,H,W] float image by the recipe rule, with torchvision's exact interpolate call."""
+    h, w = image.shape[-2:]
+    scale = resize_scale(h, w, spec.min_size, spec.max_size)
+    return F.interpolate(
+        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+    )[0]
+
+
+def preprocess(
+    images: Sequence[np.ndarray], spec: InputSpec, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """HxWx3 uint8 RGB images -> (padded float batch [B,3,H,W] on ``device``, resized (h, w) of each image)."""
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=device)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
+    resized = []
+    for image in images:
+        # move the uint8 image first: a quarter of the bytes of the float one
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255.0
+        resized.append(resize_normalized((tensor - mean) / std, spec))
+    sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in resized]
+    stride = spec.size_divisible
+    height = int(np.ceil(max(s[0] for s in sizes) / stride) * stride)
+    width = int(np.ceil(max(s[1] for s in sizes) / stride) * stride)
+    batch = torch.zeros((len(resized), 3, height, width), dtype=torch.float32, device=device)
+    for i, t in enumerate(resized):
+        batch[i, :, : t.shape[-2], : t.shape[-1]] = t
+    return batch, sizes

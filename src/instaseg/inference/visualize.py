@@ -1,0 +1,129 @@
+"""Overlay pictures of predicted instances, meant for a person to look at.
+
+Each class has a stable colour (hues spread by the golden ratio, so neighbouring class ids differ clearly) and
+instances of one class are told apart by shade. Masks are translucent with an opaque contour; tags with class and
+score are drawn last, on a filled background, and kept inside the image. Line widths and font size follow the
+image size so that a 320 px thumbnail and a 4K photo both read well.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+_GOLDEN = 0.618033988749895
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def instance_color(class_index: int, shade: int = 0) -> tuple[int, int, int]:
+    """RGB colour of the ``shade``-th instance of a class; shade 0 is the class's full colour."""
+    step = (shade * _GOLDEN) % 1.0 if shade else 0.0
+    # shades also lean the hue a little either way: brightness alone is hard to tell apart under a translucent mask
+    hue = (0.12 + class_index * _GOLDEN + (0.08 * (step - 0.5) if shade else 0.0)) % 1.0
+    saturation = 0.9 - 0.35 * step
+    value = 1.0 - 0.4 * ((step * 2.0) % 1.0)
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+@dataclass
+class Style:
+    """Sizes derived from the image so drawings keep the same look at any resolution."""
+
+    line: int
+    font_scale: float
+    font_thickness: int
+    pad: int
+    alpha: float = 0.45
+
+    @classmethod
+    def for_image(cls, height: int, width: int) -> Style:
+        side = min(height, width)
+        font_scale = float(np.clip(side / 1100.0, 0.4, 3.0))
+        return cls(
+            line=max(1, round(side / 400)),
+            font_scale=font_scale,
+            font_thickness=max(1, round(font_scale * 1.5)),
+            pad=max(2, round(font_scale * 4)),
+        )
+
+
+def _decode_crop(rle: dict) -> tuple[np.ndarray, int, int]:
+    """The mask inside its own bounding box, as (uint8 crop, x0, y0): later work stays box-sized."""
+    coded = {
+        "size": rle["size"],
+        "counts": rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"],
+    }
+    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(coded))
+    if w == 0 or h == 0:
+        return np.zeros((0, 0), np.uint8), 0, 0
+    return mask_utils.decode(coded)[y : y + h, x : x + w], x, y
+
+
+def _draw_mask(canvas: np.ndarray, rle: dict, color: tuple[int, int, int], style: Style) -> None:
+    crop, x0, y0 = _decode_crop(rle)
+    if crop.size == 0:
+        return
+    h, w = crop.shape
+    region = canvas[y0 : y0 + h, x0 : x0 + w]
+    inside = crop.astype(bool)
+    tint = np.array(color, dtype=np.float32)
+    region[inside] = (region[inside] * (1.0 - style.alpha) + tint * style.alpha).astype(np.uint8)
+    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(canvas, contours, -1, color, style.line, cv2.LINE_AA, offset=(x0, y0))
+
+
+def _draw_tag(canvas: np.ndarray, text: str, box: np.ndarray, color: tuple[int, int, int], style: Style) -> None:
+    """A filled tag at the box's top-left corner: above the box when there is room, else just inside it."""
+    height, width = canvas.shape[:2]
+    (tw, th), baseline = cv2.getTextSize(text, _FONT, style.font_scale, style.font_thickness)
+    tag_w, tag_h = tw + 2 * style.pad, th + baseline + 2 * style.pad
+    x0 = int(np.clip(box[0], 0, max(width - tag_w, 0)))
+    top = int(box[1]) - tag_h
+    y0 = top if top >= 0 else int(np.clip(box[1], 0, max(height - tag_h, 0)))
+    cv2.rectangle(canvas, (x0, y0), (x0 + tag_w, y0 + tag_h), color, thickness=-1)
+    luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+    ink = (0, 0, 0) if luminance > 150 else (255, 255, 255)
+    origin = (x0 + style.pad, y0 + style.pad + th)
+    cv2.putText(canvas, text, origin, _FONT, style.font_scale, ink, style.font_thickness, cv2.LINE_AA)
+
+
+def draw_instances(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    rles: list[dict],
+    class_names: list[str],
+    show_boxes: bool = True,
+) -> np.ndarray:
+    """Draw instances on a copy of an HxWx3 uint8 RGB image; returns the overlay (RGB).
+
+    Masks are decoded one at a time (never all at full size); large instances are drawn first so small ones stay
+    visible on top, and all tags come last so no mask covers them.
+    """
+    canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    style = Style.for_image(*canvas.shape[:2])
+    shades: dict[int, int] = {}
+    colors = []
+    for label in labels:  # shade counts instances per class in score order: stable for a given result
+        shade = shades.get(int(label), 0)
+        shades[int(label)] = shade + 1
+        colors.append(instance_color(int(label) - 1, shade))
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.zeros(0)
+    for i in np.argsort(-areas, kind="stable"):
+        if i < len(rles):
+            _draw_mask(canvas, rles[i], colors[i], style)
+        if show_boxes:
+            p0 = (int(round(boxes[i, 0])), int(round(boxes[i, 1])))
+            p1 = (int(round(boxes[i, 2])), int(round(boxes[i, 3])))
+            cv2.rectangle(canvas, p0, p1, colors[i], max(1, style.line // 2), cv2.LINE_AA)
+    for i in np.argsort(scores, kind="stable"):  # best score drawn last, on top
+        index = int(labels[i]) - 1
+        name = class_names[index] if 0 <= index < len(class_names) else f"class_{index}"
+        _draw_tag(canvas, f"{name} {float(scores[i]):.2f}", boxes[i], colors[i], style)
+    return canvas
