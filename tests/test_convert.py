@@ -5,7 +5,7 @@ import pytest
 
 from instaseg.data.convert import convert_dataset
 from instaseg.errors import UserError
-from test_formats_common import H, W, assert_user_error, load_split, tree_hash, write_image, write_label_map
+from test_formats_common import H, W, assert_user_error, convert, load_split, tree_hash, write_image, write_label_map
 
 
 @pytest.fixture
@@ -26,9 +26,7 @@ def _names(out, split):
 
 def test_val_fraction_is_deterministic(flat_src, tmp_path, cli):
     for name in ("a", "b"):
-        code, _, err = cli(
-            "data", "convert", flat_src, "--from", "mask-png", "--out", tmp_path / name, "--val-fraction", "0.3"
-        )
+        code, _, err = convert(cli, flat_src, "mask-png", tmp_path / name, "--val-fraction", "0.3")
         assert code == 0, err
     assert _names(tmp_path / "a", "val") == _names(tmp_path / "b", "val") and len(_names(tmp_path / "a", "val")) == 3
     assert sorted(_names(tmp_path / "a", "train") + _names(tmp_path / "a", "val")) == [f"img{k}.png" for k in range(10)]
@@ -42,27 +40,27 @@ def test_val_fraction_keeps_source_splits(tmp_path, cli):
     for split in ("train", "val"):
         write_image(src / "images" / split / "a.png")
         write_label_map(src / "masks" / split / "a.png", np.ones((H, W), np.uint8))
-    assert cli("data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o", "--val-fraction", "0.5")[0] == 0
+    assert convert(cli, src, "mask-png", tmp_path / "o", "--val-fraction", "0.5")[0] == 0
     assert _names(tmp_path / "o", "val") == ["val/a.png"] and _names(tmp_path / "o", "train") == ["train/a.png"]
 
 
 def test_link_images(flat_src, tmp_path, cli):
     before = tree_hash(flat_src)
-    assert cli("data", "convert", flat_src, "--from", "mask-png", "--out", tmp_path / "o", "--link")[0] == 0
+    assert convert(cli, flat_src, "mask-png", tmp_path / "o", "--link")[0] == 0
     linked = tmp_path / "o" / "images" / "img3.png"
     assert linked.is_symlink() and os.path.samefile(linked, flat_src / "images" / "img3.png")
     assert tree_hash(flat_src) == before
 
 
 def test_coco_to_coco_copies(flat_src, tmp_path, cli):
-    assert cli("data", "convert", flat_src, "--from", "mask-png", "--out", tmp_path / "a")[0] == 0
-    assert cli("data", "convert", tmp_path / "a", "--from", "coco", "--out", tmp_path / "b")[0] == 0
+    assert convert(cli, flat_src, "mask-png", tmp_path / "a")[0] == 0
+    assert convert(cli, tmp_path / "a", "coco", tmp_path / "b")[0] == 0
     assert load_split(tmp_path / "a") == load_split(tmp_path / "b")
     assert (tmp_path / "b" / "images" / "img0.png").read_bytes() == (flat_src / "images" / "img0.png").read_bytes()
 
 
 def test_coco_escaping_image_path_is_refused(flat_src, tmp_path, cli):
-    assert cli("data", "convert", flat_src, "--from", "mask-png", "--out", tmp_path / "a")[0] == 0
+    assert convert(cli, flat_src, "mask-png", tmp_path / "a")[0] == 0
     ann = tmp_path / "a" / "annotations" / "instances_train.json"
     ann.write_text(ann.read_text().replace('"img0.png"', '"../../src/images/img0.png"'))
     before = tree_hash(tmp_path / "a")
@@ -88,18 +86,18 @@ def test_bad_options(extra, names, flat_src, tmp_path, cli):
 
 def test_output_folder_rules(flat_src, tmp_path, cli):
     before = tree_hash(flat_src)
-    assert_user_error(cli("data", "convert", flat_src, "--from", "mask-png", "--out", flat_src / "out"), "inside")
+    assert_user_error(convert(cli, flat_src, "mask-png", flat_src / "out"), "inside")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    assert_user_error(cli("data", "convert", flat_src, "--from", "mask-png", "--out", tmp_path / "full"), "not empty")
-    assert_user_error(cli("data", "convert", tmp_path / "nope", "--from", "voc", "--out", tmp_path / "o"), "nope")
+    assert_user_error(convert(cli, flat_src, "mask-png", tmp_path / "full"), "not empty")
+    assert_user_error(convert(cli, tmp_path / "nope", "voc", tmp_path / "o"), "nope")
     assert tree_hash(flat_src) == before
 
 
 @pytest.mark.parametrize("fmt", ["labelme", "yolo", "voc", "cityscapes", "mask-png", "coco"])
 def test_empty_folder_each_format(fmt, tmp_path, cli):
     (tmp_path / "empty").mkdir()
-    assert_user_error(cli("data", "convert", tmp_path / "empty", "--from", fmt, "--out", tmp_path / "o"), "empty")
+    assert_user_error(convert(cli, tmp_path / "empty", fmt, tmp_path / "o"), "empty")
 
 
 def test_api_unknown_formats(flat_src, tmp_path):

@@ -1,6 +1,16 @@
 import numpy as np
 
-from test_formats_common import H, W, assert_user_error, decoded, load_split, tree_hash, write_image, write_label_map
+from test_formats_common import (
+    H,
+    W,
+    assert_user_error,
+    convert,
+    decoded,
+    load_split,
+    tree_hash,
+    write_image,
+    write_label_map,
+)
 
 
 def _instance_ids():
@@ -24,7 +34,7 @@ def _cityscapes(root):
 def test_cityscapes_to_coco(tmp_path, cli):
     src = _cityscapes(tmp_path / "cityscapes")
     before = tree_hash(src)
-    code, _, err = cli("data", "convert", src, "--from", "cityscapes", "--out", tmp_path / "out")
+    code, _, err = convert(cli, src, "cityscapes", tmp_path / "out")
     assert code == 0, err
     assert tree_hash(src) == before
     val = load_split(tmp_path / "out", "val")
@@ -57,9 +67,7 @@ def test_cityscapes_to_coco(tmp_path, cli):
 def test_cityscapes_missing_image_and_empty(tmp_path, cli):
     src = _cityscapes(tmp_path / "cityscapes")
     (src / "leftImg8bit" / "val" / "lindau" / "lindau_000001_000019_leftImg8bit.png").unlink()
-    result = cli("data", "convert", src, "--from", "cityscapes", "--out", tmp_path / "o")
+    result = convert(cli, src, "cityscapes", tmp_path / "o")
     assert_user_error(result, "lindau_000001_000019_gtFine_instanceIds.png", "leftImg8bit")
     (tmp_path / "empty" / "gtFine").mkdir(parents=True)
-    assert_user_error(
-        cli("data", "convert", tmp_path / "empty", "--from", "cityscapes", "--out", tmp_path / "o"), "empty"
-    )
+    assert_user_error(convert(cli, tmp_path / "empty", "cityscapes", tmp_path / "o"), "empty")

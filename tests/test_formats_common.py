@@ -68,6 +68,11 @@ def decoded(ann: dict, image: dict) -> np.ndarray:
     return segmentation_to_mask(ann["segmentation"], image["height"], image["width"]).astype(bool)
 
 
+def convert(cli, src: Path, fmt: str, out: Path, *extra) -> tuple[int, str, str]:
+    """`instaseg data convert SRC --from FMT --out OUT [extra...]`."""
+    return cli("data", "convert", src, "--from", fmt, "--out", out, *extra)
+
+
 def assert_user_error(result: tuple[int, str, str], *names: str) -> None:
     """CLI exit 2 with a one-line message naming each of ``names``."""
     code, _, err = result

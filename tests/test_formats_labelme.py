@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_formats_common import H, W, assert_user_error, decoded, load_split, tree_hash, write_image, write_json
+from test_formats_common import (
+    H,
+    W,
+    assert_user_error,
+    convert,
+    decoded,
+    load_split,
+    tree_hash,
+    write_image,
+    write_json,
+)
 
 
 def _shape(label, points, shape_type="polygon", group_id=None):
@@ -49,7 +59,7 @@ def test_labelme_to_coco(labelme_src, tmp_path, cli):
     before = tree_hash(labelme_src)
     out = tmp_path / "out"
     labels = tmp_path / "labels.txt"
-    code, _, err = cli("data", "convert", labelme_src, "--from", "labelme", "--out", out, "--labels", labels)
+    code, _, err = convert(cli, labelme_src, "labelme", out, "--labels", labels)
     assert code == 0, err
     assert tree_hash(labelme_src) == before
     coco = load_split(out)
@@ -75,7 +85,7 @@ def test_labelme_to_coco(labelme_src, tmp_path, cli):
 
 
 def test_labelme_classes_sorted_without_labels_file(labelme_src, tmp_path, cli):
-    code, _, err = cli("data", "convert", labelme_src, "--from", "labelme", "--out", tmp_path / "out")
+    code, _, err = convert(cli, labelme_src, "labelme", tmp_path / "out")
     assert code == 0, err
     assert [c["name"] for c in load_split(tmp_path / "out")["categories"]] == ["cat", "dog", "person"]
 
@@ -83,7 +93,7 @@ def test_labelme_classes_sorted_without_labels_file(labelme_src, tmp_path, cli):
 def test_labelme_unknown_label_with_labels_file(labelme_src, tmp_path, cli):
     (tmp_path / "labels.txt").write_text("cat\ndog\n")
     labels = tmp_path / "labels.txt"
-    result = cli("data", "convert", labelme_src, "--from", "labelme", "--out", tmp_path / "o", "--labels", labels)
+    result = convert(cli, labelme_src, "labelme", tmp_path / "o", "--labels", labels)
     assert_user_error(result, "a.json", "shape 3", "person")
 
 
@@ -98,7 +108,7 @@ def _single(src, image_name="a.png", **image_kwargs):
 @pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
 def test_labelme_accepts_gray_rgba_16bit(mode, tmp_path, cli):
     src = _single(tmp_path / "src", mode=mode)
-    code, _, err = cli("data", "convert", src, "--from", "labelme", "--out", tmp_path / "out")
+    code, _, err = convert(cli, src, "labelme", tmp_path / "out")
     assert code == 0, err
     assert load_split(tmp_path / "out")["images"][0]["width"] == W
 
@@ -109,7 +119,7 @@ def test_labelme_exif_rotated_jpeg_is_upright(tmp_path, cli):
     exif[0x0112] = 6  # rotate 90: the upright image is H wide and W high
     write_image(src / "a.jpg", exif=exif)
     write_json(src / "a.json", _labelme("a.jpg", [_shape("x", [[1, 1], [20, 1], [20, 20]])], size=(H, W)))
-    code, _, err = cli("data", "convert", src, "--from", "labelme", "--out", tmp_path / "out")
+    code, _, err = convert(cli, src, "labelme", tmp_path / "out")
     assert code == 0, err
     image = load_split(tmp_path / "out")["images"][0]
     assert (image["width"], image["height"]) == (H, W)
@@ -138,14 +148,14 @@ def test_labelme_bad_fields(damage, names, tmp_path, cli):
     damage(doc)
     write_json(src / "a.json", doc)
     before = tree_hash(src)
-    assert_user_error(cli("data", "convert", src, "--from", "labelme", "--out", tmp_path / "out"), *names)
+    assert_user_error(convert(cli, src, "labelme", tmp_path / "out"), *names)
     assert tree_hash(src) == before and not (tmp_path / "out").exists()
 
 
 def test_labelme_truncated_json(tmp_path, cli):
     src = _single(tmp_path / "src")
     (src / "a.json").write_text((src / "a.json").read_text()[:40])
-    assert_user_error(cli("data", "convert", src, "--from", "labelme", "--out", tmp_path / "out"), "a.json", "json")
+    assert_user_error(convert(cli, src, "labelme", tmp_path / "out"), "a.json", "json")
 
 
 @pytest.mark.parametrize("name", ["a.png", "a.jpg"])
@@ -154,12 +164,12 @@ def test_labelme_truncated_image(name, tmp_path, cli):
     data = (src / name).read_bytes()
     (src / name).write_bytes(data[: len(data) // 2])
     before = tree_hash(src)
-    assert_user_error(cli("data", "convert", src, "--from", "labelme", "--out", tmp_path / "out"), name)
+    assert_user_error(convert(cli, src, "labelme", tmp_path / "out"), name)
     assert tree_hash(src) == before
 
 
 def test_labelme_empty_folder(tmp_path, cli):
     (tmp_path / "src").mkdir()
-    assert_user_error(cli("data", "convert", tmp_path / "src", "--from", "labelme", "--out", tmp_path / "o"), "src")
+    assert_user_error(convert(cli, tmp_path / "src", "labelme", tmp_path / "o"), "src")
     (tmp_path / "src" / "notes.txt").write_text("x")
-    assert_user_error(cli("data", "convert", tmp_path / "src", "--from", "labelme", "--out", tmp_path / "o"), "json")
+    assert_user_error(convert(cli, tmp_path / "src", "labelme", tmp_path / "o"), "json")

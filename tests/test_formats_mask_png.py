@@ -3,7 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from test_formats_common import H, W, assert_user_error, decoded, load_split, tree_hash, write_image, write_label_map
+from test_formats_common import (
+    H,
+    W,
+    assert_user_error,
+    convert,
+    decoded,
+    load_split,
+    tree_hash,
+    write_image,
+    write_label_map,
+)
 
 
 def _label_map(values=(1, 2)):
@@ -39,7 +49,7 @@ def _masks_equal(coco, lm):
 def test_mask_png_single_class(sixteen_bit, tmp_path, cli):
     src = _mask_src(tmp_path / "src", sixteen_bit=sixteen_bit)
     before = tree_hash(src)
-    code, _, err = cli("data", "convert", src, "--from", "mask-png", "--out", tmp_path / "out")
+    code, _, err = convert(cli, src, "mask-png", tmp_path / "out")
     assert code == 0, err
     assert tree_hash(src) == before
     train = load_split(tmp_path / "out", "train")
@@ -53,33 +63,21 @@ def test_mask_png_single_class(sixteen_bit, tmp_path, cli):
 def test_mask_png_labels_name(tmp_path, cli):
     src = _mask_src(tmp_path / "src")
     (tmp_path / "labels.txt").write_text("cell\n")
-    assert (
-        cli("data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o", "--labels", tmp_path / "labels.txt")[
-            0
-        ]
-        == 0
-    )
+    assert convert(cli, src, "mask-png", tmp_path / "o", "--labels", tmp_path / "labels.txt")[0] == 0
     assert [c["name"] for c in load_split(tmp_path / "o")["categories"]] == ["cell"]
 
 
 def test_mask_png_class_map_values(tmp_path, cli):
     src = _mask_src(tmp_path / "src", values=(3, 5))
     (tmp_path / "map.json").write_text(json.dumps({"5": "dog", "3": "cat", "4": "cat"}))
-    assert (
-        cli(
-            "data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o", "--class-map", tmp_path / "map.json"
-        )[0]
-        == 0
-    )
+    assert convert(cli, src, "mask-png", tmp_path / "o", "--class-map", tmp_path / "map.json")[0] == 0
     train = load_split(tmp_path / "o")
     names = {c["id"]: c["name"] for c in train["categories"]}
     assert list(names.values()) == ["dog", "cat"]
     anns = _masks_equal(train, _label_map((3, 5)))
     assert sorted(names[a["category_id"]] for a in anns) == ["cat", "dog"]
     (tmp_path / "map.json").write_text(json.dumps({"3": "cat"}))
-    result = cli(
-        "data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o2", "--class-map", tmp_path / "map.json"
-    )
+    result = convert(cli, src, "mask-png", tmp_path / "o2", "--class-map", tmp_path / "map.json")
     assert_user_error(result, "a.png", "pixel value 5")
 
 
@@ -91,12 +89,7 @@ def test_mask_png_class_map_folders(tmp_path, cli):
     dogs[40:46, 2:10] = 1
     write_label_map(src / "masks" / "dogs" / "a.png", dogs)
     (tmp_path / "map.json").write_text(json.dumps({"cats": "cat", "dogs": "dog"}))
-    assert (
-        cli(
-            "data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o", "--class-map", tmp_path / "map.json"
-        )[0]
-        == 0
-    )
+    assert convert(cli, src, "mask-png", tmp_path / "o", "--class-map", tmp_path / "map.json")[0] == 0
     train = load_split(tmp_path / "o")
     names = {c["id"]: c["name"] for c in train["categories"]}
     assert sorted(names[a["category_id"]] for a in train["annotations"]) == ["cat", "cat", "dog"]
@@ -105,19 +98,15 @@ def test_mask_png_class_map_folders(tmp_path, cli):
 def test_mask_png_bad_inputs(tmp_path, cli):
     src = _mask_src(tmp_path / "src")
     write_label_map(src / "masks" / "val" / "b.png", np.zeros((H + 1, W), np.int64))
-    assert_user_error(cli("data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o"), "b.png", "64x49")
+    assert_user_error(convert(cli, src, "mask-png", tmp_path / "o"), "b.png", "64x49")
     write_image(src / "masks" / "val" / "b.png")
-    assert_user_error(cli("data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o"), "b.png", "RGB")
+    assert_user_error(convert(cli, src, "mask-png", tmp_path / "o"), "b.png", "RGB")
     (src / "masks" / "val" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    assert_user_error(cli("data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o"), "b.png", "corrupt")
+    assert_user_error(convert(cli, src, "mask-png", tmp_path / "o"), "b.png", "corrupt")
     (tmp_path / "map.json").write_text('{"1": "cat", "x": "dog"}')
-    result = cli(
-        "data", "convert", src, "--from", "mask-png", "--out", tmp_path / "o", "--class-map", tmp_path / "map.json"
-    )
+    result = convert(cli, src, "mask-png", tmp_path / "o", "--class-map", tmp_path / "map.json")
     assert_user_error(result, "map.json")
     (tmp_path / "empty" / "images").mkdir(parents=True)
     (tmp_path / "empty" / "masks").mkdir()
-    assert_user_error(
-        cli("data", "convert", tmp_path / "empty", "--from", "mask-png", "--out", tmp_path / "o"), "images"
-    )
+    assert_user_error(convert(cli, tmp_path / "empty", "mask-png", tmp_path / "o"), "images")
     assert not (tmp_path / "o").exists()

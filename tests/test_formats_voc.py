@@ -1,7 +1,17 @@
 import numpy as np
 import pytest
 
-from test_formats_common import H, W, assert_user_error, decoded, load_split, tree_hash, write_image, write_label_map
+from test_formats_common import (
+    H,
+    W,
+    assert_user_error,
+    convert,
+    decoded,
+    load_split,
+    tree_hash,
+    write_image,
+    write_label_map,
+)
 
 VOID = 255
 
@@ -36,7 +46,7 @@ def voc_src(tmp_path):
 def test_voc_to_coco(voc_src, tmp_path, cli):
     src, root = voc_src
     before = tree_hash(src)
-    code, _, err = cli("data", "convert", src, "--from", "voc", "--out", tmp_path / "out")
+    code, _, err = convert(cli, src, "voc", tmp_path / "out")
     assert code == 0, err
     assert tree_hash(src) == before
     train, val = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "val")
@@ -57,7 +67,7 @@ def test_voc_without_split_lists_is_train(voc_src, tmp_path, cli):
     src, root = voc_src
     for path in (root / "ImageSets" / "Segmentation").iterdir():
         path.unlink()
-    assert cli("data", "convert", root, "--from", "voc", "--out", tmp_path / "out")[0] == 0
+    assert convert(cli, root, "voc", tmp_path / "out")[0] == 0
     assert len(load_split(tmp_path / "out")["images"]) == 3
     assert not (tmp_path / "out" / "annotations" / "instances_val.json").exists()
 
@@ -67,14 +77,14 @@ def test_voc_bad_inputs(voc_src, tmp_path, cli):
     bad_classes = _voc_masks()[1]
     bad_classes[bad_classes == 15] = 40
     write_label_map(root / "SegmentationClass" / "2007_000002.png", bad_classes, palette=True)
-    assert_user_error(cli("data", "convert", src, "--from", "voc", "--out", tmp_path / "o"), "2007_000002.png", "40")
+    assert_user_error(convert(cli, src, "voc", tmp_path / "o"), "2007_000002.png", "40")
     write_image(root / "SegmentationObject" / "2007_000002.png")  # an RGB picture is not a label map
-    assert_user_error(cli("data", "convert", src, "--from", "voc", "--out", tmp_path / "o"), "2007_000002.png", "RGB")
+    assert_user_error(convert(cli, src, "voc", tmp_path / "o"), "2007_000002.png", "RGB")
     (root / "JPEGImages" / "2007_000001.jpg").unlink()
-    assert_user_error(cli("data", "convert", src, "--from", "voc", "--out", tmp_path / "o"), "2007_000001.jpg")
+    assert_user_error(convert(cli, src, "voc", tmp_path / "o"), "2007_000001.jpg")
     assert not (tmp_path / "o").exists()
 
 
 def test_voc_empty_folder(tmp_path, cli):
     (tmp_path / "voc" / "SegmentationObject").mkdir(parents=True)
-    assert_user_error(cli("data", "convert", tmp_path / "voc", "--from", "voc", "--out", tmp_path / "o"), "voc")
+    assert_user_error(convert(cli, tmp_path / "voc", "voc", tmp_path / "o"), "voc")

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from instaseg.data.masks import mask_to_rle
-from test_formats_common import H, W, assert_user_error, decoded, load_split, tree_hash, write_image
+from test_formats_common import H, W, assert_user_error, convert, decoded, load_split, tree_hash, write_image
 
 
 def _yolo_src(root, layout="splits", names_file="yaml-list"):
@@ -42,7 +42,7 @@ def _yolo_src(root, layout="splits", names_file="yaml-list"):
 def test_yolo_to_coco(layout, names_file, splits, tmp_path, cli):
     src = _yolo_src(tmp_path / "src", layout, names_file)
     before = tree_hash(src)
-    code, _, err = cli("data", "convert", src, "--from", "yolo", "--out", tmp_path / "out")
+    code, _, err = convert(cli, src, "yolo", tmp_path / "out")
     assert code == 0, err
     assert tree_hash(src) == before
     for split, n_images in splits.items():
@@ -63,7 +63,7 @@ def test_yolo_unknown_class_names_file_and_line(tmp_path, cli):
     src = _yolo_src(tmp_path / "src")
     (src / "labels" / "val" / "b.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n\n7 0.1 0.1 0.5 0.1 0.5 0.5\n")
     before = tree_hash(src)
-    assert_user_error(cli("data", "convert", src, "--from", "yolo", "--out", tmp_path / "o"), "b.txt", "line 3", "7")
+    assert_user_error(convert(cli, src, "yolo", tmp_path / "o"), "b.txt", "line 3", "7")
     assert tree_hash(src) == before and not (tmp_path / "o").exists()
 
 
@@ -74,17 +74,15 @@ def test_yolo_unknown_class_names_file_and_line(tmp_path, cli):
 def test_yolo_malformed_lines(text, message, tmp_path, cli):
     src = _yolo_src(tmp_path / "src")
     (src / "labels" / "train" / "a.txt").write_text(text)
-    assert_user_error(
-        cli("data", "convert", src, "--from", "yolo", "--out", tmp_path / "o"), "a.txt", "line 1", message
-    )
+    assert_user_error(convert(cli, src, "yolo", tmp_path / "o"), "a.txt", "line 1", message)
 
 
 def test_yolo_missing_names_and_bad_yaml(tmp_path, cli):
     src = _yolo_src(tmp_path / "src")
     (src / "data.yaml").write_text("names: [box, tri\n")
-    assert_user_error(cli("data", "convert", src, "--from", "yolo", "--out", tmp_path / "o"), "data.yaml")
+    assert_user_error(convert(cli, src, "yolo", tmp_path / "o"), "data.yaml")
     (src / "data.yaml").unlink()
-    assert_user_error(cli("data", "convert", src, "--from", "yolo", "--out", tmp_path / "o"), "classes.txt")
+    assert_user_error(convert(cli, src, "yolo", tmp_path / "o"), "classes.txt")
 
 
 def _write_coco(root):
@@ -126,7 +124,7 @@ def test_coco_yolo_coco_round_trip(tmp_path, cli):
     assert "names" in (tmp_path / "y" / "data.yaml").read_text()
     with Image.open(tmp_path / "y" / "images" / "train" / "a.png") as img:
         assert img.size == (W, H)
-    code, _, err = cli("data", "convert", tmp_path / "y", "--from", "yolo", "--out", tmp_path / "back")
+    code, _, err = convert(cli, tmp_path / "y", "yolo", tmp_path / "back")
     assert code == 0, err
     back = load_split(tmp_path / "back")
     assert [c["name"] for c in back["categories"]] == ["three", "seven"]
@@ -139,7 +137,7 @@ def test_coco_yolo_coco_round_trip(tmp_path, cli):
 
 def test_tiny_coco_round_trip_keeps_instances(tiny_coco, tmp_path, cli):
     assert cli("data", "convert", tiny_coco, "--from", "coco", "--to", "yolo", "--out", tmp_path / "y")[0] == 0
-    code, _, err = cli("data", "convert", tmp_path / "y", "--from", "yolo", "--out", tmp_path / "c")
+    code, _, err = convert(cli, tmp_path / "y", "yolo", tmp_path / "c")
     assert code == 0, err
     for split in ("train", "val"):
         original = json.loads((tiny_coco / "annotations" / f"instances_{split}.json").read_text())
