@@ -55,7 +55,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            # PNG's own getexif decodes every pixel to look for an eXIf chunk after the image data; the
+            # chunks before it (the usual place) are read at open, so the generic reader stays header-only
+            exif = Image.Image.getexif(img) if img.format == "PNG" else img.getexif()
+            orientation = exif.get(0x0112, 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"corrupt or unreadable image ({e})", path) from None
     # orientations 5-8 rotate by 90 degrees: the upright image swaps width and height
