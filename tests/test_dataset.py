@@ -43,6 +43,8 @@ def small_data(tmp_path):
     ]
     rle = mask_to_rle(np.pad(np.ones((8, 8), np.uint8), ((10, 14), (20, 20))))  # 32x48 image, RLE mask
     anns.append({"id": 7, "image_id": 3, "category_id": 7, "segmentation": rle, "iscrowd": 0})
+    wrong_size = mask_to_rle(np.ones((10, 10), np.uint8))
+    anns.append({"id": 8, "image_id": 3, "category_id": 7, "segmentation": wrong_size, "iscrowd": 0})
     return CocoData(images=images, annotations=anns, categories=CATEGORIES, image_root=tmp_path / "images")
 
 
@@ -70,9 +72,10 @@ def test_rle_annotation_without_bbox(small_data):
 def test_skips_are_counted_and_warned_once(small_data, caplog):
     with caplog.at_level(logging.WARNING):
         ds = InstanceDataset(small_data, train=True)
-    assert dict(ds.skipped) == {"crowd": 1, "degenerate": 1, "unknown category": 1, "empty mask": 1}
+    expected = {"crowd": 1, "degenerate": 1, "unknown category": 1, "empty mask": 1, "mask size differs from image": 1}
+    assert dict(ds.skipped) == expected
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "skipped 4 annotations" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "skipped 5 annotations" in warnings[0].getMessage()
     assert "1 crowd" in warnings[0].getMessage()
 
 
@@ -127,3 +130,24 @@ def test_image_with_300_instances(tmp_path):
     n = len(target["labels"])
     assert n > 250 and target["masks"].shape == (n, 60, 64) and target["masks"].dtype == torch.uint8
     assert target["boxes"].shape == (n, 4)
+
+
+def test_synthetic_dataset_through_a_loader(tmp_path):
+    from instaseg.data.coco import load_dataset
+    from instaseg.data.synthetic import generate_synthetic
+
+    splits = load_dataset(generate_synthetic(tmp_path / "shapes", num_images=8, img_size=64, seed=0))
+    cfg = {"hflip": True, "scale_jitter": [0.8, 1.25], "photometric": True, "copy_paste": True}
+    ds = InstanceDataset(splits["train"], build_transforms({"min_size": 48, "max_size": 48}, cfg, train=True))
+    assert not ds.skipped and ds.class_names == splits["train"].class_names
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_fn, num_workers=1)
+    seen = 0
+    for images, targets in loader:
+        for image, target in zip(images, targets, strict=True):
+            assert image.shape == (3, 48, 48) and image.dtype == torch.float32
+            n = len(target["labels"])
+            assert target["masks"].shape == (n, 48, 48) and target["boxes"].shape == (n, 4)
+            assert ((target["labels"] >= 1) & (target["labels"] <= 5)).all()
+            assert (target["boxes"][:, 2:] > target["boxes"][:, :2]).all()
+            seen += 1
+    assert seen == len(ds) == 6

@@ -33,16 +33,18 @@ def _polygon_area(poly: list[float]) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
-def _has_mask(seg: Any, height: int, width: int) -> bool:
-    """Whether a segmentation can hold any pixel (cheap: no rasterising of polygons)."""
+def _mask_problem(seg: Any, height: int, width: int) -> str | None:
+    """What keeps a segmentation from giving a mask for this image (cheap: polygons are not rasterised)."""
     if isinstance(seg, list):
-        return any(len(p) >= 6 and _polygon_area(p) > 0 for p in seg)
-    if isinstance(seg, dict):
-        try:
-            return float(mask_utils.area(segmentation_to_rle(seg, height, width))) > 0
-        except (TypeError, ValueError, KeyError):
-            return False
-    return False
+        return None if any(len(p) >= 6 and _polygon_area(p) > 0 for p in seg) else "empty mask"
+    if not isinstance(seg, dict):
+        return "empty mask"
+    try:
+        if [int(v) for v in seg["size"]] != [height, width]:
+            return "mask size differs from image"
+        return None if float(mask_utils.area(segmentation_to_rle(seg, height, width))) > 0 else "empty mask"
+    except (TypeError, ValueError, KeyError):
+        return "empty mask"
 
 
 def unusable_reason(ann: dict, image: dict, known_categories: set[int]) -> str | None:
@@ -51,8 +53,9 @@ def unusable_reason(ann: dict, image: dict, known_categories: set[int]) -> str |
         return "crowd"
     if ann.get("category_id") not in known_categories:
         return "unknown category"
-    if not _has_mask(ann.get("segmentation"), image["height"], image["width"]):
-        return "empty mask"
+    problem = _mask_problem(ann.get("segmentation"), image["height"], image["width"])
+    if problem:
+        return problem
     bbox = ann.get("bbox")
     if bbox is not None and (bbox[2] < 1 or bbox[3] < 1):
         return "degenerate"

@@ -21,6 +21,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
+from instaseg.errors import UserError
+
 Sample = tuple[torch.Tensor, dict[str, Any]]
 
 
@@ -63,6 +65,10 @@ class ResizeToRecipe(v2.Transform):
 
     def __init__(self, min_size: int, max_size: int, scale_range: tuple[float, float] | None = None):
         super().__init__()
+        if min_size <= 0 or max_size <= 0:
+            raise UserError(f"input sizes must be positive, got min_size={min_size}, max_size={max_size}")
+        if scale_range and not (len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1]):
+            raise UserError(f"train.scale_jitter must be [low, high] with 0 < low <= high, got {scale_range}")
         self.min_size, self.max_size = min_size, max_size
         self.scale_range = tuple(scale_range) if scale_range else None
 
@@ -71,14 +77,16 @@ class ResizeToRecipe(v2.Transform):
         scale = resize_scale(h, w, self.min_size, self.max_size)
         canvas = resized_size(h, w, self.min_size, self.max_size)
         if not self.scale_range:
-            return {"size": list(canvas), "canvas": canvas, "offset": (0, 0)}
+            return {"size": list(canvas), "canvas": canvas, "offset": (0, 0), "unchanged": canvas == (h, w)}
         scale *= random.uniform(*self.scale_range)
         size = [max(1, round(h * scale)), max(1, round(w * scale))]
         # random placement of the crop window (zoom in) or of the image on the padded canvas (zoom out)
         offset = tuple(random.randint(0, abs(s - c)) for s, c in zip(size, canvas, strict=True))
-        return {"size": size, "canvas": canvas, "offset": offset}
+        return {"size": size, "canvas": canvas, "offset": offset, "unchanged": False}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["unchanged"]:  # already at the recipe size (the synthetic data at its default size)
+            return inpt
         out = self._call_kernel(F.resize, inpt, size=params["size"], antialias=True)
         (h, w), (ch, cw), (dy, dx) = params["size"], params["canvas"], params["offset"]
         if (h, w) == (ch, cw):
