@@ -69,7 +69,12 @@ def test_yolo_unknown_class_names_file_and_line(tmp_path, cli):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("1 0.1 abc 0.5\n", "numbers"), ("1 0.1 0.1 0.5 0.1 0.5\n", "pairs"), ("0 3 3 9 3 9 9\n", "[0, 1]")],
+    [
+        ("1 0.1 abc 0.5\n", "numbers"),
+        ("0 0.1 nan 0.5 0.1 0.5 0.5\n", "numbers"),
+        ("1 0.1 0.1 0.5 0.1 0.5\n", "pairs"),
+        ("0 3 3 9 3 9 9\n", "[0, 1]"),
+    ],
 )
 def test_yolo_malformed_lines(text, message, tmp_path, cli):
     src = _yolo_src(tmp_path / "src")

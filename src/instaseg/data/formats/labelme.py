@@ -110,7 +110,9 @@ def _parse_shape(shape: object, path: Path, record: str) -> tuple[str, object, l
         raise UserError("shape 'group_id' must be an integer or null", path, record)
     points = shape.get("points")
     if not isinstance(points, list) or not all(
-        isinstance(p, list) and len(p) == 2 and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in p)
+        isinstance(p, list)
+        and len(p) == 2
+        and all(isinstance(v, _NUMBER) and not isinstance(v, bool) and math.isfinite(v) for v in p)
         for p in points
     ):
         raise UserError("shape 'points' must be a list of [x, y] numbers", path, record)

@@ -16,6 +16,7 @@ holes of RLE masks, since YOLO tools and pycocotools fill a ring even-odd).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -123,7 +124,9 @@ def _read_label_file(path: Path, size: tuple[int, int]):
         try:
             values = [float(v) for v in line.split()]
         except ValueError:
-            raise UserError("expected 'class x1 y1 x2 y2 ...' numbers", path, f"line {number}") from None
+            values = [math.nan]
+        if not all(map(math.isfinite, values)):
+            raise UserError("expected 'class x1 y1 x2 y2 ...' numbers", path, f"line {number}")
         cls, coords = values[0], values[1:]
         if not cls.is_integer():
             raise UserError(f"class id {line.split()[0]!r} is not an integer", path, f"line {number}")
