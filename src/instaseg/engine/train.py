@@ -1,0 +1,249 @@
+"""`train()`: a recipe on a COCO dataset folder, with Lightning doing the loop, devices, AMP and DDP.
+
+The run folder holds config.yaml (the resolved recipe), train.log, metrics.csv, curves.png, train_result.json,
+best.ckpt and last.ckpt. ``resume=True`` continues from OUT/last.ckpt with the optimizer, learning-rate,
+EMA, early-stopping, timer and epoch state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from torch.utils.data import DataLoader
+
+from instaseg.config import apply_overrides, recipe_to_yaml
+from instaseg.data.coco import CocoData, load_dataset
+from instaseg.data.dataset import InstanceDataset, collate_fn
+from instaseg.data.transforms import build_transforms
+from instaseg.engine.callbacks import VAL_METRIC, AtomicCheckpointIO, EMACallback, WarmupPlateauLR
+from instaseg.engine.module import InstanceSegModule
+from instaseg.engine.outputs import FILES, RunRecorder, attach_log, detach_log, run_paths
+from instaseg.errors import UserError
+from instaseg.models.registry import build_model, load_recipe
+from instaseg.utils.io import atomic_write_text, read_json
+
+logger = logging.getLogger("instaseg.train")
+
+# a default run folder is named once, in the launching process; DDP workers started by Lightning inherit it
+_OUT_ENV = "INSTASEG_RUN_OUT"
+
+# the run folder holds config.yaml and train.log before the first checkpoint: expected, not worth a warning
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def train(
+    model: str,
+    data: str | Path,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    img_size: int | None = None,
+    lr: float | None = None,
+    device: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
+    weights: str | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train recipe ``model`` (a name or a yaml) on the COCO dataset folder ``data``; returns the train result.
+
+    Command-line values override the recipe (``img_size`` sets input.min_size and input.max_size), then the
+    dotted ``overrides`` ("train.epochs=3"). The result (also OUT/train_result.json) holds ``done_flag``,
+    ``best_epoch``, ``best_metrics`` (mask_AP, box_AP, ...), ``out`` and ``paths``, plus ``is_global_zero``
+    (False in the extra processes of a multi-process run, which should stay quiet).
+    """
+    recipe, out_dir = _prepare_run(model, out, resume, epochs, batch_size, img_size, lr, overrides)
+    handler = attach_log(out_dir / FILES["log"])
+    try:
+        splits = _load_splits(data)
+        train_data, val_data = splits["train"], splits["val"]
+        logger.info(
+            "recipe %s on %s: %d train / %d val images",
+            recipe["name"],
+            data,
+            len(train_data.images),
+            len(val_data.images),
+        )
+        pl.seed_everything(int(recipe["train"].get("seed", 0)), workers=True, verbose=False)
+        net = build_model(recipe, num_classes=len(train_data.class_names), weights=None if resume else weights)
+        module = InstanceSegModule(net, recipe, train_data.class_names, train_data.category_ids, val_gt=val_data)
+        trainer = build_trainer(recipe, out_dir, device, devices, num_nodes)
+        module.strict_finite = trainer.precision == "32-true"
+        loaders = make_loaders(recipe, train_data, val_data)
+        ckpt = str(out_dir / FILES["last"]) if resume else None
+        start = time.monotonic()
+        trainer.fit(module, *loaders, ckpt_path=ckpt)
+        logger.info("training stopped after %.0f s", time.monotonic() - start)
+        return _result(trainer, out_dir)
+    finally:
+        detach_log(handler)
+
+
+def resolve_recipe(
+    model: str | dict,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    img_size: int | None = None,
+    lr: float | None = None,
+    overrides: list[str] | None = None,
+) -> dict:
+    """The recipe with command-line values applied, then the dotted overrides (which win)."""
+    recipe = load_recipe(model) if not isinstance(model, dict) else model
+    cli = []
+    for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size), ("train.lr", lr)):
+        if value is not None:
+            cli.append(f"{key}={value}")
+    if img_size is not None:
+        cli += [f"input.min_size={img_size}", f"input.max_size={img_size}"]
+    return apply_overrides(recipe, cli + list(overrides or []))
+
+
+def _prepare_run(model, out, resume, epochs, batch_size, img_size, lr, overrides) -> tuple[dict, Path]:
+    if resume:
+        if out is None:
+            raise UserError("--resume needs --out, the run folder to continue")
+        out_dir = Path(out)
+        last = out_dir / FILES["last"]
+        if not last.is_file():
+            raise UserError("nothing to resume: no last.ckpt in the run folder", out_dir)
+        # the run's own resolved recipe is the base; values given now (e.g. more epochs) still apply
+        base = out_dir / FILES["config"]
+        recipe = resolve_recipe(str(base) if base.is_file() else model, epochs, batch_size, img_size, lr, overrides)
+    else:
+        recipe = resolve_recipe(model, epochs, batch_size, img_size, lr, overrides)
+        out_dir = Path(out) if out is not None else _default_out(recipe["name"])
+        if (out_dir / FILES["last"]).exists() and os.environ.get("LOCAL_RANK") is None:
+            raise UserError("the run folder already holds a run: pass --resume, or choose another --out", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if _launching_rank_zero():
+        atomic_write_text(out_dir / FILES["config"], recipe_to_yaml(recipe))
+    return recipe, out_dir
+
+
+def _default_out(name: str) -> Path:
+    if _OUT_ENV not in os.environ:
+        os.environ[_OUT_ENV] = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return Path(os.environ[_OUT_ENV])
+
+
+def _launching_rank_zero() -> bool:
+    """Before the Trainer exists: is this the process that will be (or launch) global rank 0?"""
+    return (
+        int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and os.environ.get("NODE_RANK", "0") == "0"
+    )
+
+
+def _load_splits(data: str | Path) -> dict[str, CocoData]:
+    splits = load_dataset(data)
+    if "train" not in splits:
+        raise UserError("no train split (annotations/instances_train.json)", data)
+    if "val" not in splits:
+        raise UserError("no val split (annotations/instances_val.json): training validates every epoch", data)
+    if splits["val"].category_ids != splits["train"].category_ids:
+        raise UserError("train and val splits have different categories", data)
+    if not splits["train"].images or not splits["val"].images:
+        raise UserError("the train and val splits need at least one image each", data)
+    return splits
+
+
+def make_loaders(recipe: dict, train_data: CocoData, val_data: CocoData) -> tuple[DataLoader, DataLoader]:
+    cfg = recipe["train"]
+    workers = int(cfg.get("num_workers", 0))
+    batch = int(cfg["batch_size"])
+    train_ds = InstanceDataset(train_data, build_transforms(recipe["input"], cfg, train=True), train=True)
+    # validation images keep their size: the model resizes them and pastes predictions back at full resolution
+    val_ds = InstanceDataset(val_data, build_transforms(recipe["input"], None, train=False, resize=False), train=False)
+    common = {"collate_fn": collate_fn, "num_workers": workers, "persistent_workers": workers > 0}
+    return (
+        DataLoader(train_ds, batch_size=batch, shuffle=True, drop_last=len(train_ds) > batch, **common),
+        DataLoader(val_ds, batch_size=batch, shuffle=False, **common),
+    )
+
+
+def build_trainer(recipe: dict, out: Path, device: str, devices: int, num_nodes: int) -> pl.Trainer:
+    cfg = recipe["train"]
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA GPU is available")
+    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    world = int(devices) * int(num_nodes)
+    strategy: Any = "auto"
+    if world > 1:
+        # in one CPU-only process tree, spawn the workers; elsewhere (GPUs, or a launcher such as torchrun or
+        # SLURM already started each rank) Lightning's "ddp" re-runs the command once per device
+        spawn = not gpu and num_nodes == 1 and "LOCAL_RANK" not in os.environ
+        strategy = "ddp_spawn" if spawn else "ddp"
+    max_minutes = cfg.get("max_minutes")
+    return pl.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=int(devices),
+        num_nodes=int(num_nodes),
+        strategy=strategy,
+        precision=cfg.get("precision", "16-mixed") if gpu else "32-true",
+        max_epochs=int(cfg["epochs"]),
+        max_time=timedelta(minutes=float(max_minutes)) if max_minutes else None,
+        gradient_clip_val=float(cfg["grad_clip"]) if cfg.get("grad_clip") else None,
+        check_val_every_n_epoch=int(cfg.get("val_interval", 1)),
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_model_summary=False,
+        inference_mode=False,  # the EMA swaps weights in place around validation
+        default_root_dir=str(out),
+        callbacks=make_callbacks(recipe, out),
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def make_callbacks(recipe: dict, out: Path) -> list[pl.Callback]:
+    cfg = recipe["train"]
+    callbacks: list[pl.Callback] = [TQDMProgressBar()]
+    if cfg.get("ema", True):
+        callbacks.append(EMACallback(decay=float(cfg.get("ema_decay", 0.9998))))
+    callbacks.append(
+        WarmupPlateauLR(
+            warmup_iters=int(cfg.get("warmup_iters", 200)),
+            patience=int(cfg.get("plateau_patience", 3)),
+            factor=float(cfg.get("plateau_factor", 0.1)),
+        )
+    )
+    callbacks.append(RunRecorder(out))
+    patience = cfg.get("early_stop_patience")
+    if patience:
+        callbacks.append(EarlyStopping(monitor=VAL_METRIC, mode="max", patience=int(patience), check_finite=False))
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=str(out),
+            filename="best",
+            monitor=VAL_METRIC,
+            mode="max",
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+    )
+    return callbacks
+
+
+def _result(trainer: pl.Trainer, out: Path) -> dict[str, Any]:
+    recorder = next(cb for cb in trainer.callbacks if isinstance(cb, RunRecorder))
+    result_file = out / FILES["result"]
+    if trainer.is_global_zero and result_file.is_file():
+        # with spawned workers the records were kept in rank 0's process: its file is the truth
+        result = read_json(result_file)
+    else:
+        result = recorder.result(done=not trainer.interrupted)
+        result["paths"] = run_paths(out)
+    result["is_global_zero"] = trainer.is_global_zero
+    return result
