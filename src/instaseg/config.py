@@ -1,0 +1,228 @@
+"""Recipes: loading by name or path, dotted overrides, validation with clear errors.
+
+A recipe yaml states what differs from the defaults below (and from its architecture's model defaults); the
+loaded recipe is always complete, so every key can be overridden and `instaseg models NAME` shows all of it.
+There is no inheritance between recipe files: one level of defaults, then the file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from instaseg.errors import UserError
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+TASKS = ("instance_segmentation",)
+
+# Section defaults; the types here are the types validation expects (None: optional, any type).
+DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "task": "instance_segmentation",
+    "description": "",
+    "input": {"min_size": 800, "max_size": 1333},
+    "train": {
+        "epochs": 12,
+        "batch_size": 2,
+        "lr": 0.0025,  # SGD; the linear-scaling rule's 0.02 for 16 images, at 2 images per step
+        "momentum": 0.9,
+        "weight_decay": 0.0001,
+        "warmup_iters": 500,
+        "plateau_patience": 2,  # epochs without improvement of val mask AP before lr *= plateau_factor
+        "plateau_factor": 0.1,
+        "ema": False,
+        "ema_decay": 0.9998,
+        "early_stop_patience": 6,  # epochs without improvement before stopping; null: never
+        "hflip": True,
+        "scale_jitter": [0.8, 1.25],  # [lo, hi] scale factors, or null
+        "photometric": True,
+        "copy_paste": False,
+        "grad_clip": 10.0,  # max gradient norm, or null
+        "num_workers": 2,
+        "max_minutes": None,  # wall-clock training budget, or null
+    },
+    "eval": {"max_dets": 100, "score_threshold": 0.05},
+}
+
+_OPTIONAL = {("train", "early_stop_patience"), ("train", "scale_jitter"), ("train", "grad_clip")}
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"malformed yaml: {e}".replace("\n", " "), path) from None
+    except OSError as e:
+        raise UserError(f"cannot read recipe: {e}", path) from None
+    if not isinstance(data, dict):
+        raise UserError("a recipe is a yaml mapping (name, task, model, input, train, eval)", path)
+    return data
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_known(data: dict, reference: dict, where: str, source: str | None) -> None:
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in reference:
+            known = ", ".join(sorted(map(str, reference)))
+            raise UserError(f"unknown recipe key {path!r} (known here: {known})", source, path)
+        if isinstance(reference[key], dict) and isinstance(value, dict):
+            _check_known(value, reference[key], path, source)
+
+
+def _model_defaults(model: dict, source: str | None) -> dict:
+    from instaseg.models.registry import model_defaults
+
+    if not isinstance(model, dict) or "architecture" not in model:
+        raise UserError("the recipe needs a model section with an architecture", source, "model")
+    return model_defaults(model["architecture"])
+
+
+def complete_recipe(data: dict, source: str | None = None) -> dict:
+    """Defaults + the recipe's own keys, checked: unknown keys and wrong types raise a UserError."""
+    reference = {**DEFAULTS, "model": _model_defaults(data.get("model"), source)}
+    _check_known(data, reference, "", source)
+    recipe = _deep_merge(reference, data)
+    validate_recipe(recipe, source)
+    return recipe
+
+
+def load_recipe(name_or_path: str | Path | dict) -> dict:
+    """A complete, validated recipe from a shipped name (`maskrcnn_fast`), a yaml path, or a dict."""
+    if isinstance(name_or_path, dict):
+        return complete_recipe(copy.deepcopy(name_or_path))
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise UserError("recipe file not found", path)
+        data = _read_yaml(path)
+        data.setdefault("name", path.stem)
+        return complete_recipe(data, str(path))
+    if text not in list_recipes():
+        raise UserError(f"unknown recipe {text!r}; known: {', '.join(list_recipes())} (or give a yaml path)")
+    data = _read_yaml(RECIPE_DIR / f"{text}.yaml")
+    data.setdefault("name", text)
+    return complete_recipe(data, text)
+
+
+def _expected_type(default: Any) -> tuple[type, ...]:
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, float):
+        return (int, float)
+    if isinstance(default, int):
+        return (int,)
+    return (type(default),)
+
+
+def _check_types(recipe: dict, reference: dict, where: str, source: str | None) -> None:
+    for key, default in reference.items():
+        path = f"{where}.{key}" if where else key
+        value = recipe.get(key)
+        if default is None or (value is None and (where, key) in _OPTIONAL):
+            continue
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise UserError(f"{path} must be a mapping", source, path)
+            _check_types(value, default, path, source)
+            continue
+        types = _expected_type(default)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join(t.__name__ for t in types)
+            raise UserError(f"{path} must be {names}, got {value!r}", source, path)
+
+
+def _check_positive(recipe: dict, keys: list[str], source: str | None) -> None:
+    for dotted in keys:
+        section, key = dotted.split(".")
+        value = recipe[section][key]
+        if value is not None and value <= 0:
+            raise UserError(f"{dotted} must be positive, got {value!r}", source, dotted)
+
+
+def validate_recipe(recipe: dict, source: str | None = None) -> None:
+    """Types against the defaults, then the value rules; raises a UserError naming the key."""
+    from instaseg.models.registry import validate_model
+
+    _check_types(recipe, {k: v for k, v in DEFAULTS.items() if k != "name"}, "", source)
+    if not isinstance(recipe.get("name"), str) or not recipe["name"]:
+        raise UserError("the recipe needs a name", source, "name")
+    if recipe["task"] not in TASKS:
+        raise UserError(f"unknown task {recipe['task']!r}; known: {', '.join(TASKS)}", source, "task")
+    _check_positive(
+        recipe,
+        ["input.min_size", "input.max_size", "train.epochs", "train.batch_size", "train.lr", "eval.max_dets"],
+        source,
+    )
+    if recipe["input"]["min_size"] > recipe["input"]["max_size"]:
+        raise UserError("input.min_size must not exceed input.max_size", source, "input")
+    if not 0.0 < recipe["train"]["ema_decay"] < 1.0:
+        raise UserError("train.ema_decay must be in (0, 1)", source, "train.ema_decay")
+    jitter = recipe["train"]["scale_jitter"]
+    if jitter is not None and not (isinstance(jitter, list) and len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
+        raise UserError(f"train.scale_jitter must be [lo, hi] with 0 < lo <= hi, or null; got {jitter!r}", source)
+    _check_types(recipe["model"], _model_reference(recipe["model"]), "model", source)
+    validate_model(recipe, source)
+
+
+def _model_reference(model: dict) -> dict:
+    from instaseg.models.registry import model_defaults
+
+    return model_defaults(model["architecture"])
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'train.epochs=3' -> (['train', 'epochs'], 3); the value is read as yaml (numbers, booleans, lists, null)."""
+    if "=" not in item:
+        raise UserError(f"override {item!r} is not KEY=VALUE (e.g. train.epochs=3)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # an unparsable value is taken as a plain string
+    return key.strip().split("."), value
+
+
+def apply_overrides(recipe: dict, overrides: list[str] | None) -> dict:
+    """A copy of `recipe` with dotted KEY=VALUE overrides applied and the result validated."""
+    out = copy.deepcopy(recipe)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node = out
+        for i, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(keys[: i + 1])
+                raise UserError(f"unknown recipe key {where!r} in override {item!r}", record=where)
+            if i == len(keys) - 1:
+                node[key] = value
+            else:
+                node = node[key]
+    validate_recipe(out, "overrides")
+    return out
+
+
+def set_img_size(recipe: dict, size: int) -> dict:
+    """`--img-size S`: both sides of the input size set to S (a copy)."""
+    return apply_overrides(recipe, [f"input.min_size={int(size)}", f"input.max_size={int(size)}"])
+
+
+def recipe_to_yaml(recipe: dict) -> str:
+    return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None)

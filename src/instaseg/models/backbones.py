@@ -1,0 +1,224 @@
+"""Feature extractors for the detectors: torchvision networks where torchvision has them, timm otherwise.
+
+Every backbone is described by a `BackboneSpec` and built into a `FeatureBody`: a module that returns the
+stage outputs C2..C5 (strides 4, 8, 16, 32) as NCHW tensors. `FeaturePyramidBackbone` puts an FPN on top of the
+chosen levels; `build_c4_backbone` gives the single stride-16 map and the res5 stage for a C4 detector.
+
+Module names mirror torchvision's detection models (``body``, ``fpn``, ``body.layer1`` ...), so torchvision's
+COCO checkpoints load into the matching recipes by name.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models import get_model, get_weight
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+from instaseg.errors import UserError
+
+NORMS = ("frozen_bn", "bn")
+LEVELS = (2, 3, 4, 5)  # C2..C5: the outputs of the four stages at strides 4, 8, 16, 32
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Where a backbone comes from and how to read its C2..C5 stages."""
+
+    source: str  # "torchvision" or "timm"
+    model: str  # torchvision builder name or timm model name
+    imagenet: str  # torchvision weight enum ("ResNet50_Weights.IMAGENET1K_V1") or timm pretrained tag
+    out_indices: tuple[int, ...] = (1, 2, 3, 4)  # timm stage indices of C2..C5
+    nhwc: bool = False  # the network returns channels-last features (Swin)
+    timm_kwargs: tuple[tuple[str, object], ...] = ()
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec("torchvision", "resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
+    "resnet50": BackboneSpec("torchvision", "resnet50", "ResNet50_Weights.IMAGENET1K_V1"),
+    "resnet101": BackboneSpec("torchvision", "resnet101", "ResNet101_Weights.IMAGENET1K_V1"),
+    "resnext101_32x8d": BackboneSpec("torchvision", "resnext101_32x8d", "ResNeXt101_32X8D_Weights.IMAGENET1K_V1"),
+    "mobilenet_v3_large": BackboneSpec("torchvision", "mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
+    "resnet50d": BackboneSpec("timm", "resnet50d", "ra2_in1k"),
+    "resnet101d": BackboneSpec("timm", "resnet101d", "ra2_in1k"),
+    "resnest50d": BackboneSpec("timm", "resnest50d", "in1k"),
+    "convnext_tiny": BackboneSpec("timm", "convnext_tiny", "fb_in1k", out_indices=(0, 1, 2, 3)),
+    # Swin is built for 224 px; dynamic_img_size pads each stage to whole windows and builds the shifted-window
+    # masks for the actual size, so any input divisible by 32 (the detector pads to 32) works at any resolution.
+    "swin_tiny": BackboneSpec(
+        "timm",
+        "swin_tiny_patch4_window7_224",
+        "ms_in1k",
+        out_indices=(0, 1, 2, 3),
+        nhwc=True,
+        timm_kwargs=(("dynamic_img_size", True),),
+    ),
+    "efficientnet_b2": BackboneSpec("timm", "efficientnet_b2", "ra_in1k"),
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}", record="model.backbone")
+    return BACKBONES[name]
+
+
+class FeatureBody(nn.Module):
+    """Wraps a stage extractor (``self.body``) and returns {"c2": ..., "c5": ...} as NCHW tensors."""
+
+    def __init__(self, body: nn.Module, channels: list[int], stage_prefixes: list[str], nhwc: bool = False):
+        super().__init__()
+        self.body = body
+        self.channels = channels  # of C2..C5
+        self.stage_prefixes = stage_prefixes  # parameter-name prefix of each stage, used to freeze early stages
+        self.nhwc = nhwc
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.body(x)
+        feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
+        if self.nhwc:
+            feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
+        return {f"c{level}": f for level, f in zip(LEVELS, feats, strict=True)}
+
+    def freeze_stages(self, frozen_stages: int) -> None:
+        """Stop gradients in the stem (0) and the first `frozen_stages` stages, as pretrained detectors do."""
+        if frozen_stages < 0:
+            return
+        names = [n for n, _ in self.body.named_parameters()]
+        if frozen_stages == 0:
+            boundary = next(i for i, n in enumerate(names) if n.startswith(self.stage_prefixes[0]))
+        else:
+            prefix = self.stage_prefixes[min(frozen_stages, len(LEVELS)) - 1]
+            boundary = max(i for i, n in enumerate(names) if n.startswith(prefix)) + 1
+        for _, p in list(self.body.named_parameters())[:boundary]:
+            p.requires_grad_(False)
+
+
+def _torchvision_network(spec: BackboneSpec, norm: str, pretrained: bool) -> nn.Module:
+    from instaseg.models.weights import download_guard
+
+    kwargs = {"norm_layer": FrozenBatchNorm2d} if norm == "frozen_bn" else {}
+    if not pretrained:
+        return get_model(spec.model, weights=None, **kwargs)
+    weights = get_weight(spec.imagenet)
+    with download_guard(weights.url):
+        return get_model(spec.model, weights=weights, **kwargs)
+
+
+def _timm_network(spec: BackboneSpec, norm: str, pretrained: bool) -> nn.Module:
+    import timm
+    from timm.layers import freeze_batch_norm_2d
+
+    from instaseg.models.weights import timm_download_guard
+
+    name = f"{spec.model}.{spec.imagenet}"
+    kwargs = dict(features_only=True, out_indices=spec.out_indices, **dict(spec.timm_kwargs))
+    if pretrained:
+        with timm_download_guard(name):
+            net = timm.create_model(name, pretrained=True, **kwargs)
+    else:
+        net = timm.create_model(name, pretrained=False, **kwargs)
+    if norm == "frozen_bn":
+        net = freeze_batch_norm_2d(net)
+    return net
+
+
+def _mobilenet_stage_ends(features: nn.Sequential) -> list[int]:
+    """Index of the last block at strides 4, 8, 16, 32 (found by a tiny forward: the blocks do not say)."""
+    ends: dict[int, int] = {}
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        for i, block in enumerate(features):
+            x = block(x)
+            ends[64 // x.shape[-1]] = i
+    return [ends[s] for s in (4, 8, 16, 32)]
+
+
+def build_feature_body(name: str, norm: str, pretrained: bool) -> FeatureBody:
+    """C2..C5 extractor for a named backbone; `norm` applies to its BatchNorm layers (frozen or trainable)."""
+    spec = backbone_spec(name)
+    if norm not in NORMS:
+        raise UserError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}", record="model.norm")
+    if spec.source == "timm":
+        net = _timm_network(spec, norm, pretrained)
+        prefixes = [m.replace(".", "_") + "." for m in net.feature_info.module_name()]
+        if not hasattr(net, "return_layers"):  # EfficientNetFeatures keeps dotted names
+            prefixes = [m + "." for m in net.feature_info.module_name()]
+        return FeatureBody(net, list(net.feature_info.channels()), prefixes, nhwc=spec.nhwc)
+    net = _torchvision_network(spec, norm, pretrained)
+    if spec.model.startswith("mobilenet"):
+        ends = _mobilenet_stage_ends(net.features)
+        channels = [net.features[i].out_channels for i in ends]
+        body = IntermediateLayerGetter(net.features, {str(i): f"c{lvl}" for i, lvl in zip(ends, LEVELS, strict=True)})
+        return FeatureBody(body, channels, [f"{i}." for i in ends])
+    stages = ["layer1", "layer2", "layer3", "layer4"]
+    channels = [_stage_channels(getattr(net, s)) for s in stages]
+    body = IntermediateLayerGetter(net, {s: f"c{lvl}" for s, lvl in zip(stages, LEVELS, strict=True)})
+    return FeatureBody(body, channels, [f"{s}." for s in stages])
+
+
+def _stage_channels(stage: nn.Sequential) -> int:
+    last = stage[-1]
+    return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+
+
+class FeaturePyramidBackbone(nn.Module):
+    """A `FeatureBody` with an FPN on the chosen levels (and a max-pooled extra level, as torchvision does)."""
+
+    def __init__(
+        self,
+        body: FeatureBody,
+        levels: list[int],
+        out_channels: int,
+        extra_pool: bool = True,
+        norm_layer: type[nn.Module] | None = None,
+    ):
+        super().__init__()
+        self.body = body
+        self.levels = list(levels)
+        in_channels = [body.channels[LEVELS.index(lvl)] for lvl in self.levels]
+        extra = LastLevelMaxPool() if extra_pool else None
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra, norm_layer=norm_layer)
+        self.out_channels = out_channels
+
+    @property
+    def featmap_names(self) -> list[str]:
+        """Names of the FPN maps the RoI heads read (the pooled extra level feeds only the RPN)."""
+        return [str(i) for i in range(len(self.levels))]
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        feats = self.body(x)
+        selected = OrderedDict((str(i), feats[f"c{lvl}"]) for i, lvl in enumerate(self.levels))
+        return self.fpn(selected)
+
+
+class C4Backbone(nn.Module):
+    """The stride-16 output of a ResNet's res4 stage as the only feature map (Detectron2's C4 design)."""
+
+    def __init__(self, body: nn.Module, out_channels: int):
+        super().__init__()
+        self.body = body
+        self.out_channels = out_channels
+        self.featmap_names = ["0"]
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return OrderedDict([("0", self.body(x)["0"])])
+
+
+def build_c4_backbone(name: str, norm: str, pretrained: bool, frozen_stages: int) -> tuple[C4Backbone, nn.Module]:
+    """(res2..res4 backbone, res5 stage). The res5 stage becomes the RoI head, as in Detectron2's R50-C4."""
+    spec = backbone_spec(name)
+    if spec.source != "torchvision" or not spec.model.startswith("res"):
+        raise UserError(f"the C4 design needs a torchvision ResNet backbone, not {name!r}", record="model.backbone")
+    net = _torchvision_network(spec, norm, pretrained)
+    res5 = net.layer4
+    body = IntermediateLayerGetter(net, {"layer3": "0"})  # drops layer4, avgpool and fc
+    wrapper = FeatureBody(body, [], ["layer1.", "layer2.", "layer3."])
+    if pretrained:
+        wrapper.freeze_stages(min(frozen_stages, 3))
+    return C4Backbone(body, _stage_channels(net.layer3)), res5

@@ -1,0 +1,121 @@
+"""Checkpoints: weights + recipe + class names + input size, so a model needs nothing else to be rebuilt.
+
+A checkpoint is a dict with key "instaseg": {"recipe", "class_names", "category_ids", "input", "model_state_dict",
+"version"}. Lightning's .ckpt files carry the same key (added in the LightningModule's on_save_checkpoint), so
+`load_checkpoint` reads both. Files are read with torch.load(weights_only=True): tensors and plain containers only.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from instaseg.errors import UserError
+from instaseg.utils.io import atomic_write_bytes
+
+REQUIRED_KEYS = ("recipe", "class_names", "category_ids", "model_state_dict")
+
+
+def checkpoint_payload(
+    model: nn.Module | Mapping[str, torch.Tensor], recipe: dict, class_names: list[str], category_ids: list[int]
+) -> dict:
+    """The "instaseg" part of a checkpoint. `model` may be a module or its state_dict (e.g. the EMA weights)."""
+    from instaseg import __version__
+
+    if len(class_names) != len(category_ids):
+        raise ValueError(f"{len(class_names)} class names but {len(category_ids)} category ids")
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    return {
+        "recipe": recipe,
+        "class_names": [str(n) for n in class_names],
+        "category_ids": [int(i) for i in category_ids],
+        "input": {k: int(recipe["input"][k]) for k in ("min_size", "max_size")},
+        "model_state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+        "version": __version__,
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module | Mapping[str, torch.Tensor],
+    recipe: dict,
+    class_names: list[str],
+    category_ids: list[int],
+) -> Path:
+    """Write an instaseg checkpoint atomically (readers never see half a file)."""
+    buffer = io.BytesIO()
+    torch.save({"instaseg": checkpoint_payload(model, recipe, class_names, category_ids)}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """torch.load(weights_only=True) with a UserError for a missing, corrupt or unsafe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("checkpoint file not found", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses pickled code; say so in one line rather than the long torch message
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        msg = f"not loadable with weights_only=True (corrupt, or holds pickled objects): {first}"
+        raise UserError(msg, path) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"corrupt or unreadable checkpoint: {first}", path) from None
+
+
+def _check_payload(part: Any, source: str | None) -> dict:
+    if not isinstance(part, Mapping):
+        raise UserError("not an instaseg checkpoint (no 'instaseg' entry)", source)
+    missing = [k for k in REQUIRED_KEYS if k not in part]
+    if missing:
+        raise UserError(f"incomplete instaseg checkpoint: missing {', '.join(missing)}", source)
+    if len(part["class_names"]) != len(part["category_ids"]):
+        raise UserError("checkpoint class_names and category_ids differ in length", source)
+    info = dict(part)
+    info.setdefault("input", {k: int(part["recipe"]["input"][k]) for k in ("min_size", "max_size")})
+    return info
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The "instaseg" part of an instaseg checkpoint or a Lightning .ckpt that carries it."""
+    obj = read_torch_file(path)
+    part = obj.get("instaseg") if isinstance(obj, Mapping) else None
+    return _check_payload(part, str(path))
+
+
+def model_from_checkpoint(
+    path_or_dict: str | Path | dict, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, info) from a checkpoint path or a loaded checkpoint / its "instaseg" part.
+
+    info = the "instaseg" part without the weights: recipe, class_names, category_ids, input, version (+ path).
+    """
+    from instaseg.config import load_recipe
+    from instaseg.models.registry import build_architecture
+
+    if isinstance(path_or_dict, Mapping):
+        part = path_or_dict.get("instaseg", path_or_dict)
+        info, source = _check_payload(part, None), None
+    else:
+        info, source = load_checkpoint(path_or_dict), str(path_or_dict)
+    recipe = load_recipe(dict(info["recipe"], input=dict(info["input"])))
+    model = build_architecture(recipe, len(info["class_names"]))
+    try:
+        model.load_state_dict(info["model_state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"checkpoint weights do not fit its recipe's model: {first}", source) from None
+    info = {k: v for k, v in info.items() if k != "model_state_dict"}
+    info["recipe"] = recipe
+    if source:
+        info["path"] = source
+    return model.to(device).eval(), info
