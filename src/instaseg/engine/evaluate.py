@@ -109,6 +109,19 @@ def load_results(path: str | Path, gt: CocoData) -> tuple[list[dict], tuple[str,
     return results, IOU_TYPES if all(with_masks) else ("bbox",)
 
 
+def _result(metrics: dict, max_dets: int, inputs: dict, num_images: int, num_predictions: int) -> dict:
+    """The content of ``evaluate_result.json``: ``done_flag`` says the evaluation ran to its end."""
+    return {
+        "done_flag": True,
+        "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
+        "per_class": metrics["per_class"],
+        "max_dets": max_dets,
+        **inputs,
+        "num_images": num_images,
+        "num_predictions": num_predictions,
+    }
+
+
 def _write_result(result: dict, out: Path) -> dict:
     path = atomic_write_json(out / RESULT_FILE, result)
     return {**result, "output": str(path)}
@@ -123,17 +136,8 @@ def evaluate_files(
     gt = load_coco(gt_json)
     results, iou_types = load_results(pred_json, gt)
     metrics = coco_metrics(gt, results, max_dets, iou_types)
-    result = {
-        "done_flag": True,
-        "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
-        "per_class": metrics["per_class"],
-        "max_dets": max_dets,
-        "split": None,
-        "gt": str(gt_json),
-        "pred": str(pred_json),
-        "num_images": len(gt.images),
-        "num_predictions": len(results),
-    }
+    inputs = {"split": None, "gt": str(gt_json), "pred": str(pred_json)}
+    result = _result(metrics, max_dets, inputs, len(gt.images), len(results))
     return _write_result(result, Path(out) if out is not None else Path(pred_json).resolve().parent)
 
 
@@ -244,17 +248,8 @@ def evaluate(
     evaluator = CocoEvaluator(gt, max_dets, category_ids=_label_category_ids(list(info["class_names"]), gt, data))
     predict_split(model, gt, evaluator.add, batch_size=batch_size, device=dev, num_workers=num_workers)
     metrics = evaluator.compute()
-    result = {
-        "done_flag": True,
-        "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
-        "per_class": metrics["per_class"],
-        "max_dets": max_dets,
-        "split": split_name,
-        "checkpoint": str(checkpoint),
-        "data": str(data),
-        "num_images": len(gt.images),
-        "num_predictions": len(evaluator.results),
-    }
+    inputs = {"split": split_name, "checkpoint": str(checkpoint), "data": str(data)}
+    result = _result(metrics, max_dets, inputs, len(gt.images), len(evaluator.results))
     return _write_result(result, Path(out) if out is not None else Path(checkpoint).resolve().parent)
 
 
