@@ -511,3 +511,26 @@ def test_evaluate_real_checkpoint(tmp_path: Path, cli) -> None:
     assert sorted(written["metrics"]) == sorted(f"{p}_{n}" for p in ("box", "mask") for n in stat_names(50))
     assert all(-1 <= v <= 1 for v in written["metrics"].values())
     assert "AR50" in out
+
+
+def test_ground_truth_without_area_or_masks(caplog: pytest.LogCaptureFixture) -> None:
+    """Records missing 'area' get it from their mask (or box); box-only records let their box stand in for a mask."""
+    square = np.zeros((32, 32), bool)
+    square[4:12, 4:12] = True
+    images = [{"id": 1, "file_name": "a.png", "height": 32, "width": 32}]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 5, "bbox": [4, 4, 8, 8]},
+        {"id": 2, "image_id": 1, "category_id": 6, "segmentation": [[20, 20, 30, 20, 30, 30, 20, 30]]},
+    ]
+    gt = CocoData(images, anns, [{"id": 5, "name": "a"}, {"id": 6, "name": "b"}], Path("."))
+    polygon = segmentation_to_mask(anns[1]["segmentation"], 32, 32).astype(bool)
+    ev = CocoEvaluator(gt)
+    ev.add(
+        1,
+        {"boxes": [[4, 4, 12, 12], [20, 20, 30, 30]], "labels": [1, 2], "scores": [0.9, 0.8]}
+        | {"masks": np.stack([square, polygon])},
+    )
+    metrics = ev.compute()
+    assert metrics["box_AP"] == pytest.approx(1.0) and metrics["mask_AP"] == pytest.approx(1.0)
+    assert "no segmentation" in caplog.text
+    assert "area" not in anns[0] and "segmentation" not in anns[0]  # the caller's records are untouched

@@ -20,7 +20,8 @@ from instaseg.errors import UserError
 IOU_TYPES = ("bbox", "segm")
 PREFIX = {"bbox": "box", "segm": "mask"}
 MASK_THRESHOLD = 0.5
-_quiet = logging.getLogger(__name__).debug
+logger = logging.getLogger(__name__)
+_quiet = logger.debug
 
 
 def stat_names(max_dets: int = 100) -> list[str]:
@@ -97,6 +98,11 @@ def predictions_to_coco_results(
     return records
 
 
+def _box_polygon(bbox: Sequence[float]) -> list[list[float]]:
+    x, y, w, h = bbox
+    return [[x, y, x, y + h, x + w, y + h, x + w, y]]
+
+
 def _gt_annotation(ann: dict, image: dict | None) -> dict:
     """A copy of a ground-truth annotation with the fields COCOeval needs (COCOeval writes into its input)."""
     ann = dict(ann)
@@ -106,18 +112,26 @@ def _gt_annotation(ann: dict, image: dict | None) -> dict:
         rle = segmentation_to_rle(seg, image["height"], image["width"])
         ann.setdefault("area", rle_area(rle))
         ann.setdefault("bbox", rle_bbox(rle))
-    if "area" not in ann and "bbox" in ann:
-        ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    if "bbox" in ann:
+        ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
+        if seg is None:  # a box-only record: its box stands in for the mask, as loadRes does for box results
+            ann["segmentation"] = _box_polygon(ann["bbox"])
     return ann
 
 
-def gt_to_coco(gt: CocoData) -> COCO:
-    """A faster-coco-eval COCO index over copies of ``gt``'s records (the CocoData is left untouched)."""
+def gt_to_coco(gt: CocoData, masks: bool = True) -> COCO:
+    """A faster-coco-eval COCO index over copies of ``gt``'s records (the CocoData is left untouched).
+
+    ``masks``: whether mask AP will be asked of it (only then are box-only records worth a warning).
+    """
     images = {img["id"]: img for img in gt.images}
     known = {c["id"] for c in gt.categories}
     # annotations of images or categories outside the dataset cannot be scored; COCOeval would trip on them
     anns = [_gt_annotation(a, images.get(a["image_id"])) for a in gt.annotations if a["image_id"] in images]
     anns = [a for a in anns if a["category_id"] in known and "bbox" in a]
+    boxed = sum(a.get("segmentation") is None for a in gt.annotations)
+    if boxed and masks:
+        logger.warning("%d ground-truth annotations have no segmentation: their boxes stand in for masks", boxed)
     dataset = {
         "images": [dict(img) for img in gt.images],
         "annotations": anns,
@@ -168,7 +182,7 @@ def coco_metrics(
 ) -> dict:
     """The 12 COCO numbers per IoU type (flat keys ``box_AP``... ``mask_ARl``) and ``per_class`` AP by name."""
     check_max_dets(max_dets)
-    gt_coco = gt if isinstance(gt, COCO) else gt_to_coco(gt)
+    gt_coco = gt if isinstance(gt, COCO) else gt_to_coco(gt, masks="segm" in iou_types)
     names = {c["id"]: c["name"] for c in gt_coco.dataset["categories"]}
     metrics: dict[str, Any] = {}
     per_class: dict[str, dict[str, float]] = {names[i]: {} for i in sorted(names)}
@@ -225,5 +239,5 @@ class CocoEvaluator:
 
     def compute(self) -> dict:
         if self._gt_coco is None:
-            self._gt_coco = gt_to_coco(self.gt)
+            self._gt_coco = gt_to_coco(self.gt, masks="segm" in self.iou_types)
         return coco_metrics(self._gt_coco, self.results, self.max_dets, self.iou_types)
