@@ -534,3 +534,12 @@ def test_ground_truth_without_area_or_masks(caplog: pytest.LogCaptureFixture) ->
     assert metrics["box_AP"] == pytest.approx(1.0) and metrics["mask_AP"] == pytest.approx(1.0)
     assert "no segmentation" in caplog.text
     assert "area" not in anns[0] and "segmentation" not in anns[0]  # the caller's records are untouched
+
+
+def test_eval_files_empty_results(generated, tmp_path: Path) -> None:
+    gt, _ = generated
+    gt_json, pred_json = _write_eval_files(tmp_path, gt, [])
+    result = evaluate_files(gt_json, pred_json)
+    assert result["num_predictions"] == 0 and Path(result["output"]) == pred_json.parent / "evaluate_result.json"
+    assert result["metrics"]["box_AP"] == 0.0 and result["metrics"]["mask_AP"] == 0.0
+    assert result["metrics"]["box_APl"] in (0.0, -1.0)

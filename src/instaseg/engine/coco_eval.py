@@ -220,7 +220,7 @@ class CocoEvaluator:
         # the category id of each model label 1..K: the dataset's own order unless the model's classes differ
         self.category_ids = list(category_ids) if category_ids is not None else gt.category_ids
         self._sizes = {img["id"]: (img["height"], img["width"]) for img in gt.images}
-        self._gt_coco: COCO | None = None  # built on first compute, reused: polygon -> RLE happens once
+        self._gt_coco: COCO | None = None  # built on first compute and reused: GT copied and indexed once
         self.results: list[dict] = []
 
     def reset(self) -> None:

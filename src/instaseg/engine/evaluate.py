@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from instaseg.data.coco import CocoData, load_coco, load_dataset
+from instaseg.data.coco import CocoData, find_split_files, load_coco
 from instaseg.data.masks import rle_to_json, segmentation_to_rle
 from instaseg.engine.coco_eval import (
     IOU_TYPES,
@@ -145,10 +145,10 @@ def _load_split(data: str | Path, split: str) -> tuple[CocoData, str]:
     """The split to score: ``data`` is a dataset folder (``split`` picks the file) or one annotation json."""
     if Path(data).is_file():
         return load_coco(data), Path(data).name
-    splits = load_dataset(data)
+    splits = find_split_files(data)  # only the split asked for is read: a train json can be large
     if split not in splits:
         raise UserError(f"no '{split}' split (found: {', '.join(splits)})", data)
-    return splits[split], split
+    return load_coco(splits[split]), split
 
 
 def _label_category_ids(class_names: list[str], gt: CocoData, data: str | Path) -> list[int]:
