@@ -151,3 +151,34 @@ def test_synthetic_dataset_through_a_loader(tmp_path):
             assert (target["boxes"][:, 2:] > target["boxes"][:, :2]).all()
             seen += 1
     assert seen == len(ds) == 6
+
+
+def test_odd_length_polygon_is_used_like_pycocotools(small_data):
+    odd = [4, 4, 20, 4, 20, 20, 7]  # a triangle plus a stray value, which pycocotools ignores
+    small_data.annotations = [{"id": 1, "image_id": 1, "category_id": 3, "segmentation": [odd], "iscrowd": 0}]
+    ds = InstanceDataset(small_data)
+    _, target = ds[0]
+    assert not ds.skipped and target["labels"].tolist() == [1] and target["masks"].sum() > 100
+
+
+def test_real_coco_sample(tiny_coco):
+    from instaseg.data.coco import load_dataset
+    from instaseg.data.transforms import ResizeToRecipe, boxes_from_masks, resize_scale
+
+    data = load_dataset(tiny_coco)["train"]
+    crowd = sum(1 for a in data.annotations if a.get("iscrowd"))
+    original, resized = InstanceDataset(data), InstanceDataset(data, ResizeToRecipe(160, 256))
+    assert original.skipped["crowd"] == crowd > 0
+    for i in range(6):
+        image0, target0 = original[i]
+        image, target = resized[i]
+        assert resize_scale(*image.shape[-2:], 160, 256) == 1.0  # at the recipe size
+        # boxes follow the pixels: each axis scales by the ratio of the rounded output size to the input size
+        (h0, w0), (h, w) = image0.shape[-2:], image.shape[-2:]
+        scale = torch.tensor([w / w0, h / h0, w / w0, h / h0])
+        assert torch.allclose(target["boxes"], target0["boxes"] * scale, atol=1e-3)
+        assert torch.equal(target["labels"], target0["labels"])
+        visible = target["masks"].flatten(1).any(dim=1).bool()
+        # nearest-neighbour resizing moves a mask edge by under one output pixel, plus one for whole-pixel boxes
+        expected = boxes_from_masks(target0["masks"][visible]) * scale
+        assert torch.allclose(boxes_from_masks(target["masks"][visible]), expected, atol=2.0)

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def _polygon_area(poly: list[float]) -> float:
-    xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    xy = np.asarray(poly[: len(poly) // 2 * 2], dtype=np.float64).reshape(-1, 2)  # pycocotools drops an odd value
     x, y = xy[:, 0], xy[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
