@@ -116,6 +116,14 @@ def test_copy_paste_occludes_and_keeps_targets_consistent():
     assert torch.equal(out_image[:, ~pasted], image[:, ~pasted])  # only pasted pixels change
 
 
+def test_boxes_from_masks_pixel_corners_and_empty_masks():
+    masks = torch.zeros((3, 5, 6), dtype=torch.uint8)
+    masks[1, 1:3, 2:4] = 1
+    masks[2, 4, 5] = 1
+    assert boxes_from_masks(masks).tolist() == [[0, 0, 0, 0], [2, 1, 4, 3], [5, 4, 6, 5]]
+    assert boxes_from_masks(masks[:0]).shape == (0, 4)
+
+
 def test_copy_paste_occlusion_cuts_masks_recomputes_boxes_and_drops_hidden_instances():
     _, target = _sample(rects=((0, 0, 10, 10), (20, 0, 30, 10), (40, 0, 50, 10)), labels=[1, 2, 3])
     cover = torch.zeros((40, 60), dtype=torch.bool)

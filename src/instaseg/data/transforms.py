@@ -101,11 +101,16 @@ class ResizeToRecipe(v2.Transform):
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """XYXY boxes enclosing each mask, in COCO's pixel-corner convention (a one-pixel mask is 1x1 wide)."""
+    """XYXY boxes enclosing each mask, in COCO's pixel-corner convention (a one-pixel mask is 1x1 wide).
+
+    An empty mask gets the empty box [0, 0, 0, 0], which `SanitizeBoundingBoxes` then removes.
+    """
     if masks.shape[0] == 0:
         return torch.zeros((0, 4), dtype=torch.float32)
-    boxes = masks_to_boxes(masks.as_subclass(torch.Tensor).bool()).float()
+    masks = masks.as_subclass(torch.Tensor).bool()
+    boxes = masks_to_boxes(masks).float()
     boxes[:, 2:] += 1  # masks_to_boxes gives the last pixel's index; a box ends after that pixel
+    boxes[~masks.flatten(1).any(dim=1)] = 0
     return boxes
 
 
