@@ -50,6 +50,8 @@ def preprocess(
     resized = []
     for image in images:
         # move the uint8 image first: a quarter of the bytes of the float one
+        if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch wants writable memory
+            image = image.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255.0
         resized.append(resize_normalized((tensor - mean) / std, spec))
     sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in resized]

@@ -77,19 +77,24 @@ def _draw_mask(canvas: np.ndarray, rle: dict, color: tuple[int, int, int], style
     cv2.drawContours(canvas, contours, -1, color, style.line, cv2.LINE_AA, offset=(x0, y0))
 
 
-def _draw_tag(canvas: np.ndarray, text: str, box: np.ndarray, color: tuple[int, int, int], style: Style) -> None:
-    """A filled tag at the box's top-left corner: above the box when there is room, else just inside it."""
+def _draw_tag(
+    canvas: np.ndarray, text: str, box: np.ndarray, color: tuple[int, int, int], style: Style
+) -> tuple[int, int, int, int]:
+    """A filled tag at the box's top-left corner: above the box when there is room, else just inside it.
+
+    Returns the tag's rectangle (x0, y0, x1, y1), shifted as needed to stay inside the image."""
     height, width = canvas.shape[:2]
     (tw, th), baseline = cv2.getTextSize(text, _FONT, style.font_scale, style.font_thickness)
     tag_w, tag_h = tw + 2 * style.pad, th + baseline + 2 * style.pad
-    x0 = int(np.clip(box[0], 0, max(width - tag_w, 0)))
+    x0 = int(np.clip(box[0], 0, max(width - 1 - tag_w, 0)))  # corners are inclusive
     top = int(box[1]) - tag_h
-    y0 = top if top >= 0 else int(np.clip(box[1], 0, max(height - tag_h, 0)))
+    y0 = top if top >= 0 else int(np.clip(box[1], 0, max(height - 1 - tag_h, 0)))
     cv2.rectangle(canvas, (x0, y0), (x0 + tag_w, y0 + tag_h), color, thickness=-1)
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
     ink = (0, 0, 0) if luminance > 150 else (255, 255, 255)
     origin = (x0 + style.pad, y0 + style.pad + th)
     cv2.putText(canvas, text, origin, _FONT, style.font_scale, ink, style.font_thickness, cv2.LINE_AA)
+    return x0, y0, x0 + tag_w, y0 + tag_h
 
 
 def draw_instances(

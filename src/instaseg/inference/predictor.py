@@ -1,0 +1,208 @@
+"""The predictor: inputs -> pre-processing -> backend -> post-processing -> Result, one image at a time.
+
+One predictor serves every backend: a backend only maps a normalised, padded batch to low-resolution detections
+(see `instaseg.inference.backends.torch.TorchBackend` for the interface), so accuracy and latency of exported
+models are measured on the same code path users call. Each stage is timed apart in ``Predictor.timings``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from instaseg.errors import UserError
+from instaseg.inference.postprocess import RawDetections, postprocess
+from instaseg.inference.preprocess import InputSpec, preprocess
+from instaseg.inference.result import Result
+from instaseg.inference.sources import InputItem, iter_inputs
+
+DEFAULT_THRESHOLD = 0.5  # score below which instances are dropped; lower it (e.g. 0.05) for COCO AP
+STAGES = ("read", "preprocess", "model", "postprocess")
+
+# file suffix -> module providing `load(path, device) -> (backend, info)`
+_BACKENDS = {
+    ".ckpt": "instaseg.inference.backends.torch",
+    ".pt": "instaseg.inference.backends.torch",
+    ".pth": "instaseg.inference.backends.torch",
+    ".onnx": "instaseg.inference.backends.onnxruntime",
+    ".xml": "instaseg.inference.backends.openvino",
+}
+
+
+class Backend(Protocol):
+    """What a backend provides to the predictor."""
+
+    name: str
+    device: Any
+    spec: InputSpec
+
+    def __call__(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawDetections]: ...
+
+    def synchronize(self) -> None: ...
+
+
+class Predictor:
+    """A loaded model ready to predict; create it with `instaseg.create_model`.
+
+    ``timings`` maps each stage (read, preprocess, model, postprocess) to seconds per batch, accumulated over
+    calls until `reset_timings`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        class_names: list[str],
+        category_ids: list[int] | None = None,
+        threshold: float | None = None,
+        mask_threshold: float = 0.5,
+    ):
+        self.backend = backend
+        self.class_names = list(class_names)
+        self.category_ids = list(category_ids) if category_ids is not None else None
+        self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        self.mask_threshold = mask_threshold
+        self.timings: dict[str, list[float]] = defaultdict(list)
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({self.backend.name} on {self.backend.device}, {len(self.class_names)} classes, "
+            f"threshold {self.threshold}, input {self.backend.spec.min_size}/{self.backend.spec.max_size})"
+        )
+
+    def reset_timings(self) -> None:
+        self.timings = defaultdict(list)
+
+    def timing_summary(self) -> dict[str, dict[str, float]]:
+        """Per stage: total seconds, mean seconds per batch, and share of the total over the timed stages."""
+        totals = {s: float(np.sum(self.timings.get(s, []))) for s in STAGES}
+        grand = sum(totals.values()) or 1.0
+        return {
+            s: {"total_s": totals[s], "mean_s": float(np.mean(self.timings[s])), "share": totals[s] / grand}
+            for s in STAGES
+            if self.timings.get(s)
+        }
+
+    def predict(
+        self,
+        inputs: Any,
+        batch_size: int = 1,
+        threshold: float | None = None,
+        bgr: bool = False,
+        on_error: Callable[[UserError], None] | None = None,
+    ) -> Iterator[Result]:
+        """Yield one Result per image, lazily, in input order.
+
+        ``inputs``: a path to an image or video file (one Result per frame, with ``frame_index``), a folder
+        (its images, recursively), a glob pattern, a numpy array HxWx3 uint8 (RGB; pass ``bgr=True`` for arrays
+        from OpenCV such as ``cv2.imread``), a PIL image, or a list mixing these. Images are read only when
+        their batch is due, so a folder of any size streams in constant memory.
+        ``threshold`` overrides the predictor's score threshold for this call. A corrupt or unreadable image
+        raises UserError, unless ``on_error`` is given: then it is called with the error and the image skipped.
+        """
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        threshold = self.threshold if threshold is None else float(threshold)
+        batch: list[tuple[InputItem, np.ndarray]] = []
+        items = iter_inputs(inputs, bgr=bgr)
+        while True:
+            start = time.perf_counter()  # video frames are decoded while the item is fetched: time both
+            item = next(items, None)
+            if item is None:
+                break
+            image = self._read(item, on_error, start)
+            if image is None:
+                continue
+            batch.append((item, image))
+            if len(batch) == batch_size:
+                yield from self._run_batch(batch, threshold)
+                batch = []
+        if batch:
+            yield from self._run_batch(batch, threshold)
+
+    __call__ = predict
+
+    def _read(self, item: InputItem, on_error: Callable[[UserError], None] | None, start: float) -> np.ndarray | None:
+        try:
+            image = item.read()
+        except UserError as e:
+            if on_error is None:
+                raise
+            on_error(e)
+            return None
+        self.timings["read"].append(time.perf_counter() - start)
+        return image
+
+    def _run_batch(self, batch: list[tuple[InputItem, np.ndarray]], threshold: float) -> Iterator[Result]:
+        images = [image for _, image in batch]
+        start = time.perf_counter()
+        tensor, sizes = preprocess(images, self.backend.spec, self.backend.device)
+        self.backend.synchronize()
+        self.timings["preprocess"].append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        raw = self.backend(tensor, sizes)
+        self.backend.synchronize()
+        self.timings["model"].append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        results = [
+            self._result(item, image, r, size, threshold)
+            for (item, image), r, size in zip(batch, raw, sizes, strict=True)
+        ]
+        self.timings["postprocess"].append(time.perf_counter() - start)
+        yield from results
+
+    def _result(
+        self, item: InputItem, image: np.ndarray, raw: RawDetections, input_size: tuple[int, int], threshold: float
+    ) -> Result:
+        image_size = (int(image.shape[0]), int(image.shape[1]))
+        det = postprocess(raw, input_size, image_size, threshold, self.mask_threshold)
+        return Result(
+            boxes=det.boxes,
+            scores=det.scores,
+            labels=det.labels,
+            rles=det.rles,
+            image_size=image_size,
+            class_names=self.class_names,
+            category_ids=self.category_ids,
+            input_path=item.path,
+            frame_index=item.frame_index,
+            name=item.name,
+            image=item.image,  # kept for arrays and frames; files are read again if an overlay is asked for
+        )
+
+
+def create_model(
+    name_or_path: str | Path, device: str = "cpu", threshold: float | None = None, mask_threshold: float = 0.5
+) -> Predictor:
+    """Load a checkpoint (.ckpt/.pt/.pth from instaseg training) as a Predictor.
+
+    ``device``: "cpu", "cuda", "cuda:1" or "auto". ``threshold``: score threshold (default 0.5).
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise UserError("model file not found", path)
+    module_name = _BACKENDS.get(path.suffix.lower())
+    if module_name is None:
+        raise UserError(f"unknown model format {path.suffix!r} (expected one of {', '.join(_BACKENDS)})", path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise UserError(f"{path.suffix} models are not supported by this version of instaseg", path) from None
+    backend, info = module.load(path, device)
+    return Predictor(
+        backend,
+        class_names=info["class_names"],
+        category_ids=info.get("category_ids"),
+        threshold=threshold,
+        mask_threshold=mask_threshold,
+    )
