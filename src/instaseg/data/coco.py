@@ -66,13 +66,14 @@ class CocoData:
 def resolve_image_path(root: Path, file_name: str, source: Path | None = None, image_id: Any = None) -> Path:
     """``root / file_name``, refusing names that escape ``root`` (absolute paths, ``..``).
 
-    The check is lexical (symlinks are not followed) so a dataset written with linked images stays loadable.
+    The check is lexical (symlinks are not followed) so a dataset written with linked images stays loadable;
+    it works on strings because it runs once per image and pathlib would cost seconds on 100k images.
     """
-    root = Path(os.path.abspath(root))
-    candidate = Path(os.path.abspath(root / file_name))
-    if not candidate.is_relative_to(root):
+    root = os.path.abspath(root)
+    candidate = os.path.abspath(os.path.join(root, file_name))
+    if not candidate.startswith(os.path.join(root, "")):
         raise UserError(f"image path {file_name!r} escapes the dataset root {root}", source, f"image id {image_id}")
-    return candidate
+    return Path(candidate)
 
 
 def _require(cond: bool, message: str, path: Path, record: str) -> None:
