@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from PIL import Image
 
 from instaseg.data.check import check_dataset
 from instaseg.data.check_problems import ERROR, SEVERITY, Problems
+from test_formats_common import tree_hash
 
 W, H = 128, 96  # every image of the hand-made dataset
 
@@ -70,15 +70,6 @@ def write_dataset(root: Path, splits: dict[str, dict]) -> Path:
                 Image.new("RGB", (W, H), (90, 120, 150)).save(path)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     return root
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def test_clean_dataset_statistics_are_exact(tmp_path: Path) -> None:

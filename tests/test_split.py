@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -12,10 +11,11 @@ from PIL import Image
 
 from instaseg.data.coco import load_dataset
 from instaseg.data.split import split_dataset
+from test_formats_common import tree_hash
 
 
 def make_dataset(root: Path, n_train: int = 12, n_val: int = 8, val_id_offset: int = 1000) -> Path:
-    """n_train + n_val tiny images; image k has k % 3 + 1 annotations; ids unique unless val_id_offset is 0."""
+    """n_train + n_val tiny images; image k has k % 3 + 1 annotations; val image ids are k + 1 + val_id_offset."""
     (root / "images").mkdir(parents=True)
     (root / "annotations").mkdir()
     cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
@@ -38,15 +38,6 @@ def make_dataset(root: Path, n_train: int = 12, n_val: int = 8, val_id_offset: i
         data = {"images": images, "annotations": anns, "categories": cats, "info": {"split_name": split}}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     return root
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def files_of(out: Path, split: str) -> set[str]:

@@ -21,6 +21,7 @@ from rich.table import Table
 from instaseg.data.check_plots import draw_histogram, draw_samples
 from instaseg.data.check_problems import (
     ERROR,
+    SEVERITY,
     AnnotationTable,
     ImageTable,
     Problems,
@@ -88,7 +89,7 @@ def _load_splits(path: Path) -> dict[str, CocoData]:
 
 def _split_of_file(path: Path) -> str:
     """A lone json is named after its split when its name says which (``instances_val.json``), else 'train'."""
-    m = re.search(r"(train|val|test)[^/]*$", path.stem)
+    m = re.search(r"(?:^|[^a-z])(train|val|test)", path.stem.lower())
     return m.group(1) if m else "train"
 
 
@@ -208,9 +209,8 @@ def print_summary(report: dict, console: Console | None = None, examples: int = 
     by_kind: dict[str, list[dict]] = {}
     for p in report["problems"]:
         by_kind.setdefault(p["kind"], []).append(p)
-    for kind, count in report["problem_counts"].items():
-        listed = by_kind.get(kind, [])
-        severity = listed[0]["severity"] if listed else ERROR
+    for kind, count in sorted(report["problem_counts"].items(), key=lambda kc: SEVERITY[kc[0]] != ERROR):
+        severity, listed = SEVERITY[kind], by_kind.get(kind, [])
         console.print(f"[{'red' if severity == ERROR else 'yellow'}]{severity}[/] {kind}: {count}")
         for p in listed[:examples]:
             ids = ", ".join(f"{k} {p[k]}" for k in ("image_id", "annotation_id") if p[k] is not None)
