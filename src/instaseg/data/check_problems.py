@@ -120,14 +120,15 @@ class ImageTable:
     paths: list[str | None]
     readable: np.ndarray
 
-    def lookup(self, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row of each id or -1, known mask); with duplicate ids the first record wins."""
-        uniq, first = np.unique(self.ids, return_index=True)
-        pos = np.searchsorted(uniq, image_ids)
-        pos = np.clip(pos, 0, max(len(uniq) - 1, 0))
-        known = (uniq[pos] == image_ids) if len(uniq) else np.zeros(len(image_ids), bool)
-        rows = np.where(known, first[pos] if len(uniq) else -1, -1)
-        return rows, known
+    def lookup(self, image_ids: np.ndarray) -> np.ndarray:
+        """Row of each image id, -1 where it is unknown; with duplicate ids the first record wins."""
+        rows = np.full(len(image_ids), -1, np.int64)
+        if len(self.ids):
+            uniq, first = np.unique(self.ids, return_index=True)
+            pos = np.minimum(np.searchsorted(uniq, image_ids), len(uniq) - 1)
+            known = uniq[pos] == image_ids
+            rows[known] = first[pos[known]]
+        return rows
 
 
 def check_images(coco: CocoData, split: str, problems: Problems, advance: Callable[[], None]) -> ImageTable:
@@ -202,7 +203,6 @@ def annotation_table(coco: CocoData, images: ImageTable) -> AnnotationTable:
     boxes = np.array([a.get("bbox") or (np.nan,) * 4 for a in anns], np.float64).reshape(n, 4)
     area = np.fromiter((_number(a.get("area")) for a in anns), np.float64, n)
     image_ids = np.fromiter((a["image_id"] for a in anns), np.int64, n)
-    rows, _ = images.lookup(image_ids)
     return AnnotationTable(
         ids=np.fromiter((a["id"] for a in anns), np.int64, n),
         image_ids=image_ids,
@@ -210,7 +210,7 @@ def annotation_table(coco: CocoData, images: ImageTable) -> AnnotationTable:
         crowd=np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), bool, n),
         boxes=boxes,
         areas=area,
-        image_rows=rows,
+        image_rows=images.lookup(image_ids),
     )
 
 
@@ -261,9 +261,8 @@ def check_annotations(coco: CocoData, split: str, images: ImageTable, problems: 
 def _image_wh(t: AnnotationTable, images: ImageTable) -> tuple[np.ndarray, np.ndarray]:
     """Json width/height of each annotation's image (NaN where the image is unknown)."""
     known = t.image_rows >= 0
-    rows = np.where(known, t.image_rows, 0)
-    w = np.where(known, images.widths[rows] if len(images.ids) else 0, np.nan)
-    h = np.where(known, images.heights[rows] if len(images.ids) else 0, np.nan)
+    w, h = np.full(len(known), np.nan), np.full(len(known), np.nan)
+    w[known], h[known] = images.widths[t.image_rows[known]], images.heights[t.image_rows[known]]
     return w, h
 
 
