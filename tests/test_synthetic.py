@@ -73,10 +73,14 @@ def test_occlusion_masks_never_overlap_and_match_annotations(shapes):
             assert ann["area"] == mask.sum() and ann["iscrowd"] == 0
 
 
-def test_objects_are_not_tiny(shapes):
-    sides = [max(a["bbox"][2:]) for d in shapes.values() for a in d.annotations]
+def test_objects_are_not_tiny_and_size_does_not_give_away_the_class(shapes):
+    anns = [a for d in shapes.values() for a in d.annotations]
+    sides = [max(a["bbox"][2:]) for a in anns]
     assert min(sides) >= 0.1 * 96  # no speck survives occlusion or the frame
-    assert np.median(sides) >= 2 * RADIUS_RANGE[0] * 96
+    areas = np.array([a["area"] for a in anns])
+    assert np.median(areas) >= np.pi * (RADIUS_RANGE[0] * 96) ** 2
+    medians = [np.median([a["area"] for a in anns if a["category_id"] == c]) for c in range(1, len(CLASSES) + 1)]
+    assert max(medians) < 1.3 * min(medians), medians
 
 
 def test_colour_does_not_give_away_the_class(shapes):

@@ -1,10 +1,11 @@
 """A procedurally generated shapes dataset in COCO layout: the built-in data for the demo and the tests.
 
 Five shape classes (circle, triangle, square, star, ring) of varied size and rotation, on textured backgrounds
-(gradients, stripes, blotchy noise, plus pixel noise and unlabelled line clutter). Colours are drawn
-independently of the class, so a model has to learn shape. Shapes overlap: a later shape hides what lies beneath,
-and the masks say so (each pixel belongs to at most one instance). Placements that would hide most of an earlier
-shape are retried, and instances left with little visible area are dropped, so every annotation is recognisable.
+(gradients, stripes, blotchy noise, plus pixel noise and unlabelled line clutter). Colours and sizes are drawn
+independently of the class (shapes of one size share one area), so a model has to learn shape. Shapes overlap:
+a later shape hides what lies beneath, and the masks say so (each pixel belongs to at most one instance).
+Placements that would hide most of an earlier shape, or leave most of a shape outside the frame, are retried,
+and instances left with little visible area are dropped, so every annotation is recognisable.
 
 Masks are stored as COCO RLE rather than polygons: an occluded shape can be non-convex, split in parts, or (a
 ring) have a hole, and RLE holds exactly the pixels drawn, where polygons traced from the mask would lose holes
@@ -28,8 +29,10 @@ from instaseg.utils.io import atomic_write_bytes
 
 CLASSES = ("circle", "triangle", "square", "star", "ring")
 MAX_INSTANCES = 8
-RADIUS_RANGE = (0.07, 0.19)  # shape radius as a fraction of the image side: no tiny objects
+RADIUS_RANGE = (0.08, 0.19)  # shape size (equal-area radius) as a fraction of the image side: no tiny objects
 MIN_VISIBLE = 0.5  # an instance keeps at least this share of its own area visible
+MIN_IN_FRAME = 0.75  # and at least this share of it lies inside the image
+AREA_FACTOR = 0.85  # every shape's area is AREA_FACTOR * pi * radius**2
 _SUBPIXEL = 4  # cv2 fixed-point bits: vertices placed at 1/16 pixel
 
 
@@ -39,21 +42,29 @@ def _regular_polygon(n: int, radius: float, phase: float = 0.0) -> np.ndarray:
 
 
 def _shape_outline(name: str, radius: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """Closed outlines (float x, y about the origin, unrotated); a second outline is a hole."""
+    """Closed outlines (float x, y about the origin, unrotated); a second outline is a hole.
+
+    Every shape of a given ``radius`` has the same area, AREA_FACTOR * pi * radius**2, so size does not tell the
+    class either (a star of the same circumradius as a circle would have a third of its area).
+    """
+    area = AREA_FACTOR * np.pi * radius**2
     if name == "circle":
-        return [_regular_polygon(64, radius)]
-    if name == "triangle":
-        return [_regular_polygon(3, radius * 1.15)]
+        return [_regular_polygon(64, np.sqrt(area / np.pi))]
+    if name == "triangle":  # equilateral: area = (3 sqrt(3) / 4) R^2
+        return [_regular_polygon(3, np.sqrt(area / (3 * np.sqrt(3) / 4)))]
     if name == "square":
         aspect = rng.uniform(1.0, 1.4)  # squares to mildly oblong rectangles
-        half = radius * 0.85 * np.array([aspect, 1 / aspect]) ** 0.5
+        half = np.sqrt(area / 4) * np.array([aspect, 1 / aspect]) ** 0.5
         return [np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half]
-    if name == "star":
-        outer = _regular_polygon(5, radius * 1.1)
-        inner = _regular_polygon(5, radius * 1.1 * 0.45, phase=np.pi / 5)
+    if name == "star":  # five points, inner radius 0.45 R: area = 5 * 0.45 * sin(36 deg) R^2
+        outer_r = np.sqrt(area / (5 * 0.45 * np.sin(np.pi / 5)))
+        outer = _regular_polygon(5, outer_r)
+        inner = _regular_polygon(5, outer_r * 0.45, phase=np.pi / 5)
         return [np.stack([outer, inner], axis=1).reshape(-1, 2)]
-    if name == "ring":
-        return [_regular_polygon(64, radius), _regular_polygon(64, radius * rng.uniform(0.45, 0.6))]
+    if name == "ring":  # area = pi R^2 (1 - hole^2)
+        hole = rng.uniform(0.45, 0.6)
+        outer_r = np.sqrt(area / (np.pi * (1 - hole**2)))
+        return [_regular_polygon(64, outer_r), _regular_polygon(64, outer_r * hole)]
     raise ValueError(f"unknown shape {name!r}")
 
 
@@ -101,10 +112,10 @@ def _place(rng: np.random.Generator, size: int, masks: list[np.ndarray], areas: 
     outlines = _shape_outline(CLASSES[name_idx], radius, rng)
     angle = rng.uniform(0, 2 * np.pi)
     for _ in range(10):
-        center = rng.uniform(0.6 * radius, size - 0.6 * radius, 2)  # may poke a little out of the frame
+        center = rng.uniform(0.5 * radius, size - 0.5 * radius, 2)  # may poke a little out of the frame
         coverage = _rasterise(outlines, center, angle, size)
         mask = coverage >= 0.5
-        if mask.sum() < size * size / 1000:  # cut off by the frame to a sliver
+        if mask.sum() < MIN_IN_FRAME * AREA_FACTOR * np.pi * radius**2:  # the frame cuts off too much
             continue
         if all((m & ~mask).sum() >= MIN_VISIBLE * a for m, a in zip(masks, areas, strict=True)):
             return name_idx, coverage, mask
