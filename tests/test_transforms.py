@@ -161,3 +161,16 @@ def test_eval_transforms_resize_or_keep_original():
     assert image.shape[-2:] == (13, 20)
     image, target = build_transforms({"min_size": 20, "max_size": 20}, None, train=False, resize=False)(*_sample())
     assert image.shape[-2:] == (40, 60) and target["boxes"].shape == (2, 4)
+
+
+def test_photometric_changes_colours_only():
+    torch.manual_seed(0)
+    cfg = {"hflip": False, "photometric": True}
+    tf = build_transforms({"min_size": 40, "max_size": 60}, cfg, train=True)
+    image, target = _sample()
+    changed = 0
+    for _ in range(5):
+        out_image, out = tf(image, target)
+        changed += not torch.equal(out_image, image)
+        assert torch.equal(out["masks"], target["masks"]) and torch.equal(out["boxes"], target["boxes"])
+    assert changed >= 3  # applied with probability 0.8
