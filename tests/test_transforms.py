@@ -2,6 +2,7 @@ import random
 
 import pytest
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from instaseg.data.transforms import (
@@ -174,3 +175,15 @@ def test_photometric_changes_colours_only():
         changed += not torch.equal(out_image, image)
         assert torch.equal(out["masks"], target["masks"]) and torch.equal(out["boxes"], target["boxes"])
     assert changed >= 3  # applied with probability 0.8
+
+
+def test_recipe_resize_resamples_like_torchvision_detection_models():
+    # the same pixels the model's GeneralizedRCNNTransform (and the predictor) produce at inference
+    image = torch.rand(3, 48, 64)
+    out = ResizeToRecipe(20, 20)(tv_tensors.Image(image))
+    scale = resize_scale(48, 64, 20, 20)
+    ref = torch.nn.functional.interpolate(
+        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+    )[0]
+    assert out.shape == ref.shape == (3, 15, 20)
+    assert torch.allclose(out.as_subclass(torch.Tensor), ref, atol=1e-6)

@@ -87,7 +87,9 @@ class ResizeToRecipe(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if params["unchanged"]:  # already at the recipe size (the synthetic data at its default size)
             return inpt
-        out = self._call_kernel(F.resize, inpt, size=params["size"], antialias=True)
+        # plain bilinear, no antialiasing: the resampling torchvision's GeneralizedRCNNTransform (and so the
+        # predictor) applies at inference, so trained and served images look alike
+        out = self._call_kernel(F.resize, inpt, size=params["size"], antialias=False)
         (h, w), (ch, cw), (dy, dx) = params["size"], params["canvas"], params["offset"]
         if (h, w) == (ch, cw):
             return out
