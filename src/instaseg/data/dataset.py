@@ -74,7 +74,8 @@ class InstanceDataset(Dataset):
         self.data = data
         self.transforms = transforms
         self.train = train
-        self._label_of = {cid: i + 1 for i, cid in enumerate(data.category_ids)}
+        self._category_ids = data.category_ids  # label - 1 indexes it; kept: a per-prediction lookup
+        self._label_of = {cid: i + 1 for i, cid in enumerate(self._category_ids)}
         by_image = data.annotations_by_image()
         self.skipped: Counter[str] = Counter()
         self._annotations: list[list[dict]] = []
@@ -103,13 +104,13 @@ class InstanceDataset(Dataset):
 
     @property
     def category_ids(self) -> list[int]:
-        return self.data.category_ids
+        return list(self._category_ids)
 
     def label_to_category_id(self, label: int) -> int:
         """Contiguous label (1..K) -> the dataset's category id."""
-        if not 1 <= int(label) <= len(self.category_ids):
-            raise ValueError(f"label {label} outside 1..{len(self.category_ids)}")
-        return self.category_ids[int(label) - 1]
+        if not 1 <= int(label) <= len(self._category_ids):
+            raise ValueError(f"label {label} outside 1..{len(self._category_ids)}")
+        return self._category_ids[int(label) - 1]
 
     def load(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Image (uint8 [3, H, W]) and target at original size, wrapped as tv_tensors, before transforms."""
