@@ -1,0 +1,264 @@
+"""Training engine: run files, resume state, loss going down, many instances, atomic checkpoints, the CLI.
+
+Everything runs the real `maskrcnn_fast` recipe shrunk by overrides (64 px images, narrow heads) on a few
+generated shapes images, so each run takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader
+
+from instaseg.config import load_recipe
+from instaseg.data.coco import CocoData, load_dataset
+from instaseg.data.dataset import InstanceDataset, collate_fn
+from instaseg.data.masks import mask_to_rle
+from instaseg.data.synthetic import CLASSES, generate_synthetic
+from instaseg.data.transforms import build_transforms
+from instaseg.engine import train as train_mod
+from instaseg.engine.callbacks import AtomicCheckpointIO, EMACallback, WarmupPlateauLR
+from instaseg.engine.module import InstanceSegModule
+from instaseg.engine.train import resolve_recipe, train
+from instaseg.models.checkpoint import model_from_checkpoint
+from instaseg.models.registry import build_model
+
+SMALL_MODEL = [
+    "model.fpn_channels=16",
+    "model.representation_size=64",
+    "model.mask_head_layers=[16]",
+    "model.mask_dim_reduced=16",
+    "model.anchor_sizes=[[8],[16],[32],[64]]",
+    "model.rpn_pre_nms_top_n_train=100",
+    "model.rpn_post_nms_top_n_train=50",
+    "model.rpn_pre_nms_top_n_test=50",
+    "model.rpn_post_nms_top_n_test=30",
+    "train.batch_size=2",
+    "train.num_workers=0",
+    "train.warmup_iters=2",
+    "train.max_minutes=null",
+    "train.ema=true",
+    "train.lr=0.01",
+]
+TINY = ["input.min_size=64", "input.max_size=64", *SMALL_MODEL]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 generated 64 px images: 6 train (3 steps of 2 per epoch), 2 val."""
+    return generate_synthetic(tmp_path_factory.mktemp("shapes") / "data", num_images=8, img_size=64, seed=0)
+
+
+class StateProbe(Callback):
+    """Records what a (resumed) run starts from, and every training loss."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.start: dict = {}
+
+    def on_train_start(self, trainer: Trainer, pl_module: InstanceSegModule) -> None:
+        opt = trainer.optimizers[0]
+        first = opt.param_groups[0]["params"][0]
+        ema = next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
+        lr = next(cb for cb in trainer.callbacks if isinstance(cb, WarmupPlateauLR))
+        if ema is None:  # not a full training run
+            return
+        self.start = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "momentum": opt.state[first]["momentum_buffer"].clone() if first in opt.state else None,
+            "ema_updates": ema.ema.updates,
+            "ema_state": {k: v.clone() for k, v in ema.ema.state.items()},
+            "lr_state": lr.state_dict(),
+        }
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def _with_probe(monkeypatch: pytest.MonkeyPatch) -> StateProbe:
+    probe = StateProbe()
+    make = train_mod.make_callbacks
+    monkeypatch.setattr(train_mod, "make_callbacks", lambda recipe, out: [*make(recipe, out), probe])
+    return probe
+
+
+def _check_run_folder(out: Path, epochs: int) -> None:
+    recipe = load_recipe(out / "config.yaml")
+    assert recipe["input"] == {"min_size": 64, "max_size": 64} and recipe["train"]["epochs"] == epochs
+
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(epochs))
+    for row in rows:
+        assert math.isfinite(float(row["train_loss"])) and float(row["lr"]) > 0
+        assert 0.0 <= float(row["val_mask_AP"]) <= 1.0 and 0.0 <= float(row["val_box_AP"]) <= 1.0
+
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["done_flag"] is True and result["epochs_completed"] == epochs
+    assert 0 <= result["best_epoch"] < epochs
+    best_row = rows[result["best_epoch"]]
+    assert result["best_metrics"]["mask_AP"] == pytest.approx(float(best_row["val_mask_AP"]))
+    assert all(Path(p).is_file() for p in result["paths"].values())
+
+    picture = cv2.imread(str(out / "curves.png"))
+    assert picture is not None and picture.shape[0] > 100
+    assert "epoch 0:" in (out / "train.log").read_text()
+    assert not list(out.glob(".*.tmp")), "temporary checkpoint files left behind"
+
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(out / name, map_location="cpu", weights_only=True)
+        part = ckpt["instaseg"]
+        assert part["class_names"] == list(CLASSES) and part["input"] == {"min_size": 64, "max_size": 64}
+        # EMA on: the saved "instaseg" weights are the average, not the raw training weights
+        raw = ckpt["state_dict"]
+        assert any(not torch.equal(v, raw[f"model.{k}"]) for k, v in part["model_state_dict"].items())
+    model, info = model_from_checkpoint(out / "best.ckpt")
+    assert info["class_names"] == list(CLASSES)
+    with torch.no_grad():
+        pred = model([torch.rand(3, 64, 64)])[0]
+    assert set(pred) >= {"boxes", "labels", "scores", "masks"}
+
+
+def test_resume_continues_from_saved_state(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    first = train("maskrcnn_fast", shapes, epochs=1, device="cpu", out=out, overrides=TINY)
+    assert first["done_flag"] and first["epochs_completed"] == 1 and first["is_global_zero"]
+    saved = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3
+
+    probe = _with_probe(monkeypatch)
+    second = train("maskrcnn_fast", shapes, epochs=2, device="cpu", out=out, resume=True, overrides=TINY)
+    start = probe.start
+    assert start["epoch"] == 1 and start["step"] == 3
+    assert torch.equal(start["momentum"], saved["optimizer_states"][0]["state"][0]["momentum_buffer"])
+    assert start["ema_updates"] == saved["callbacks"]["EMACallback"]["updates"] == 3
+    for name, value in saved["instaseg"]["model_state_dict"].items():
+        assert torch.equal(start["ema_state"][name], value), name
+    assert start["lr_state"] == saved["callbacks"]["WarmupPlateauLR"]
+    assert len(probe.losses) == 3  # only the second epoch ran
+
+    assert second["epochs_completed"] == 2
+    last = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 6
+    assert last["callbacks"]["EMACallback"]["updates"] == 6
+    _check_run_folder(out, epochs=2)
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(shapes: Path) -> None:
+    overrides = [*TINY, "train.hflip=false", "train.scale_jitter=null", "train.photometric=false"]
+    recipe = resolve_recipe("maskrcnn_fast", overrides=overrides)
+    data = load_dataset(shapes)["train"]
+    dataset = InstanceDataset(data, build_transforms(recipe["input"], recipe["train"], train=True))
+    batch = [dataset[0], dataset[1]]
+    loader = DataLoader(batch * 30, batch_size=2, shuffle=False, collate_fn=collate_fn)
+    torch.manual_seed(0)
+    module = InstanceSegModule(build_model(recipe, len(CLASSES)), recipe, data.class_names, data.category_ids)
+    probe = StateProbe()
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=30,
+        limit_val_batches=0,
+        gradient_clip_val=10.0,
+        callbacks=[WarmupPlateauLR(warmup_iters=5), probe],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, loader)
+    losses = probe.losses
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_one_training_step_with_300_instances(tmp_path: Path) -> None:
+    size, side, gap = 128, 4, 6  # 20 x 15 squares of 4 px, 6 px apart
+    image = np.full((size, size, 3), 40, np.uint8)
+    annotations = []
+    for i in range(300):
+        y, x = 4 + (i // 20) * gap, 4 + (i % 20) * gap
+        mask = np.zeros((size, size), np.uint8)
+        mask[y : y + side, x : x + side] = 1
+        image[mask > 0] = (200, 90 + i % 100, 60)
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": mask_to_rle(mask),
+                "area": 16.0,
+                "bbox": [x, y, side, side],
+                "iscrowd": 0,
+            }  # fmt: skip
+        )
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "many.png"), image)
+    data = CocoData(
+        [{"id": 1, "file_name": "many.png", "height": size, "width": size}],
+        annotations,
+        [{"id": 1, "name": "square"}],
+        image_root=tmp_path / "images",
+    )
+    recipe = resolve_recipe("maskrcnn_fast", img_size=size, overrides=SMALL_MODEL)
+    dataset = InstanceDataset(data, build_transforms(recipe["input"], recipe["train"], train=True))
+    img, target = dataset[0]
+    assert target["masks"].dtype == torch.uint8 and target["masks"].shape[0] >= 290
+    model = build_model(recipe, 1).train()
+    losses = model([img], [target])
+    loss = sum(losses.values())
+    loss.backward()
+    assert math.isfinite(float(loss))
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def killed_midway(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the process dies while the new file is being written
+
+    monkeypatch.setattr(torch, "save", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    kept = torch.load(path, weights_only=True)
+    assert kept["epoch"] == 1 and torch.equal(kept["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_cli_train(cli, shapes: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli_run"
+    args = ["--model", "maskrcnn_fast", "--data", shapes, "--epochs", "1", "--img-size", "64", "--device", "cpu"]
+    code, stdout, _ = cli("train", *args, "--out", out, *[x for o in SMALL_MODEL for x in ("-o", o)])
+    assert code == 0 and "best mask AP" in stdout and str(out) in stdout
+    assert (out / "best.ckpt").is_file() and (out / "train_result.json").is_file()
+
+    code, _, stderr = cli("train", *args, "--out", out)  # a finished run is not overwritten
+    assert code == 2 and "--resume" in stderr
+    code, _, stderr = cli("train", *args, "--out", tmp_path / "empty", "--resume")
+    assert code == 2 and "nothing to resume" in stderr
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp(tmp_path: Path) -> None:
+    # 5 images: 4 train (one step of 2 per process), 1 val: the distributed sampler pads rank 1 with a repeat
+    data = generate_synthetic(tmp_path / "data", num_images=5, img_size=64, seed=1)
+    out = tmp_path / "ddp"
+    result = train("maskrcnn_fast", data, epochs=1, device="cpu", devices=2, out=out, overrides=TINY)
+    assert result["done_flag"] and result["is_global_zero"]
+    assert result["best_metrics"]["images"] == 1  # the padded repeat was counted once
+    last = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 1
+    assert "instaseg" in last
