@@ -74,5 +74,7 @@ def run_predict(args: argparse.Namespace) -> dict:
             progress.update(task, advance=1, current=result.name)
     if args.coco_results:
         atomic_write_json(args.coco_results, coco, indent=None)
-    console.print(_summary(predictor, images, instances, len(skipped), out if save_json or save_img else None))
+    console.print(
+        _summary(predictor, images, instances, len(skipped), out if save_json or save_img else None), soft_wrap=True
+    )
     return {"images": images, "instances": instances, "skipped": len(skipped)}
