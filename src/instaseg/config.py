@@ -8,6 +8,7 @@ There is no inheritance between recipe files: one level of defaults, then the fi
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"max_dets": 100, "score_threshold": 0.05},
 }
 
+_EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 _OPTIONAL = {("train", "early_stop_patience"), ("train", "scale_jitter"), ("train", "grad_clip")}
 
 
@@ -97,7 +99,9 @@ def _model_defaults(model: dict, source: str | None) -> dict:
 
 def complete_recipe(data: dict, source: str | None = None) -> dict:
     """Defaults + the recipe's own keys, checked: unknown keys and wrong types raise a UserError."""
-    reference = {**DEFAULTS, "model": _model_defaults(data.get("model"), source)}
+    model = _model_defaults(data.get("model"), source)
+    # key order of the complete recipe (as `instaseg models NAME` prints it): what it is, the model, then the rest
+    reference = {k: DEFAULTS[k] for k in ("name", "task", "description")} | {"model": model} | DEFAULTS
     _check_known(data, reference, "", source)
     recipe = _deep_merge(reference, data)
     validate_recipe(recipe, source)
@@ -198,6 +202,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw  # an unparsable value is taken as a plain string
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string; users mean a number
     return key.strip().split("."), value
 
 

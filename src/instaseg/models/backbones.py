@@ -1,7 +1,8 @@
 """Feature extractors for the detectors: torchvision networks where torchvision has them, timm otherwise.
 
-Every backbone is described by a `BackboneSpec` and built into a `FeatureBody`: a module that returns the
-stage outputs C2..C5 (strides 4, 8, 16, 32) as NCHW tensors. `FeaturePyramidBackbone` puts an FPN on top of the
+Every backbone is described by a `BackboneSpec` and built into a stage extractor (torchvision's
+IntermediateLayerGetter or a timm features_only model) whose outputs C2..C5 (strides 4, 8, 16, 32)
+`stage_features` returns as NCHW tensors. `FeaturePyramidBackbone` puts an FPN on top of the
 chosen levels; `build_c4_backbone` gives the single stride-16 map and the res5 stage for a C4 detector.
 
 Module names mirror torchvision's detection models (``body``, ``fpn``, ``body.layer1`` ...), so torchvision's
@@ -44,6 +45,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet101": BackboneSpec("torchvision", "resnet101", "ResNet101_Weights.IMAGENET1K_V1"),
     "resnext101_32x8d": BackboneSpec("torchvision", "resnext101_32x8d", "ResNeXt101_32X8D_Weights.IMAGENET1K_V1"),
     "mobilenet_v3_large": BackboneSpec("torchvision", "mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
+    # ResNet-18's layout at half width (32..256 channels, about 1/4 of its convolution cost); no pretrained weights.
+    "resnet18_slim": BackboneSpec("timm", "resnet18", "", timm_kwargs=(("channels", (32, 64, 128, 256)),)),
     "resnet50d": BackboneSpec("timm", "resnet50d", "ra2_in1k"),
     "resnet101d": BackboneSpec("timm", "resnet101d", "ra2_in1k"),
     "resnest50d": BackboneSpec("timm", "resnest50d", "in1k"),
@@ -68,35 +71,36 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-class FeatureBody(nn.Module):
-    """Wraps a stage extractor (``self.body``) and returns {"c2": ..., "c5": ...} as NCHW tensors."""
+@dataclass(frozen=True)
+class BodyInfo:
+    """What the detector needs to know about a stage extractor's outputs."""
 
-    def __init__(self, body: nn.Module, channels: list[int], stage_prefixes: list[str], nhwc: bool = False):
-        super().__init__()
-        self.body = body
-        self.channels = channels  # of C2..C5
-        self.stage_prefixes = stage_prefixes  # parameter-name prefix of each stage, used to freeze early stages
-        self.nhwc = nhwc
+    channels: list[int]  # of C2..C5
+    stage_prefixes: list[str]  # parameter-name prefix of each stage, to freeze the early ones
+    nhwc: bool = False
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.body(x)
-        feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
-        if self.nhwc:
-            feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
-        return {f"c{level}": f for level, f in zip(LEVELS, feats, strict=True)}
 
-    def freeze_stages(self, frozen_stages: int) -> None:
-        """Stop gradients in the stem (0) and the first `frozen_stages` stages, as pretrained detectors do."""
-        if frozen_stages < 0:
-            return
-        names = [n for n, _ in self.body.named_parameters()]
-        if frozen_stages == 0:
-            boundary = next(i for i, n in enumerate(names) if n.startswith(self.stage_prefixes[0]))
-        else:
-            prefix = self.stage_prefixes[min(frozen_stages, len(LEVELS)) - 1]
-            boundary = max(i for i, n in enumerate(names) if n.startswith(prefix)) + 1
-        for _, p in list(self.body.named_parameters())[:boundary]:
-            p.requires_grad_(False)
+def stage_features(body: nn.Module, x: torch.Tensor, nhwc: bool) -> dict[str, torch.Tensor]:
+    """{"c2": ..., "c5": ...} as NCHW tensors from a torchvision IntermediateLayerGetter or a timm features model."""
+    feats = body(x)
+    feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
+    if nhwc:
+        feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
+    return {f"c{level}": f for level, f in zip(LEVELS, feats, strict=True)}
+
+
+def freeze_stages(body: nn.Module, stage_prefixes: list[str], frozen_stages: int) -> None:
+    """Stop gradients in the stem (0) and the first `frozen_stages` stages, as pretrained detectors do."""
+    if frozen_stages < 0:
+        return
+    params = list(body.named_parameters())
+    if frozen_stages == 0:
+        boundary = next(i for i, (n, _) in enumerate(params) if n.startswith(stage_prefixes[0]))
+    else:
+        prefix = stage_prefixes[min(frozen_stages, len(stage_prefixes)) - 1]
+        boundary = max(i for i, (n, _) in enumerate(params) if n.startswith(prefix)) + 1
+    for _, p in params[:boundary]:
+        p.requires_grad_(False)
 
 
 def _torchvision_network(spec: BackboneSpec, norm: str, pretrained: bool) -> nn.Module:
@@ -116,7 +120,9 @@ def _timm_network(spec: BackboneSpec, norm: str, pretrained: bool) -> nn.Module:
 
     from instaseg.models.weights import timm_download_guard
 
-    name = f"{spec.model}.{spec.imagenet}"
+    if pretrained and not spec.imagenet:
+        raise UserError(f"backbone {spec.model} at this width has no ImageNet weights; use --weights none")
+    name = f"{spec.model}.{spec.imagenet}" if spec.imagenet else spec.model
     kwargs = dict(features_only=True, out_indices=spec.out_indices, **dict(spec.timm_kwargs))
     if pretrained:
         with timm_download_guard(name):
@@ -139,7 +145,7 @@ def _mobilenet_stage_ends(features: nn.Sequential) -> list[int]:
     return [ends[s] for s in (4, 8, 16, 32)]
 
 
-def build_feature_body(name: str, norm: str, pretrained: bool) -> FeatureBody:
+def build_feature_body(name: str, norm: str, pretrained: bool) -> tuple[nn.Module, BodyInfo]:
     """C2..C5 extractor for a named backbone; `norm` applies to its BatchNorm layers (frozen or trainable)."""
     spec = backbone_spec(name)
     if norm not in NORMS:
@@ -149,17 +155,17 @@ def build_feature_body(name: str, norm: str, pretrained: bool) -> FeatureBody:
         prefixes = [m.replace(".", "_") + "." for m in net.feature_info.module_name()]
         if not hasattr(net, "return_layers"):  # EfficientNetFeatures keeps dotted names
             prefixes = [m + "." for m in net.feature_info.module_name()]
-        return FeatureBody(net, list(net.feature_info.channels()), prefixes, nhwc=spec.nhwc)
+        return net, BodyInfo(list(net.feature_info.channels()), prefixes, nhwc=spec.nhwc)
     net = _torchvision_network(spec, norm, pretrained)
     if spec.model.startswith("mobilenet"):
         ends = _mobilenet_stage_ends(net.features)
         channels = [net.features[i].out_channels for i in ends]
         body = IntermediateLayerGetter(net.features, {str(i): f"c{lvl}" for i, lvl in zip(ends, LEVELS, strict=True)})
-        return FeatureBody(body, channels, [f"{i}." for i in ends])
+        return body, BodyInfo(channels, [f"{i}." for i in ends])
     stages = ["layer1", "layer2", "layer3", "layer4"]
     channels = [_stage_channels(getattr(net, s)) for s in stages]
     body = IntermediateLayerGetter(net, {s: f"c{lvl}" for s, lvl in zip(stages, LEVELS, strict=True)})
-    return FeatureBody(body, channels, [f"{s}." for s in stages])
+    return body, BodyInfo(channels, [f"{s}." for s in stages])
 
 
 def _stage_channels(stage: nn.Sequential) -> int:
@@ -168,11 +174,12 @@ def _stage_channels(stage: nn.Sequential) -> int:
 
 
 class FeaturePyramidBackbone(nn.Module):
-    """A `FeatureBody` with an FPN on the chosen levels (and a max-pooled extra level, as torchvision does)."""
+    """A stage extractor with an FPN on the chosen levels (and a max-pooled extra level, as torchvision does)."""
 
     def __init__(
         self,
-        body: FeatureBody,
+        body: nn.Module,
+        info: BodyInfo,
         levels: list[int],
         out_channels: int,
         extra_pool: bool = True,
@@ -180,8 +187,9 @@ class FeaturePyramidBackbone(nn.Module):
     ):
         super().__init__()
         self.body = body
+        self.nhwc = info.nhwc
         self.levels = list(levels)
-        in_channels = [body.channels[LEVELS.index(lvl)] for lvl in self.levels]
+        in_channels = [info.channels[LEVELS.index(lvl)] for lvl in self.levels]
         extra = LastLevelMaxPool() if extra_pool else None
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra, norm_layer=norm_layer)
         self.out_channels = out_channels
@@ -192,7 +200,7 @@ class FeaturePyramidBackbone(nn.Module):
         return [str(i) for i in range(len(self.levels))]
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        feats = self.body(x)
+        feats = stage_features(self.body, x, self.nhwc)
         selected = OrderedDict((str(i), feats[f"c{lvl}"]) for i, lvl in enumerate(self.levels))
         return self.fpn(selected)
 
@@ -218,7 +226,5 @@ def build_c4_backbone(name: str, norm: str, pretrained: bool, frozen_stages: int
     net = _torchvision_network(spec, norm, pretrained)
     res5 = net.layer4
     body = IntermediateLayerGetter(net, {"layer3": "0"})  # drops layer4, avgpool and fc
-    wrapper = FeatureBody(body, [], ["layer1.", "layer2.", "layer3."])
-    if pretrained:
-        wrapper.freeze_stages(min(frozen_stages, 3))
+    freeze_stages(body, ["layer1.", "layer2.", "layer3."], min(frozen_stages, 3))
     return C4Backbone(body, _stage_channels(net.layer3)), res5

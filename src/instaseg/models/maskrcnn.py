@@ -24,7 +24,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from instaseg.errors import UserError
-from instaseg.models.backbones import FeaturePyramidBackbone, build_c4_backbone, build_feature_body
+from instaseg.models.backbones import FeaturePyramidBackbone, build_c4_backbone, build_feature_body, freeze_stages
 
 # Every key a maskrcnn recipe may set; a recipe states only what differs. Values follow torchvision's
 # maskrcnn_resnet50_fpn so the defaults are that model.
@@ -93,11 +93,11 @@ class _Res5BoxHead(nn.Sequential):
 
 
 def _fpn_parts(cfg: dict, download: bool, freeze: bool) -> dict[str, nn.Module]:
-    body = build_feature_body(cfg["backbone"], cfg["norm"], download)
+    body, info = build_feature_body(cfg["backbone"], cfg["norm"], download)
     if freeze:
-        body.freeze_stages(cfg["frozen_stages"])
+        freeze_stages(body, info.stage_prefixes, cfg["frozen_stages"])
     backbone = FeaturePyramidBackbone(
-        body, cfg["levels"], cfg["fpn_channels"], cfg["extra_pool"], _norm_layer(cfg["fpn_norm"], "fpn_norm")
+        body, info, cfg["levels"], cfg["fpn_channels"], cfg["extra_pool"], _norm_layer(cfg["fpn_norm"], "fpn_norm")
     )
     ch, names = backbone.out_channels, backbone.featmap_names
     head_norm = _norm_layer(cfg["head_norm"], "head_norm")

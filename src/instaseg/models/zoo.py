@@ -1,0 +1,139 @@
+"""The model zoo as `instaseg models` shows it: every number is measured from the built model, never typed in.
+
+For each recipe the detector is built with random initialisation on the CPU for 80 classes (COCO's count, which
+sets the predictor sizes) and measured:
+- parameters: sum of ``p.numel()`` over ``model.parameters()`` (shared weights counted once);
+- weights size: bytes of the fp32 state_dict tensors (each storage once), i.e. about the checkpoint's size;
+- GFLOPs: torch.utils.flop_counter.FlopCounterMode over one eval-mode forward of one image of the recipe's input
+  size (min_size x max_size, which the model keeps as is), with the score threshold at 0 so the mask head runs
+  on the full ``eval.max_dets`` detections. FlopCounterMode counts convolutions and matrix products (2 FLOPs per
+  multiply-add); element-wise ops, normalisation, pooling, RoIAlign and NMS are not counted.
+Results are cached in memory for the process only.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import sys
+import time
+
+import torch
+
+from instaseg.config import list_recipes, load_recipe, recipe_to_yaml
+
+MEASURE_CLASSES = 80
+
+
+def weights_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the state_dict's tensors, each storage counted once (tied weights appear under two names)."""
+    seen: dict[int, int] = {}
+    for tensor in model.state_dict().values():
+        seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def count_flops(model: torch.nn.Module, height: int, width: int) -> int:
+    """FLOPs (convs and matmuls) of one eval-mode forward on one random height x width image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model([image])
+    return counter.get_total_flops()
+
+
+@functools.cache
+def measure_recipe(name: str) -> dict:
+    """Measured size and cost of a recipe's model (see the module notes for what is counted)."""
+    from instaseg.models.registry import build_architecture
+
+    recipe = load_recipe(name)
+    start = time.perf_counter()
+    measured = copy.deepcopy(recipe)
+    measured["eval"]["score_threshold"] = 0.0  # full max_dets detections: the mask head's worst case
+    torch.manual_seed(0)
+    model = build_architecture(measured, MEASURE_CLASSES).eval()
+    h, w = recipe["input"]["min_size"], recipe["input"]["max_size"]
+    flops = count_flops(model, h, w)
+    return {
+        "name": recipe["name"],
+        "task": recipe["task"],
+        "architecture": recipe["model"]["architecture"],
+        "backbone": recipe["model"]["backbone"],
+        "input": [h, w],
+        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        "gflops": round(flops / 1e9, 2),
+        "weights_MB": round(weights_bytes(model) / 1e6, 2),
+        "default_weights": recipe["model"]["weights"],
+        "coco_weights": bool(recipe["model"].get("coco_weights")),
+        "measure_seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def zoo_rows(task: str | None = None) -> list[dict]:
+    """Measured rows for every shipped recipe (optionally of one task), with a progress bar on stderr."""
+    from rich.progress import Progress
+
+    names = [n for n in list_recipes() if task is None or load_recipe(n)["task"] == task]
+    rows = []
+    with Progress(transient=True, console=_console(stderr=True)) as progress:
+        job = progress.add_task("measuring models", total=len(names))
+        for name in names:
+            progress.update(job, description=f"measuring {name}")
+            rows.append(measure_recipe(name))
+            progress.advance(job)
+    return rows
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(file=sys.stderr if stderr else sys.stdout, width=160)
+
+
+def print_zoo(task: str | None = None, as_json: bool = False) -> list[dict]:
+    rows = zoo_rows(task)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return rows
+    from rich.table import Table
+
+    table = Table(title="instaseg model zoo (measured: random init, 80 classes, one image at the input size)")
+    for col in ("name", "architecture", "backbone", "input", "params (M)", "GFLOPs", "weights (MB)", "COCO"):
+        table.add_column(col, justify="right" if col[0].isupper() or "(" in col else "left")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["architecture"],
+            r["backbone"],
+            f"{r['input'][0]}x{r['input'][1]}",
+            f"{r['params_M']:.1f}",
+            f"{r['gflops']:.1f}",
+            f"{r['weights_MB']:.1f}",
+            "yes" if r["coco_weights"] else "",
+        )
+    _console().print(table)
+    print("GFLOPs: convolutions and matrix products of one eval forward, mask head on max_dets detections.")
+    return rows
+
+
+def print_recipe(name: str, as_json: bool = False) -> dict:
+    """One recipe in full (yaml) plus its measured numbers."""
+    recipe = load_recipe(name)
+    measured = measure_recipe(name) if name in list_recipes() else _measure_unshipped(recipe)
+    if as_json:
+        print(json.dumps({"recipe": recipe, "measured": measured}, indent=2))
+    else:
+        print(recipe_to_yaml(recipe).rstrip())
+        print("# measured (random init, 80 classes, one image at the input size):")
+        for key in ("params_M", "gflops", "weights_MB"):
+            print(f"#   {key}: {measured[key]}")
+    return measured
+
+
+def _measure_unshipped(recipe: dict) -> dict:
+    """A recipe yaml given by path: measured the same way, not cached."""
+    return measure_recipe.__wrapped__(recipe)  # type: ignore[attr-defined]
