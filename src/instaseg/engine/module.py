@@ -8,6 +8,7 @@ are broadcast back so every process takes the same early-stopping, learning-rate
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -52,6 +53,11 @@ class InstanceSegModule(pl.LightningModule):
         self._loss_count = 0
         self._val_records: dict[int, list[dict]] = {}
         self.last_val_metrics: dict[str, Any] = {}
+
+    def setup(self, stage: str) -> None:
+        # CPU processes of one machine share its cores: without this each would start one thread per core
+        if self.trainer.world_size > 1 and self.trainer.strategy.root_device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.trainer.num_devices)))
 
     def forward(self, images: list[torch.Tensor]) -> list[dict]:
         return self.model(images)

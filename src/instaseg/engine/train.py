@@ -75,7 +75,8 @@ def train(
             len(val_data.images),
         )
         pl.seed_everything(int(recipe["train"].get("seed", 0)), workers=True, verbose=False)
-        net = build_model(recipe, num_classes=len(train_data.class_names), weights=None if resume else weights)
+        # a resumed run takes its weights from last.ckpt: build without fetching any pretrained ones
+        net = build_model(recipe, num_classes=len(train_data.class_names), weights="none" if resume else weights)
         module = InstanceSegModule(net, recipe, train_data.class_names, train_data.category_ids, val_gt=val_data)
         trainer = build_trainer(recipe, out_dir, device, devices, num_nodes)
         module.strict_finite = trainer.precision == "32-true"
