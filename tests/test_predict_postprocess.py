@@ -11,7 +11,15 @@ import torch
 from pycocotools import mask as mask_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from instaseg.inference.postprocess import RawDetections, crop_to_rle, masks_to_rles, postprocess, scale_boxes
+from instaseg.inference.postprocess import (
+    RawDetections,
+    crop_to_rle,
+    masks_to_rles,
+    postprocess,
+    rle_counts,
+    rle_to_crop,
+    scale_boxes,
+)
 
 
 def _low_res_masks(n: int, seed: int, size: int = 28) -> np.ndarray:
@@ -116,3 +124,20 @@ def test_mask_threshold_is_used(threshold):
         paste_masks_in_image(torch.from_numpy(masks[:, None]), torch.from_numpy(box), (64, 64)) > threshold
     ).sum()
     assert abs(int(area) - int(expected)) <= 0.01 * int(expected)
+
+
+def test_rle_counts_and_window_decode_match_pycocotools():
+    rng = np.random.default_rng(6)
+    masks = [rng.uniform(size=(37, 53)) > 0.6, np.ones((20, 30), bool), np.zeros((20, 30), bool)]
+    big = np.zeros((300, 400), bool)
+    big[10:290, 3:399] = True  # long runs: counts over several 5-bit groups
+    for mask in [*masks, big]:
+        coded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        flat = mask.T.ravel().astype(np.int8)
+        edges = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+        expected = ([0] if flat[0] else []) + np.diff(edges).tolist()
+        assert rle_counts(coded["counts"]).tolist() == expected
+        rle = {"size": list(mask.shape), "counts": coded["counts"].decode("ascii")}
+        h, w = mask.shape
+        for x0, y0, cw, ch in [(0, 0, w, h), (2, 3, w // 2, h // 3), (w - 1, h - 1, 1, 1)]:
+            np.testing.assert_array_equal(rle_to_crop(rle, x0, y0, cw, ch), mask[y0 : y0 + ch, x0 : x0 + cw])

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 from instaseg.data.masks import mask_to_rle
-from instaseg.inference.visualize import Style, _draw_tag, draw_instances, instance_color
+from instaseg.inference.visualize import Style, draw_instances, instance_color, layout_tags, tag_rect
 
 
 def test_colours_stable_distinct_and_shaded():
@@ -36,10 +36,9 @@ def test_masks_tinted_and_outside_untouched():
 
 def test_tags_stay_inside_the_image():
     for h, w in ((64, 64), (320, 240), (2160, 3840)):
-        canvas = np.zeros((h, w, 3), np.uint8)
         style = Style.for_image(h, w)
         for box in ([0, 0, 10, 10], [w - 3, h - 3, w, h], [-5, -5, w + 5, h + 5]):
-            x0, y0, x1, y1 = _draw_tag(canvas, "long_class_name 0.99", np.array(box, float), (255, 0, 0), style)
+            (x0, y0, x1, y1), _ = tag_rect("long_class_name 0.99", np.array(box, float), h, w, style)
             assert x0 >= 0 and y0 >= 0 and y1 <= h - 1
             assert x1 <= w - 1 or x0 == 0  # only a tag wider than the image itself is cut
 
@@ -48,3 +47,20 @@ def test_style_scales_with_image_size():
     small, large = Style.for_image(240, 320), Style.for_image(2160, 3840)
     assert small.font_scale < large.font_scale and small.line < large.line
     assert small.font_scale >= 0.35 and small.line >= 1  # still legible on a thumbnail
+
+
+def test_crowded_tags_do_not_pile_up():
+    """Many overlapping instances: masks for all, but one readable tag per spot, the best score's, on top."""
+    h, w, n = 120, 160, 40
+    mask = np.zeros((h, w), bool)
+    mask[50:70, 60:90] = True
+    boxes = np.tile(np.array([[60, 50, 90, 70]], np.float32), (n, 1))
+    boxes[-2] = [5, 100, 20, 115]  # one instance elsewhere keeps its tag
+    scores = np.linspace(0.5, 0.99, n)
+    labels = np.ones(n, np.int64)
+    style = Style.for_image(h, w)
+    tags = layout_tags(boxes, labels, scores, ["x"], (h, w), style)
+    assert [t[0] for t in tags] == [n - 1, n - 2]
+    out = draw_instances(np.zeros((h, w, 3), np.uint8), boxes, labels, scores, [mask_to_rle(mask)] * n, ["x"])
+    x0, y0 = tags[0][2][:2]
+    assert tuple(out[y0 + 1, x0 + 1]) == instance_color(0, n - 1)  # the best tag's background

@@ -184,7 +184,8 @@ def create_model(
 ) -> Predictor:
     """Load a checkpoint (.ckpt/.pt/.pth from instaseg training) as a Predictor.
 
-    ``device``: "cpu", "cuda", "cuda:1" or "auto". ``threshold``: score threshold (default 0.5).
+    ``device``: "cpu", "cuda", "cuda:1" or "auto". ``threshold``: score threshold (default 0.5); it filters the
+    model's own output, so values below the recipe's ``eval.score_threshold`` (its box score cut) change nothing.
     """
     path = Path(name_or_path)
     if not path.is_file():

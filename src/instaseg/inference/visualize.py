@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from instaseg.inference.postprocess import rle_to_crop
+
 _GOLDEN = 0.618033988749895
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -53,15 +55,13 @@ class Style:
 
 
 def _decode_crop(rle: dict) -> tuple[np.ndarray, int, int]:
-    """The mask inside its own bounding box, as (uint8 crop, x0, y0): later work stays box-sized."""
-    coded = {
-        "size": rle["size"],
-        "counts": rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"],
-    }
+    """The mask inside its own bounding box, as (uint8 crop, x0, y0): the work stays box-sized, not image-sized."""
+    counts = rle["counts"]
+    coded = {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(coded))
     if w == 0 or h == 0:
         return np.zeros((0, 0), np.uint8), 0, 0
-    return mask_utils.decode(coded)[y : y + h, x : x + w], x, y
+    return rle_to_crop(rle, x, y, w, h).astype(np.uint8), x, y
 
 
 def _draw_mask(canvas: np.ndarray, rle: dict, color: tuple[int, int, int], style: Style) -> None:
@@ -77,24 +77,60 @@ def _draw_mask(canvas: np.ndarray, rle: dict, color: tuple[int, int, int], style
     cv2.drawContours(canvas, contours, -1, color, style.line, cv2.LINE_AA, offset=(x0, y0))
 
 
-def _draw_tag(
-    canvas: np.ndarray, text: str, box: np.ndarray, color: tuple[int, int, int], style: Style
-) -> tuple[int, int, int, int]:
-    """A filled tag at the box's top-left corner: above the box when there is room, else just inside it.
-
-    Returns the tag's rectangle (x0, y0, x1, y1), shifted as needed to stay inside the image."""
-    height, width = canvas.shape[:2]
+def tag_rect(
+    text: str, box: np.ndarray, height: int, width: int, style: Style
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """Where a tag goes: at the box's top-left corner, above the box when there is room, else just inside it,
+    shifted to stay inside the image. Returns ((x0, y0, x1, y1) inclusive, text origin)."""
     (tw, th), baseline = cv2.getTextSize(text, _FONT, style.font_scale, style.font_thickness)
     tag_w, tag_h = tw + 2 * style.pad, th + baseline + 2 * style.pad
-    x0 = int(np.clip(box[0], 0, max(width - 1 - tag_w, 0)))  # corners are inclusive
+    x0 = int(np.clip(box[0], 0, max(width - 1 - tag_w, 0)))
     top = int(box[1]) - tag_h
     y0 = top if top >= 0 else int(np.clip(box[1], 0, max(height - 1 - tag_h, 0)))
-    cv2.rectangle(canvas, (x0, y0), (x0 + tag_w, y0 + tag_h), color, thickness=-1)
+    return (x0, y0, x0 + tag_w, y0 + tag_h), (x0 + style.pad, y0 + style.pad + th)
+
+
+def _draw_tag(
+    canvas: np.ndarray, text: str, rect: tuple[int, ...], origin: tuple[int, int], color: tuple[int, ...], style: Style
+) -> None:
+    cv2.rectangle(canvas, rect[:2], rect[2:], color, thickness=-1)
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
     ink = (0, 0, 0) if luminance > 150 else (255, 255, 255)
-    origin = (x0 + style.pad, y0 + style.pad + th)
     cv2.putText(canvas, text, origin, _FONT, style.font_scale, ink, style.font_thickness, cv2.LINE_AA)
-    return x0, y0, x0 + tag_w, y0 + tag_h
+
+
+def _covered(rect: tuple[int, int, int, int], placed: np.ndarray) -> float:
+    """Largest fraction of ``rect`` hidden by one already placed tag."""
+    if len(placed) == 0:
+        return 0.0
+    iw = np.minimum(rect[2], placed[:, 2]) - np.maximum(rect[0], placed[:, 0])
+    ih = np.minimum(rect[3], placed[:, 3]) - np.maximum(rect[1], placed[:, 1])
+    overlap = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    return float(overlap.max()) / max((rect[2] - rect[0]) * (rect[3] - rect[1]), 1)
+
+
+def layout_tags(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    class_names: list[str],
+    shape: tuple[int, ...],
+    style: Style,
+) -> list[tuple[int, str, tuple[int, int, int, int], tuple[int, int]]]:
+    """(instance, text, rect, origin) of the tags to draw, best score first. A tag that better ones would hide
+    by more than a sliver is left out, so crowded pictures keep readable tags (every instance keeps its mask)."""
+    placed = np.zeros((0, 4))
+    kept = []
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        index = int(labels[i]) - 1
+        name = class_names[index] if 0 <= index < len(class_names) else f"class_{index}"
+        text = f"{name} {float(scores[i]):.2f}"
+        rect, origin = tag_rect(text, boxes[i], shape[0], shape[1], style)
+        if _covered(rect, placed) > 0.15:
+            continue
+        placed = np.vstack([placed, rect])
+        kept.append((int(i), text, rect, origin))
+    return kept
 
 
 def draw_instances(
@@ -127,8 +163,6 @@ def draw_instances(
             p0 = (int(round(boxes[i, 0])), int(round(boxes[i, 1])))
             p1 = (int(round(boxes[i, 2])), int(round(boxes[i, 3])))
             cv2.rectangle(canvas, p0, p1, colors[i], max(1, style.line // 2), cv2.LINE_AA)
-    for i in np.argsort(scores, kind="stable"):  # best score drawn last, on top
-        index = int(labels[i]) - 1
-        name = class_names[index] if 0 <= index < len(class_names) else f"class_{index}"
-        _draw_tag(canvas, f"{name} {float(scores[i]):.2f}", boxes[i], colors[i], style)
+    for i, text, rect, origin in reversed(layout_tags(boxes, labels, scores, class_names, canvas.shape, style)):
+        _draw_tag(canvas, text, rect, origin, colors[i], style)  # the best come last, on top
     return canvas
