@@ -60,7 +60,7 @@ def test_fast_model_eval_output_format():
         assert pred["boxes"].shape == (n, 4)
         assert pred["masks"].shape == (n, 1, *image.shape[1:])  # pasted back at the input image's size
         assert pred["masks"].dtype == torch.float32
-        assert 0 <= pred["masks"].min() and pred["masks"].max() <= 1
+        assert pred["masks"].min() >= 0 and pred["masks"].max() <= 1
         assert set(pred["labels"].tolist()) <= {1, 2}
         assert (pred["scores"] >= recipe["eval"]["score_threshold"]).all() and (pred["scores"] <= 1).all()
         assert (pred["boxes"][:, 2] <= image.shape[2]).all() and (pred["boxes"][:, 3] <= image.shape[1]).all()
