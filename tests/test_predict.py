@@ -237,3 +237,5 @@ def test_cli_save_json_only_and_missing_input(cli, tiny_ckpt, tmp_path):
     assert code == 0 and [p.name for p in (tmp_path / "o").iterdir()] == ["x.json"]
     code, _, err = cli("predict", "--checkpoint", tiny_ckpt, "--input", tmp_path / "none.png", "--out", tmp_path / "p")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "none.png" in err
+    code, _, err = cli("predict", "--checkpoint", tiny_ckpt, "--input", tmp_path, "--out", tmp_path / "inside")
+    assert code == 2 and "inside" in err and not (tmp_path / "inside").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from instaseg.data.writer import refuse_inside_sources
 from instaseg.errors import UserError
 from instaseg.inference.predictor import Predictor, create_model
 from instaseg.inference.result import Result
@@ -48,6 +49,8 @@ def run_predict(args: argparse.Namespace) -> dict:
     save_json = args.save_json or not args.save_img
     save_img = args.save_img or not args.save_json
     out = Path(args.out)
+    if save_json or save_img:  # outputs inside an input folder would alter it, and be read back on the next run
+        refuse_inside_sources(out, [Path(p) for p in args.input if Path(p).is_dir()])
     predictor = create_model(args.checkpoint, device=getattr(args, "device", "cpu"), threshold=args.threshold)
     total = count_inputs(args.input)  # also fails early, in one line, on an input that does not exist
     skipped: list[UserError] = []
