@@ -121,9 +121,9 @@ def test_every_input_kind_gives_the_same_result(predictor, tmp_path):
     assert not np.allclose(list(predictor.predict(img[..., ::-1].copy()))[0].scores, from_array[0].scores)
 
 
-def _write_video(path: Path, frames: list[np.ndarray]) -> bool:
+def _write_video(path: Path, frames: list[np.ndarray], codec: str) -> bool:
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), 5, (w, h))
     if not writer.isOpened():
         return False
     for f in frames:
@@ -132,11 +132,12 @@ def _write_video(path: Path, frames: list[np.ndarray]) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
-def test_video_gives_one_result_per_frame(predictor, tmp_path):
+@pytest.mark.parametrize("suffix, codec", [(".avi", "MJPG"), (".mp4", "mp4v")])
+def test_video_gives_one_result_per_frame(predictor, tmp_path, suffix, codec):
     frames = [_image(10 + i, 64, 80) for i in range(3)]
-    video = tmp_path / "clip.avi"
-    if not _write_video(video, frames):
-        pytest.skip("this OpenCV build cannot write MJPG video")
+    video = tmp_path / f"clip{suffix}"
+    if not _write_video(video, frames, codec):
+        pytest.skip(f"this OpenCV build cannot write {codec} video")
     results = list(predictor.predict(video, batch_size=2))
     assert [r.frame_index for r in results] == [0, 1, 2]
     assert [r.name for r in results] == ["clip_000000", "clip_000001", "clip_000002"]
