@@ -103,12 +103,11 @@ def test_every_input_kind_gives_the_same_result(predictor, tmp_path):
     from_array = list(predictor.predict(img))
     from_bgr = list(predictor.predict(np.ascontiguousarray(img[..., ::-1]), bgr=True))
     from_pil = list(predictor.predict(Image.open(path)))
-    from_path = list(predictor.predict(path))
-    from_str = list(predictor.predict(str(path)))
+    from_path = list(predictor.predict(str(path)))
     from_folder = list(predictor.predict(tmp_path))
     from_glob = list(predictor.predict(str(tmp_path / "**" / "*.png")))
     from_list = list(predictor.predict([path, img, tmp_path / "sub"]))
-    for results in (from_bgr, from_pil, from_path, from_str):
+    for results in (from_bgr, from_pil, from_path):
         _same(results[0], from_array[0])
     assert [r.name for r in from_folder] == ["a", "sub/b"]
     assert [Path(r.input_path).name for r in from_glob] == ["a.png", "b.png"]
