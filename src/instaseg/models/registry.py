@@ -43,8 +43,14 @@ def _maskrcnn() -> Architecture:
     return Architecture(maskrcnn.build_maskrcnn, maskrcnn.DEFAULTS, maskrcnn.validate_model_section)
 
 
+def _rtmdet_ins() -> Architecture:
+    from instaseg.models import rtmdet_ins
+
+    return Architecture(rtmdet_ins.build_rtmdet_ins, rtmdet_ins.DEFAULTS, rtmdet_ins.validate_model_section)
+
+
 # Imported on first use: listing recipes must not pay for torchvision's detection models.
-ARCHITECTURES: dict[str, Callable[[], Architecture]] = {"maskrcnn": _maskrcnn}
+ARCHITECTURES: dict[str, Callable[[], Architecture]] = {"maskrcnn": _maskrcnn, "rtmdet_ins": _rtmdet_ins}
 
 
 def _architecture(name: str) -> Architecture:
@@ -62,7 +68,7 @@ def validate_model(recipe: dict, source: str | None = None) -> None:
 
 
 def _has_frozen_norm(model: nn.Module) -> bool:
-    return any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.modules())
+    return any(type(m).__name__.startswith("FrozenBatchNorm") for m in model.modules())  # torchvision and timm
 
 
 def build_architecture(
