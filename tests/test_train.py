@@ -36,7 +36,6 @@ SMALL_MODEL = [
     "model.representation_size=64",
     "model.mask_head_layers=[16]",
     "model.mask_dim_reduced=16",
-    "model.anchor_sizes=[[8],[16],[32],[64]]",
     "model.rpn_pre_nms_top_n_train=100",
     "model.rpn_post_nms_top_n_train=50",
     "model.rpn_pre_nms_top_n_test=50",
@@ -159,13 +158,13 @@ def test_training_lowers_the_loss_on_a_fixed_batch(shapes: Path) -> None:
     data = load_dataset(shapes)["train"]
     dataset = InstanceDataset(data, build_transforms(recipe["input"], recipe["train"], train=True))
     batch = [dataset[0], dataset[1]]
-    loader = DataLoader(batch * 30, batch_size=2, shuffle=False, collate_fn=collate_fn)
+    loader = DataLoader(batch * 24, batch_size=2, shuffle=False, collate_fn=collate_fn)
     torch.manual_seed(0)
     module = InstanceSegModule(build_model(recipe, len(CLASSES)), recipe, data.class_names, data.category_ids)
     probe = StateProbe()
     trainer = Trainer(
         accelerator="cpu",
-        max_steps=30,
+        max_steps=24,
         limit_val_batches=0,
         gradient_clip_val=10.0,
         callbacks=[WarmupPlateauLR(warmup_iters=5), probe],
@@ -176,8 +175,8 @@ def test_training_lowers_the_loss_on_a_fixed_batch(shapes: Path) -> None:
     )
     trainer.fit(module, loader)
     losses = probe.losses
-    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    assert len(losses) == 24 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
 
 
 def test_one_training_step_with_300_instances(tmp_path: Path) -> None:
@@ -208,10 +207,10 @@ def test_one_training_step_with_300_instances(tmp_path: Path) -> None:
         [{"id": 1, "name": "square"}],
         image_root=tmp_path / "images",
     )
-    recipe = resolve_recipe("maskrcnn_fast", img_size=size, overrides=SMALL_MODEL)
+    recipe = resolve_recipe("maskrcnn_fast", img_size=size, overrides=[*SMALL_MODEL, "train.scale_jitter=null"])
     dataset = InstanceDataset(data, build_transforms(recipe["input"], recipe["train"], train=True))
     img, target = dataset[0]
-    assert target["masks"].dtype == torch.uint8 and target["masks"].shape[0] >= 290
+    assert target["masks"].dtype == torch.uint8 and target["masks"].shape == (300, size, size)
     model = build_model(recipe, 1).train()
     losses = model([img], [target])
     loss = sum(losses.values())
