@@ -220,7 +220,10 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     axes[1].plot([r["epoch"] for r in rows], [r["lr"] for r in rows], marker="o")
     axes[1].set_title("learning rate (end of epoch)")
     axes[1].set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
