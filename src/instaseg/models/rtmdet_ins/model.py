@@ -1,0 +1,150 @@
+"""RTMDet-Ins as a torchvision-style detector: ``model(images, targets) -> losses`` in training,
+``model(images) -> [{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation.
+
+Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet normalisation, which equals the published
+BGR mean/std, resize by the recipe rule, zero padding to a multiple of 32), so the shared predictor feeds it
+exactly as it feeds Mask R-CNN. ``raw_outputs`` / ``forward_raw`` stop before pasting: image-frame mask
+probabilities at stride 8, for the predictor's backends and for export.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner, mask_centers
+from instaseg.models.rtmdet_ins.cspnext import CSPNeXt
+from instaseg.models.rtmdet_ins.detect import (
+    detect_single,
+    distance_to_boxes,
+    flatten_levels,
+    make_priors,
+    paste_image_masks,
+)
+from instaseg.models.rtmdet_ins.head import RTMDetInsHead, dynamic_mask_logits
+from instaseg.models.rtmdet_ins.losses import dice_loss, giou_loss, quality_focal_loss
+from instaseg.models.rtmdet_ins.pafpn import CSPNeXtPAFPN
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class RTMDetIns(nn.Module):
+    def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
+        super().__init__()
+        self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
+        self.transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD, size_divisible=32)
+        self.backbone = CSPNeXt(cfg["deepen"], cfg["widen"])
+        self.neck = CSPNeXtPAFPN(self.backbone.out_channels, cfg["neck_channels"], cfg["neck_blocks"])
+        self.head = RTMDetInsHead(
+            num_classes,
+            cfg["neck_channels"],
+            cfg["feat_channels"],
+            stacked_convs=cfg["stacked_convs"],
+            num_prototypes=cfg["num_prototypes"],
+            dyconv_channels=cfg["dyconv_channels"],
+            num_dyconvs=cfg["num_dyconvs"],
+        )
+        self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
+        self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_outputs gives
+
+    def _features(self, batch: torch.Tensor):
+        cls, reg, kern, protos = self.head(self.neck(self.backbone(batch)))
+        priors = make_priors([tuple(c.shape[-2:]) for c in cls], self.head.strides, batch.device)
+        return flatten_levels(cls), flatten_levels(reg), flatten_levels(kern), protos, priors
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        if self.training and targets is None:
+            raise ValueError("targets are needed in training mode")
+        original_sizes = [tuple(int(s) for s in img.shape[-2:]) for img in images]
+        image_list, targets = self.transform(images, targets)
+        if self.training:
+            return self.losses(image_list.tensors, targets)
+        outputs = []
+        for (boxes, scores, labels, probs), in_size, size in zip(
+            self.raw_outputs(image_list.tensors), image_list.image_sizes, original_sizes, strict=True
+        ):
+            boxes = clip_and_scale(boxes, in_size, size)
+            masks = paste_image_masks(probs, boxes, self.mask_stride, in_size, size)
+            outputs.append({"boxes": boxes, "labels": labels, "scores": scores, "masks": masks})
+        return outputs
+
+    def raw_outputs(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Per image of a normalised, padded batch: (boxes [N,4] in the batch frame, scores [N], labels [N] 1..K,
+        mask probabilities [N, H/8, W/8] covering the padded batch frame)."""
+        cls, reg, kern, protos, priors = self._features(batch)
+        boxes = distance_to_boxes(priors[None], reg)
+        return [
+            detect_single(cls[b].sigmoid(), boxes[b], kern[b], priors, protos[b], self.head, self.test_cfg)
+            for b in range(batch.shape[0])
+        ]
+
+    def forward_raw(
+        self, images: torch.Tensor, image_size: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Export entry, the signature of `instaseg.export.graph.DetectorGraph`: one normalised, padded image
+        [1,3,H,W] and its (h, w) before padding -> boxes [N,4] (clipped to it), scores [N], labels [N] (1..K) and
+        image-frame mask probabilities [N, H/8, W/8] (``RawDetections.mask_stride`` = `mask_stride`)."""
+        boxes, scores, labels, masks = self.raw_outputs(images)[0]
+        if image_size is not None:
+            limit = image_size.flip(0).repeat(2).to(boxes.dtype)  # (w, h, w, h)
+            boxes = torch.minimum(boxes.clamp(min=0), limit)
+        return boxes, scores, labels, masks
+
+    # ---- training ----
+    def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        cls, reg, kern, protos, priors = self._features(batch)
+        boxes = distance_to_boxes(priors[None], reg)
+        cls_sum, box_sum, mask_sum = cls.new_zeros(()), cls.new_zeros(()), protos.sum() * 0
+        cls_norm, num_pos = cls.new_zeros(()), 0
+        for b, target in enumerate(targets):
+            gt_boxes, gt_labels = target["boxes"].float(), target["labels"].long() - 1
+            gt_masks = pad_masks(target["masks"], batch.shape[-2:])
+            centers = mask_centers(gt_masks, gt_boxes) if len(gt_boxes) else gt_boxes[:, :2]
+            asg = self.assigner(cls[b].detach(), boxes[b].detach(), priors, gt_boxes, gt_labels, centers)
+            labels = gt_labels[asg.gt_index.clamp(min=0)] if len(gt_labels) else asg.gt_index.clamp(min=0)
+            cls_sum = cls_sum + quality_focal_loss(cls[b], asg.gt_index, labels, asg.iou)
+            cls_norm = cls_norm + asg.iou.sum()
+            pos = (asg.gt_index >= 0).nonzero().squeeze(1)
+            if pos.numel() == 0:
+                continue
+            gt_of = asg.gt_index[pos]
+            box_sum = box_sum + giou_loss(boxes[b][pos], gt_boxes[gt_of], asg.iou[pos])
+            mask_sum = mask_sum + self._mask_loss(protos[b], kern[b][pos], priors[pos], gt_masks[gt_of])
+            num_pos += int(pos.numel())
+        norm = cls_norm.clamp(min=1.0)  # the box loss shares it: positives' IoUs are exactly cls_norm's terms
+        w = self.cfg
+        return {
+            "loss_cls": w["loss_cls_weight"] * cls_sum / norm,
+            "loss_box": w["loss_box_weight"] * box_sum / norm,
+            "loss_mask": w["loss_mask_weight"] * mask_sum / max(num_pos, 1),
+        }
+
+    def _mask_loss(self, protos, kernels, priors, gt_masks) -> torch.Tensor:
+        """Dice at stride ``mask_loss_stride`` (4): logits upsampled 2x from stride 8, ground truth subsampled."""
+        stride, loss_stride = self.mask_stride, int(self.cfg["mask_loss_stride"])
+        logits = dynamic_mask_logits(protos, kernels, priors[:, :2], priors[:, 2], self.head.dyn_sizes, stride)
+        scale = stride // loss_stride
+        if scale > 1:
+            logits = F.interpolate(logits[None], scale_factor=scale, mode="bilinear", align_corners=False)[0]
+        start = loss_stride // 2
+        gt = gt_masks[:, start::loss_stride, start::loss_stride]
+        return dice_loss(logits[:, : gt.shape[1], : gt.shape[2]], gt)
+
+
+def pad_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Masks [N,h,w] zero-padded (bottom, right) to the padded batch size."""
+    h, w = masks.shape[-2:]
+    return F.pad(masks, (0, size[1] - w, 0, size[0] - h)) if (h, w) != tuple(size) else masks
+
+
+def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes clipped to the resized image, then mapped to the original one (torchvision's resize_boxes ratios)."""
+    h, w = input_size
+    boxes = torch.stack(
+        [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1
+    )
+    ratio = boxes.new_tensor([image_size[1] / w, image_size[0] / h, image_size[1] / w, image_size[0] / h])
+    return boxes * ratio
