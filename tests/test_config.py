@@ -32,7 +32,7 @@ def test_shipped_recipes_are_complete_and_valid():
         assert recipe["name"] == name
         assert recipe["task"] == "instance_segmentation"
         assert set(DEFAULTS["train"]) <= set(recipe["train"])
-        assert recipe["model"]["architecture"] == "maskrcnn"
+        assert recipe["model"]["architecture"] in ("maskrcnn", "rtmdet_ins")
         assert recipe["input"]["min_size"] <= recipe["input"]["max_size"]
 
 
