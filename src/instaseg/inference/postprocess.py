@@ -25,12 +25,16 @@ class RawDetections:
     """One image's backend output, in the network-input frame (the resized image, before padding).
 
     boxes [N,4] xyxy float, scores [N], labels [N] (1..K), masks [N,M,M] float probabilities in [0,1].
+    ``mask_stride``: None for box-relative masks (Mask R-CNN: each [M,M] mask spans its box); an integer S for
+    image-frame masks (RTMDet-Ins: [N,h,w] probabilities where pixel (i, j) covers network-input pixels
+    [S*i, S*i+S) x [S*j, S*j+S) of the padded input, top-left aligned).
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     masks: np.ndarray
+    mask_stride: int | None = None
 
 
 @dataclass
@@ -162,6 +166,40 @@ def masks_to_rles(
     return rles
 
 
+def resample_matrix(n_out: int, start: int, scale: float, n_in: int) -> np.ndarray:
+    """[n_out, n_in] bilinear weights: output pixel k (at ``start + k``) samples input coordinate
+    (start + k + 0.5) * scale - 0.5, clamped to the input's edge (grid_sample's border padding)."""
+    coord = np.clip((np.arange(start, start + n_out, dtype=np.float64) + 0.5) * scale - 0.5, 0, n_in - 1)
+    i0 = np.floor(coord).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (coord - i0).astype(np.float32)
+    weights = np.zeros((n_out, n_in), dtype=np.float32)
+    rows = np.arange(n_out)
+    np.add.at(weights, (rows, i0), 1 - frac)
+    np.add.at(weights, (rows, i1), frac)
+    return weights
+
+
+def paste_image_mask(
+    mask: np.ndarray,
+    box: np.ndarray,
+    stride: int,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    threshold: float = 0.5,
+) -> tuple[np.ndarray, int, int]:
+    """An image-frame low-res mask [h,w] (see `RawDetections.mask_stride`) resampled straight to the original
+    pixels of its box, and nothing outside it: (bool crop, x0, y0). One bilinear step, so the cost is the box's."""
+    im_h, im_w = image_size
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])), im_w), min(int(np.ceil(box[3])), im_h)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), dtype=bool), 0, 0
+    rows = resample_matrix(y1 - y0, y0, input_size[0] / (im_h * stride), mask.shape[0])
+    cols = resample_matrix(x1 - x0, x0, input_size[1] / (im_w * stride), mask.shape[1])
+    return rows @ mask.astype(np.float32, copy=False) @ cols.T > threshold, x0, y0
+
+
 def postprocess(
     raw: RawDetections,
     input_size: tuple[int, int],
@@ -175,7 +213,15 @@ def postprocess(
     masks = np.asarray(raw.masks)[keep]
     if masks.ndim == 4:  # [N,1,M,M] as torchvision's roi_heads gives it
         masks = masks[:, 0]
-    rles = masks_to_rles(masks, boxes, image_size, mask_threshold)
+    if raw.mask_stride:
+        h, w = input_size
+        boxes = scale_boxes(np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, [w, h, w, h]), input_size, image_size)
+        rles = [
+            crop_to_rle(*paste_image_mask(m, b, raw.mask_stride, input_size, image_size, mask_threshold), *image_size)
+            for m, b in zip(masks, boxes, strict=True)
+        ]
+    else:
+        rles = masks_to_rles(masks, boxes, image_size, mask_threshold)
     return Detections(
         boxes=boxes,
         scores=np.asarray(raw.scores, dtype=np.float32)[keep],

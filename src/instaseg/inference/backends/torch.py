@@ -39,10 +39,12 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", spec: InputSpec | None = None):
-        missing = [c for c in _COMPONENTS if not hasattr(model, c)]
+        # one-stage models (RTMDet-Ins) give raw detections themselves (`raw_outputs`) and need only a transform
+        needed = ("transform",) if hasattr(model, "raw_outputs") else _COMPONENTS
+        missing = [c for c in needed if not hasattr(model, c)]
         if missing:
             raise TypeError(f"{type(model).__name__} lacks {', '.join(missing)}: not a torchvision-style detector")
-        if not getattr(model.roi_heads, "has_mask", lambda: False)():
+        if hasattr(model, "roi_heads") and not getattr(model.roi_heads, "has_mask", lambda: False)():
             raise TypeError(f"{type(model).__name__} has no mask head")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -57,6 +59,8 @@ class TorchBackend:
     def __call__(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawDetections]:
         """Detections per image in the resized frame, with [N,M,M] mask probabilities (not pasted)."""
         batch = batch.to(self.device)
+        if hasattr(self.model, "raw_outputs"):
+            return self._raw_outputs(batch, image_sizes)
         features = self.model.backbone(batch)
         if isinstance(features, torch.Tensor):  # single-map backbones, as GeneralizedRCNN.forward allows
             features = OrderedDict([("0", features)])
@@ -72,6 +76,25 @@ class TorchBackend:
             )
             for d in detections
         ]
+
+    def _raw_outputs(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawDetections]:
+        """A model with its own raw outputs (image-frame masks at ``model.mask_stride``): boxes clipped per image."""
+        out = []
+        for (boxes, scores, labels, masks), (h, w) in zip(self.model.raw_outputs(batch), image_sizes, strict=True):
+            boxes = torch.stack(
+                [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)],
+                dim=1,
+            )
+            out.append(
+                RawDetections(
+                    boxes.float().cpu().numpy(),
+                    scores.float().cpu().numpy(),
+                    labels.cpu().numpy(),
+                    masks.float().cpu().numpy(),
+                    self.model.mask_stride,
+                )
+            )
+        return out
 
 
 def spec_from_transform(transform: Any, input_size: dict | None = None) -> InputSpec:
