@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": 10.0,  # max gradient norm, or null
         "num_workers": 2,
         "max_minutes": None,  # wall-clock training budget, or null
+        "optimizer": "sgd",  # sgd | adamw (no decay on norms and biases); see instaseg.engine.schedules
+        "lr_schedule": "plateau",  # plateau (warmup, then x plateau_factor on stalls) | flat_cosine (RTMDet's)
+        "min_lr_ratio": 0.05,  # flat_cosine: final lr / lr
+        "mosaic": False,  # Mosaic (instaseg.data.mosaic), until mosaic_until of training
+        "mixup": False,  # MixUp, likewise
+        "mosaic_until": 0.93,  # fraction of training (epochs or time budget) after which Mosaic/MixUp stop
     },
     "eval": {"max_dets": 100, "score_threshold": 0.05},
 }
@@ -183,6 +189,9 @@ def validate_recipe(recipe: dict, source: str | None = None) -> None:
     jitter = recipe["train"]["scale_jitter"]
     if jitter is not None and not (isinstance(jitter, list) and len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
         raise UserError(f"train.scale_jitter must be [lo, hi] with 0 < lo <= hi, or null; got {jitter!r}", source)
+    for key, allowed in (("optimizer", ("sgd", "adamw")), ("lr_schedule", ("plateau", "flat_cosine"))):
+        if recipe["train"][key] not in allowed:
+            raise UserError(f"train.{key} must be one of {', '.join(allowed)}", source, f"train.{key}")
     _check_types(recipe["model"], _model_reference(recipe["model"]), "model", source)
     validate_model(recipe, source)
 
