@@ -189,6 +189,10 @@ def build_transforms(recipe_input: dict, train_cfg: dict | None, train: bool, re
     """
     min_size, max_size = int(recipe_input["min_size"]), int(recipe_input["max_size"])
     cfg = train_cfg or {}
+    if train and (cfg.get("mosaic") or cfg.get("mixup")):
+        from instaseg.data.mosaic import build_mosaic_pipeline  # imports this module: loaded on use
+
+        return build_mosaic_pipeline(recipe_input, cfg)
     steps: list[Any] = []
     if train:
         steps.append(ResizeToRecipe(min_size, max_size, cfg.get("scale_jitter")))

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from instaseg.data.coco import CocoData
 from instaseg.engine.callbacks import EMACallback, find_callback
 from instaseg.engine.evaluate import CocoEvaluator, predictions_to_coco_results
+from instaseg.engine.schedules import build_optimizer
 from instaseg.models.checkpoint import checkpoint_payload
 
 logger = logging.getLogger(__name__)
@@ -63,15 +64,8 @@ class InstanceSegModule(pl.LightningModule):
         return self.model(images)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        cfg = self.recipe["train"]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        # the learning rate itself is driven by WarmupPlateauLR (engine.callbacks)
-        return torch.optim.SGD(
-            params,
-            lr=float(cfg["lr"]),
-            momentum=float(cfg.get("momentum", 0.9)),
-            weight_decay=float(cfg.get("weight_decay", 1e-4)),
-        )
+        # the recipe's optimizer (SGD or AdamW); the learning rate itself is driven by the schedule callback
+        return build_optimizer(self.model, self.recipe["train"])
 
     # ---- training ----
     def on_train_epoch_start(self) -> None:

@@ -24,9 +24,10 @@ from instaseg.config import apply_overrides, recipe_to_yaml
 from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
 from instaseg.data.transforms import build_transforms
-from instaseg.engine.callbacks import VAL_METRIC, AtomicCheckpointIO, EMACallback, WarmupPlateauLR
+from instaseg.engine.callbacks import VAL_METRIC, AtomicCheckpointIO, EMACallback
 from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.outputs import FILES, RunRecorder, attach_log, detach_log, run_paths
+from instaseg.engine.schedules import make_schedule_callbacks
 from instaseg.errors import UserError
 from instaseg.models.registry import build_model, load_recipe
 from instaseg.utils.io import atomic_write_text, read_json
@@ -211,13 +212,7 @@ def make_callbacks(recipe: dict, out: Path) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = [TQDMProgressBar()]
     if cfg.get("ema", True):
         callbacks.append(EMACallback(decay=float(cfg.get("ema_decay", 0.9998))))
-    callbacks.append(
-        WarmupPlateauLR(
-            warmup_iters=int(cfg.get("warmup_iters", 200)),
-            patience=int(cfg.get("plateau_patience", 3)),
-            factor=float(cfg.get("plateau_factor", 0.1)),
-        )
-    )
+    callbacks += make_schedule_callbacks(cfg)  # warmup + plateau or flat-cosine lr; Mosaic/MixUp switch-off
     callbacks.append(RunRecorder(out))
     patience = cfg.get("early_stop_patience")
     if patience:
