@@ -1,0 +1,84 @@
+"""What travels inside an exported model: classes, thresholds, input size, pre-processing, graph layout, precision.
+
+Stored as string key/value pairs (each value JSON) in the ONNX model's ``metadata_props`` and under the
+``instaseg`` section of the OpenVINO model's ``rt_info``, so an exported file needs nothing else to be used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from instaseg.errors import UserError
+from instaseg.inference.preprocess import InputSpec
+
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "bf16")
+REQUIRED = ("class_names", "category_ids", "input", "preprocess", "graph", "precision")
+
+
+def build_metadata(
+    info: dict, spec: InputSpec, graph: dict, precision: str = "fp32", int8: bool = False, **extra: Any
+) -> dict:
+    """The metadata of an export: ``info`` is a checkpoint's (class_names, category_ids, recipe)."""
+    from instaseg import __version__
+    from instaseg.inference.predictor import DEFAULT_THRESHOLD
+
+    recipe = info.get("recipe") or {}
+    evaluation = recipe.get("eval", {})
+    return {
+        "format_version": FORMAT_VERSION,
+        "instaseg_version": __version__,
+        "recipe": recipe.get("name"),
+        "class_names": list(info["class_names"]),
+        "category_ids": [int(i) for i in info["category_ids"]],
+        "score_threshold": DEFAULT_THRESHOLD,  # the predictor's default cut
+        "mask_threshold": 0.5,
+        # in the graph: boxes scoring below this never leave it, and at most max_dets per image
+        "box_score_thresh": evaluation.get("score_threshold"),
+        "max_dets": evaluation.get("max_dets"),
+        "input": {"min_size": spec.min_size, "max_size": spec.max_size},
+        "preprocess": {
+            "color": "RGB",
+            "scale": "1/255",
+            "mean": list(spec.mean),
+            "std": list(spec.std),
+            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w))",
+            "size_divisible": spec.size_divisible,
+            "pad": "zeros at the bottom and right",
+        },
+        "graph": graph,
+        "precision": precision,
+        "int8": bool(int8),
+        **extra,
+    }
+
+
+def to_strings(meta: dict) -> dict[str, str]:
+    return {key: json.dumps(value) for key, value in meta.items()}
+
+
+def from_strings(strings: dict[str, str], source: str | Path) -> dict:
+    """Metadata back from string pairs; a model exported elsewhere (no instaseg keys) is a user error."""
+    missing = [k for k in REQUIRED if k not in strings]
+    if missing:
+        raise UserError(f"not an instaseg export: metadata lacks {', '.join(missing)}", source)
+    meta = {}
+    for key, text in strings.items():
+        try:
+            meta[key] = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            meta[key] = text  # foreign keys (e.g. a producer's own) are kept as they are
+    return meta
+
+
+def spec_from_metadata(meta: dict) -> InputSpec:
+    pre = meta["preprocess"]
+    return InputSpec(
+        min_size=int(meta["input"]["min_size"]),
+        max_size=int(meta["input"]["max_size"]),
+        mean=tuple(float(v) for v in pre["mean"]),
+        std=tuple(float(v) for v in pre["std"]),
+        size_divisible=int(pre["size_divisible"]),
+    )

@@ -1,0 +1,147 @@
+"""Export to ONNX / OpenVINO: parity with eager through the same predictor, and the cases exporters get wrong
+(an image without detections inside a batch, input sizes other than the export size, masks in every output).
+
+The fast tests use a random-init `maskrcnn_fast` at 64 px whose box classifier is scaled so scores spread out
+(no ties that rounding could reorder) and depend on the picture: a flat grey picture scores below the in-graph cut
+and yields no detection at all. The slow test trains a tiny model and compares COCO AP per precision and INT8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+import instaseg  # noqa: E402
+from instaseg.cli import main  # noqa: E402
+from instaseg.data.synthetic import synth_image  # noqa: E402
+from instaseg.errors import UserError  # noqa: E402
+from instaseg.export import export_model  # noqa: E402
+from instaseg.export.parity import compare_results  # noqa: E402
+
+CLASSES = ["cat", "dog"]
+CATEGORY_IDS = [3, 7]
+MIN_SCORE = 0.1
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from instaseg.config import apply_overrides, load_recipe
+    from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.registry import build_model
+
+    torch.manual_seed(0)
+    recipe = apply_overrides(
+        load_recipe("maskrcnn_fast"),
+        ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.05", "eval.max_dets=20"],
+    )
+    model = build_model(recipe, len(CLASSES), weights="none")
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)  # scores follow the picture, spread apart
+        model.roi_heads.box_predictor.cls_score.bias[0] += 5.0  # ... and a flat picture scores below 0.05
+        model.roi_heads.box_predictor.bbox_pred.weight.mul_(10.0)  # boxes move away from the proposals
+        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(3.0)  # masks with structure
+    path = tmp_path_factory.mktemp("export") / "tiny.pt"
+    return save_checkpoint(path, model, recipe, CLASSES, CATEGORY_IDS)
+
+
+@pytest.fixture(scope="module")
+def exported(ckpt: Path) -> dict[str, Path]:
+    """ONNX through the CLI, OpenVINO through the API, both with dynamic input sizes."""
+    out = ckpt.parent / "models"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--dynamic", "--out", str(out)]) == 0
+    ov = export_model(ckpt, format="openvino", out=out, dynamic=True)
+    return {"onnx": out / "model.onnx", "openvino": Path(ov["path"])}
+
+
+def pictures() -> list[np.ndarray]:
+    """Shapes pictures at the export size and at other sizes and aspect ratios."""
+    square = synth_image(0, 64, 0)[0]
+    wide = np.ascontiguousarray(np.concatenate([synth_image(1, 64, 0)[0], synth_image(2, 64, 0)[0]], axis=1)[:50])
+    tall = np.ascontiguousarray(np.concatenate([synth_image(3, 64, 0)[0], synth_image(4, 64, 0)[0]], axis=0)[:, :40])
+    big = np.kron(synth_image(5, 64, 0)[0], np.ones((3, 2, 1), dtype=np.uint8))  # 192x128, resized down
+    return [square, wide, tall, big]
+
+
+GREY = np.full((60, 80, 3), 128, dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def eager(ckpt: Path):
+    return instaseg.create_model(ckpt, threshold=0.0)
+
+
+def test_metadata_travels_with_the_model(exported: dict[str, Path], ckpt: Path) -> None:
+    import onnx
+    import openvino as ov
+
+    props = {p.key: p.value for p in onnx.load(str(exported["onnx"])).metadata_props}
+    rt = ov.Core().read_model(str(exported["openvino"])).get_rt_info(["instaseg", "class_names"]).astype(str)
+    assert '"dog"' in props["class_names"] and '"dog"' in rt
+    for path in exported.values():
+        predictor = instaseg.create_model(path)
+        meta = predictor.backend.meta
+        assert predictor.class_names == CLASSES and predictor.category_ids == CATEGORY_IDS
+        assert meta["input"] == {"min_size": 64, "max_size": 96} and meta["box_score_thresh"] == 0.05
+        assert meta["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+        assert meta["graph"]["dynamic"] and meta["precision"] == "fp32" and meta["gflops"] > 0
+        assert predictor.threshold == meta["score_threshold"]
+
+
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_fp32_parity_with_eager_at_every_size(kind: str, exported: dict[str, Path], eager) -> None:
+    predictor = instaseg.create_model(exported[kind], threshold=0.0)
+    assert predictor.backend.name == {"onnx": "onnxruntime", "openvino": "openvino"}[kind]
+    for image in pictures():
+        ref, got = next(eager.predict(image)), next(predictor.predict(image))
+        assert len(ref) > 0 and got.image_size == ref.image_size == image.shape[:2]
+        agree = compare_results(ref, got, MIN_SCORE)
+        assert agree.matched > 0 and agree.unmatched == 0
+        assert agree.max_box_gap <= 1.0 and agree.min_mask_iou >= 0.99
+        # masks are in the output, pasted at the picture's size, and not empty
+        assert len(got.rles) == len(got) and got.masks.shape == (len(got), *image.shape[:2])
+        assert got.masks.any(axis=(1, 2)).mean() > 0.5
+        assert (got.boxes[:, 2] <= image.shape[1]).all() and (got.boxes[:, 3] <= image.shape[0]).all()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_batch_with_an_image_without_detections(kind: str, exported: dict[str, Path], eager) -> None:
+    predictor = instaseg.create_model(exported[kind], threshold=0.0)
+    images = [pictures()[1], GREY, pictures()[0]]
+    assert len(next(eager.predict(GREY))) == 0
+    batched = list(predictor.predict(images, batch_size=3))
+    assert [len(r) > 0 for r in batched] == [True, False, True]
+    assert batched[1].masks.shape == (0, 60, 80) and batched[1].json["boxes"] == []
+    for image, result in zip(images, batched, strict=True):  # each image as if it were alone
+        alone = next(predictor.predict(image))
+        np.testing.assert_allclose(result.boxes, alone.boxes, atol=1e-4)
+        assert result.rles == alone.rles
+
+
+def test_static_graph_takes_any_input_size(ckpt: Path, tmp_path: Path) -> None:
+    """A fixed-size graph: every resized picture is padded into the export square, whatever its shape."""
+    result = export_model(ckpt, format="onnx", out=tmp_path)
+    predictor = instaseg.create_model(result["path"], threshold=0.0)
+    assert predictor.backend.graph == {**predictor.backend.graph, "dynamic": False, "height": 96, "width": 96}
+    for image in [*pictures(), GREY]:
+        got = next(predictor.predict(image))
+        assert got.masks.shape == (len(got), *image.shape[:2])
+        assert (len(got) > 0) == (image is not GREY)
+
+
+def test_unsupported_choices_are_user_errors(ckpt: Path, tmp_path: Path, cli) -> None:
+    with pytest.raises(UserError, match="openvino"):
+        export_model(ckpt, format="onnx", precision="bf16", out=tmp_path)
+    with pytest.raises(UserError, match="calib"):
+        export_model(ckpt, format="openvino", int8=True, out=tmp_path)
+    code, _, err = cli("export", "--checkpoint", str(tmp_path / "missing.pt"), "--format", "onnx")
+    assert code == 2 and "missing.pt" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "foreign.onnx").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="ONNX"):
+        instaseg.create_model(tmp_path / "foreign.onnx")
+    assert not list(tmp_path.glob("model*"))  # nothing half-written is left behind
