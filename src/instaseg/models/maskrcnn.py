@@ -138,8 +138,8 @@ def _c4_parts(cfg: dict, download: bool, freeze: bool) -> dict[str, nn.Module]:
 def build_maskrcnn(recipe: dict, num_classes: int, download_backbone: bool = False, freeze: bool = False) -> MaskRCNN:
     """torchvision MaskRCNN for `num_classes` foreground classes, randomly initialised unless the backbone is."""
     cfg = {**DEFAULTS, **recipe["model"]}
-    parts = _c4_parts if not cfg["fpn"] else _fpn_parts
-    parts = parts(cfg, download_backbone, freeze)
+    build_parts = _fpn_parts if cfg["fpn"] else _c4_parts
+    parts = build_parts(cfg, download_backbone, freeze)
     anchors = _anchor_generator(cfg)
     backbone = parts["backbone"]
     return MaskRCNN(
@@ -158,6 +158,7 @@ def build_maskrcnn(recipe: dict, num_classes: int, download_backbone: bool = Fal
         box_roi_pool=parts["box_roi_pool"],
         box_head=parts["box_head"],
         box_predictor=FastRCNNPredictor(parts["box_channels"], num_classes + 1),
+        # the eval section sets what the model returns: COCO AP wants a low threshold and max_dets detections
         box_score_thresh=recipe["eval"]["score_threshold"],
         box_nms_thresh=cfg["box_nms_thresh"],
         box_detections_per_img=recipe["eval"]["max_dets"],
