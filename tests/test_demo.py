@@ -23,6 +23,7 @@ def test_demo_trains_and_scores_the_best_checkpoint(tmp_path: Path, monkeypatch:
     assert result["out"] == str(out) and result["train_seconds"] > 0
     assert json.loads((out / "demo_result.json").read_text()) == result
     assert (out / "data" / "annotations" / "instances_val.json").is_file()
+    assert (out / "evaluate_result.json").is_file()
     # the checkpoint evaluated afresh scores what validation of the EMA weights scored during training
     trained = json.loads((out / "train" / "train_result.json").read_text())
     assert trained["done_flag"] and trained["stop_reason"] == "max_epochs"

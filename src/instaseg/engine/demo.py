@@ -11,16 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from rich.progress import track
-
-from instaseg.data.coco import load_dataset
-from instaseg.data.dataset import InstanceDataset
 from instaseg.data.synthetic import generate_synthetic
-from instaseg.data.transforms import build_transforms
-from instaseg.engine.evaluate import CocoEvaluator
+from instaseg.engine.evaluate import evaluate
 from instaseg.errors import UserError
-from instaseg.models.checkpoint import model_from_checkpoint
 from instaseg.utils.io import atomic_write_json
 
 logger = logging.getLogger("instaseg.demo")
@@ -50,7 +43,9 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
     train_seconds = time.monotonic() - start
     if not result.get("is_global_zero", True):
         return result
-    metrics = evaluate_checkpoint(result["paths"]["best"], data, split="val")
+    # the best checkpoint scored afresh, through the same path as `instaseg eval` (OUT/evaluate_result.json)
+    scored = evaluate(result["paths"]["best"], data, split="val", out=out)
+    metrics = scored["metrics"]
     demo = {
         "mask_AP": metrics["mask_AP"],
         "box_AP": metrics["box_AP"],
@@ -66,22 +61,3 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
     }
     atomic_write_json(out / "demo_result.json", demo)
     return demo
-
-
-@torch.no_grad()
-def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "val", device: str = "cpu") -> dict:
-    """COCO metrics of a checkpoint on one split of a dataset folder (original-size images)."""
-    splits = load_dataset(data)
-    if split not in splits:
-        raise UserError(f"no {split} split", data)
-    model, info = model_from_checkpoint(checkpoint, device=device)
-    gt = splits[split]
-    if gt.category_ids != info["category_ids"]:
-        raise UserError("the dataset's categories differ from the checkpoint's", data)
-    dataset = InstanceDataset(gt, build_transforms(info["input"], None, train=False, resize=False), train=False)
-    evaluator = CocoEvaluator(gt, max_dets=int(info["recipe"]["eval"]["max_dets"]))
-    for i in track(range(len(dataset)), description=f"evaluating on {split}", transient=True):
-        image, target = dataset[i]
-        prediction = model([image.to(device)])[0]
-        evaluator.add(target["image_id"], {k: v.cpu() for k, v in prediction.items()})
-    return evaluator.compute()
