@@ -130,7 +130,7 @@ def random_checkpoint(recipe_name: str, folder: Path, img_size: int | None = Non
     return save_checkpoint(folder / f"{recipe_name}_random.pt", model, recipe, names, list(range(1, 81)))
 
 
-def _torch_predictor(checkpoint: Path, img_size: int | None, device: str, threshold: float | None) -> tuple:
+def torch_predictor(checkpoint: Path, img_size: int | None, device: str, threshold: float | None) -> tuple:
     import torch
 
     from instaseg.export.exporter import count_gflops, example_inputs
@@ -148,7 +148,7 @@ def _torch_predictor(checkpoint: Path, img_size: int | None, device: str, thresh
     return predictor, {"model_mb": size / 2**20, "gflops": gflops, "threads": torch.get_num_threads()}
 
 
-def _exported_predictor(path: Path, device: str, threads: int | None, threshold: float | None) -> tuple:
+def exported_predictor(path: Path, device: str, threads: int | None, threshold: float | None) -> tuple:
     import importlib
 
     from instaseg.inference.predictor import Predictor
@@ -172,7 +172,7 @@ def load_predictor(
             raise UserError("model file not found", path)
         if backend != _EXPORTED[path.suffix]:
             raise UserError(f"a {path.suffix} model runs on {_EXPORTED[path.suffix]}, not {backend}", path)
-        predictor, facts = _exported_predictor(path, device, threads, threshold)
+        predictor, facts = exported_predictor(path, device, threads, threshold)
         if img_size and img_size not in (predictor.backend.spec.min_size, predictor.backend.spec.max_size):
             raise UserError(f"this model was exported for {predictor.backend.spec.max_size} px; re-export", path)
         return predictor, facts
@@ -182,7 +182,7 @@ def load_predictor(
         path = random_checkpoint(model, workdir, img_size)
         threshold = 0.0 if threshold is None else threshold
     if backend == "torch":
-        return _torch_predictor(path, img_size, device, threshold)
+        return torch_predictor(path, img_size, device, threshold)
     from instaseg.export.exporter import export_model
 
     exported = export_model(
@@ -192,7 +192,7 @@ def load_predictor(
         img_size=img_size,
         dynamic=True,
     )
-    return _exported_predictor(Path(exported["path"]), device, threads, threshold)
+    return exported_predictor(Path(exported["path"]), device, threads, threshold)
 
 
 def default_backends(model: str) -> list[str]:
@@ -259,35 +259,25 @@ def print_benchmark(result: dict, console: Any = None) -> None:
         f"{result['iters']} timed batches (load average {result['load_average'][0]:.1f})"
     )
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for col in (
-        "backend",
-        "pre ms",
-        "infer ms",
-        "post ms",
-        "total ms",
-        "img/s",
-        "dets/img",
-        "peak MB",
-        "size MB",
-        "GFLOPs",
+    table.add_column("median / p90")
+    rows = result["backends"]
+    for name in rows:
+        table.add_column(name, justify="right")
+
+    def row(label: str, fn: Any) -> None:
+        table.add_row(label, *(fn(r) for r in rows.values()))
+
+    for stage, label in (
+        ("preprocess", "pre-processing ms"),
+        ("model", "inference ms"),
+        ("postprocess", "post-processing ms"),
     ):
-        table.add_column(col, justify="left" if col == "backend" else "right")
-    for name, r in result["backends"].items():
-        cells = [
-            f"{r['stages'][s]['median_ms']:.1f} / {r['stages'][s]['p90_ms']:.1f}"
-            for s in ("preprocess", "model", "postprocess")
-        ]
-        total = f"{r['end_to_end']['median_ms']:.1f} / {r['end_to_end']['p90_ms']:.1f}"
-        gflops = "-" if r.get("gflops") is None else f"{r['gflops']:.1f}"
-        table.add_row(
-            name,
-            *cells,
-            total,
-            f"{r['images_per_s']:.2f}",
-            f"{r['detections_per_image']:.0f}",
-            f"{r['peak_rss_mb']:.0f}",
-            f"{r['model_mb']:.1f}",
-            gflops,
-        )
+        row(label, lambda r, s=stage: f"{r['stages'][s]['median_ms']:.1f} / {r['stages'][s]['p90_ms']:.1f}")
+    row("end to end ms", lambda r: f"{r['end_to_end']['median_ms']:.1f} / {r['end_to_end']['p90_ms']:.1f}")
+    row("images / s", lambda r: f"{r['images_per_s']:.2f}")
+    row("detections / image", lambda r: f"{r['detections_per_image']:.0f}")
+    row("peak memory MB", lambda r: f"{r['peak_rss_mb']:.0f}")
+    row("model size MB", lambda r: f"{r['model_mb']:.1f}")
+    row("GFLOPs", lambda r: "-" if r.get("gflops") is None else f"{r['gflops']:.1f}")
     console.print(table)
-    console.print("latencies per batch: median / p90; peak MB: resident memory of the process while timed")
+    console.print("latencies per batch; peak memory: resident memory of the process while timed")
