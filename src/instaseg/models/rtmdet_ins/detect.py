@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from instaseg.models.rtmdet_ins.head import dynamic_mask_logits
 
@@ -58,13 +58,27 @@ def detect_single(
     point = torch.div(top_idx, num_classes, rounding_mode="floor")
     label = top_idx - point * num_classes
     cand_boxes = boxes[point]
-    kept = batched_nms(cand_boxes, top_scores, label, cfg["nms_iou"])[: int(cfg["max_dets"])]
+    kept = class_separated_nms(cand_boxes, top_scores, label, cfg["nms_iou"], boxes.abs().max())
+    kept = kept[: int(cfg["max_dets"])]
     point = point[kept]
     stride = head.strides[0]
     logits = dynamic_mask_logits(
         prototypes, kernels[point], priors[point, :2], priors[point, 2], head.dyn_sizes, stride
     )
     return cand_boxes[kept], top_scores[kept], label[kept] + 1, logits.sigmoid()
+
+
+def class_separated_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float, bound: torch.Tensor
+) -> torch.Tensor:
+    """NMS within each class (boxes of different classes shifted apart by ``bound + 1`` per class index).
+
+    ``bound`` (largest |coordinate| of all boxes, never an empty reduction) is given rather than taken from the
+    candidates, which may be none; the shift adds columns of equal shape, which keeps "no candidates" empty in
+    OpenVINO too (its CPU plugin broadcasts [0,4] + [0,1] to one row)."""
+    offsets = labels.to(boxes.dtype) * (bound + 1)
+    shifted = torch.stack([boxes[:, i] + offsets for i in range(4)], dim=1)
+    return nms(shifted, scores, iou)
 
 
 def sample_grid(n_out: int, in_extent: float, out_extent: int, n_low: int, stride: int, offset: float = 0.0):

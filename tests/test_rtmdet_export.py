@@ -1,0 +1,108 @@
+"""RTMDet-Ins through the export command and the shared predictor: ONNX Runtime and OpenVINO agree with torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from instaseg.config import apply_overrides, load_recipe
+from instaseg.models.checkpoint import save_checkpoint
+from instaseg.models.registry import build_model
+
+pytest.importorskip("onnxruntime")
+RECIPE = ["input.min_size=96", "input.max_size=96", "eval.score_threshold=0.1", "eval.max_dets=20"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _scene(seed: int, h: int = 96, w: int = 96) -> tuple[np.ndarray, dict]:
+    """Two coloured rectangles on noise; class 1 red, class 2 green."""
+    rng = np.random.default_rng(seed)
+    image = (rng.random((h, w, 3)) * 60).astype(np.uint8)
+    masks = np.zeros((2, h, w), dtype=np.uint8)
+    boxes = []
+    for i in range(2):
+        bw, bh = rng.integers(16, 36), rng.integers(16, 30)
+        x0, y0 = rng.integers(0, w - bw), rng.integers(0, h - bh)
+        image[y0 : y0 + bh, x0 : x0 + bw, i] = 230
+        masks[i, y0 : y0 + bh, x0 : x0 + bw] = 1
+        boxes.append([x0, y0, x0 + bw, y0 + bh])
+    target = {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.tensor([1, 2]),
+        "masks": torch.from_numpy(masks),
+    }
+    return image, target
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A briefly trained tiny RTMDet-Ins: distinct scores and real masks, so agreement means something."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    recipe = apply_overrides(load_recipe("rtmdet_ins_tiny"), RECIPE)
+    model = build_model(recipe, num_classes=2, weights="none").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.004, weight_decay=0.05)
+    scenes = [_scene(s) for s in range(2)]  # learnt by heart: confident, distinct detections
+    for step in range(40):
+        batch = [scenes[(2 * step + k) % len(scenes)] for k in range(2)]
+        images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in batch]
+        loss = sum(model(images, [t for _, t in batch]).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # BatchNorm's running statistics (momentum 0.03) lag 40 steps behind: recompute them on the training pictures
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average
+        model.transform.training = False  # no targets: only the batch statistics are wanted
+        model.backbone.train(), model.neck.train(), model.head.train()
+        images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in scenes]
+        model.head(model.neck(model.backbone(model.transform(images)[0].tensors)))
+    path = tmp_path_factory.mktemp("rtmdet") / "model.pt"
+    save_checkpoint(path, model.eval(), recipe, ["red", "green"], [1, 2])
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "dynamic"), [("onnx", True), ("onnx", False), ("openvino", True)])
+def test_exported_rtmdet_agrees_with_torch(checkpoint, tmp_path, fmt, dynamic):
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    from instaseg.export import export_model
+    from instaseg.export.parity import compare_results
+    from instaseg.inference.predictor import create_model
+
+    exported = export_model(checkpoint, format=fmt, out=tmp_path, dynamic=dynamic)
+    assert exported["metadata"]["graph"]["mask_stride"] == 8
+    reference, other = create_model(checkpoint, threshold=0.1), create_model(exported["path"], threshold=0.1)
+    pictures = [_scene(0)[0], _scene(1)[0]]
+    if dynamic:  # a picture of another shape: a fixed square graph pads it more than torch does, a dynamic one not
+        pictures.append(np.ascontiguousarray(_scene(0)[0][:, :64]))
+    total = 0
+    for picture in pictures:
+        a, b = next(iter(reference.predict(picture))), next(iter(other.predict(picture)))
+        agreement = compare_results(a, b, min_score=0.1)
+        total += agreement.matched
+        assert agreement.unmatched == 0
+        assert agreement.max_box_gap < 0.5 and agreement.min_mask_iou > 0.95  # equal up to float rounding
+    assert total > 0
+
+
+def test_no_detections_stay_empty_after_export(checkpoint, tmp_path):
+    from instaseg.export import export_model
+    from instaseg.inference.predictor import create_model
+
+    exported = export_model(checkpoint, format="onnx", out=tmp_path, dynamic=True)
+    flat = np.full((96, 96, 3), 30, dtype=np.uint8)
+    for path in (checkpoint, exported["path"]):
+        result = next(iter(create_model(path, threshold=0.99).predict(flat)))
+        assert len(result.scores) == 0 and len(result.rles) == 0
