@@ -45,3 +45,15 @@ def cli(capsys: pytest.CaptureFixture):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: small convolutions run faster so, and far faster when other processes
+    load the cores (two threads then wait on each other)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
