@@ -14,18 +14,10 @@ from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner
 from instaseg.models.rtmdet_ins.head import dynamic_mask_logits, relative_coordinates
 from instaseg.models.rtmdet_ins.losses import dice_loss, quality_focal_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["input.min_size=64", "input.max_size=96"]
 # published at 640 x 640, 80 classes (mmdetection's RTMDet-Ins model zoo); GFLOPs there count multiply-adds
 PUBLISHED = {"rtmdet_ins_tiny": (5.6, 11.8), "rtmdet_ins_s": (10.2, 21.5)}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run faster on one thread, and much faster when other processes load the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(num_classes: int = 3, overrides: list[str] | None = None):

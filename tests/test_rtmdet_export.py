@@ -11,15 +11,8 @@ from instaseg.models.checkpoint import save_checkpoint
 from instaseg.models.registry import build_model
 
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPE = ["input.min_size=96", "input.max_size=96", "eval.score_threshold=0.1", "eval.max_dets=20"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _scene(seed: int, h: int = 96, w: int = 96) -> tuple[np.ndarray, dict]:
@@ -45,7 +38,15 @@ def _scene(seed: int, h: int = 96, w: int = 96) -> tuple[np.ndarray, dict]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """A briefly trained tiny RTMDet-Ins: distinct scores and real masks, so agreement means something."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _trained_checkpoint(tmp_path_factory.mktemp("rtmdet") / "model.pt")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _trained_checkpoint(path):
     torch.manual_seed(0)
     recipe = apply_overrides(load_recipe("rtmdet_ins_tiny"), RECIPE)
     model = build_model(recipe, num_classes=2, weights="none").train()
@@ -68,7 +69,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory):
         model.backbone.train(), model.neck.train(), model.head.train()
         images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im, _ in scenes]
         model.head(model.neck(model.backbone(model.transform(images)[0].tensors)))
-    path = tmp_path_factory.mktemp("rtmdet") / "model.pt"
     save_checkpoint(path, model.eval(), recipe, ["red", "green"], [1, 2])
     return path
 

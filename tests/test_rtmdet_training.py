@@ -16,6 +16,7 @@ from instaseg.data.transforms import boxes_from_masks, build_transforms, wrap_sa
 from instaseg.engine.schedules import WarmupFlatCosineLR, build_optimizer
 from instaseg.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = [
     "input.min_size=64",
     "input.max_size=64",
@@ -26,14 +27,6 @@ RUN = [
     "train.epochs=2",
     "train.mosaic_until=0.5",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _sample(h: int, w: int, n: int, seed: int):
