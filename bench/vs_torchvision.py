@@ -86,14 +86,23 @@ def time_torchvision(model: torch.nn.Module, images: list[np.ndarray], warmup: i
     return {"median_ms": float(np.median(times) * 1000), "images_per_s": len(times) / float(np.sum(times))}
 
 
-def export_variants(ckpt: Path, out: Path, calib: list[np.ndarray], calib_dir: Path) -> dict[str, Path]:
+def export_variants(
+    ckpt: Path, out: Path, calib: list[np.ndarray], calib_dir: Path, only: list[str] | None = None, reuse: bool = False
+) -> dict[str, Path]:
     import cv2
+
+    from instaseg.export.exporter import output_name
 
     calib_dir.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(calib):
         cv2.imwrite(str(calib_dir / f"{i:04d}.png"), np.ascontiguousarray(image[..., ::-1]))
     paths = {}
     for label, fmt, precision, int8 in VARIANTS:
+        if only and label not in only:
+            continue
+        if reuse and (out / output_name(fmt, precision, int8)).is_file():  # a rerun times the same files again
+            paths[label] = out / output_name(fmt, precision, int8)
+            continue
         start = time.perf_counter()
         kwargs = {"int8": True, "calib_data": calib_dir, "calib_size": len(calib)} if int8 else {}
         paths[label] = Path(
@@ -113,9 +122,11 @@ def speed(args: argparse.Namespace, work: Path) -> None:
     with torch.inference_mode():
         tv_out = [tv([torch.from_numpy(i).permute(2, 0, 1).float() / 255])[0] for i in images]
     tv_results = [_tv_result(o, i, Result) for o, i in zip(tv_out, images, strict=True)]
-    paths = export_variants(ckpt, work / "models", pictures(args.calib), work / "calib")
+    paths = export_variants(ckpt, work / "models", pictures(args.calib), work / "calib", args.only, args.reuse)
     rows = {"torchvision eager": {**reference, "gflops": None}}
     for label, path in [("instaseg torch", ckpt), *paths.items()]:
+        if args.only and label not in args.only:
+            continue
         predictor = _predictor(path, args.threads)
         stats = time_predictor(predictor, images, 1, 1, len(images))
         ours = [next(predictor.predict(i)) for i in images]
@@ -203,6 +214,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="accuracy: a trained instaseg checkpoint")
     parser.add_argument("--data", help="accuracy: its dataset folder (val split)")
     parser.add_argument("--work", help="folder for exports (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="time the exports already in --work again")
+    parser.add_argument("--only", nargs="+", help="time only these rows, e.g. 'openvino int8'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()}, cpus {os.cpu_count()}, threads {args.threads}")

@@ -36,9 +36,10 @@ def _export(args: argparse.Namespace) -> int:
     meta = result["metadata"]
     graph = meta["graph"]
     shape = "dynamic height and width" if graph["dynamic"] else f"fixed {graph['height']}x{graph['width']}"
+    h, w = meta["gflops_input"]
     kind = meta["precision"] + (" + INT8" if meta["int8"] else "")
     print(
         f"exported {result['path']} ({result['format']}, {kind}, {shape}, "
-        f"{len(meta['class_names'])} classes, {meta['gflops']:.1f} GFLOPs at {graph.get('height') or 'export'} px)"
+        f"{len(meta['class_names'])} classes, {meta['gflops']:.1f} GFLOPs at {h}x{w})"
     )
     return 0
