@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_COCO = REPO.parent / "shared" / "datasets" / "tiny_coco"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Measurement caches go to a temporary folder, never the user's home."""
+    os.environ["INSTASEG_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

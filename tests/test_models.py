@@ -157,3 +157,22 @@ def test_whole_zoo_measures(cli):
     assert all(r["params_M"] > 0 and r["gflops"] > 0 and r["weights_MB"] > 0 for r in rows.values())
     assert rows["maskrcnn_x101_32x8d_fpn"]["params_M"] > rows["maskrcnn_r50_fpn"]["params_M"]
     assert rows["maskrcnn_r50_fpn"]["gflops"] > rows["maskrcnn_fast"]["gflops"]
+
+
+def test_zoo_measurement_is_cached_on_disk_per_recipe(tmp_path, monkeypatch):
+    from instaseg.models import zoo
+
+    monkeypatch.setenv("INSTASEG_CACHE", str(tmp_path))
+    zoo.measure_recipe.cache_clear()
+    first = zoo.measure_recipe("maskrcnn_fast")
+    files = list((tmp_path / "zoo").glob("maskrcnn_fast-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == first
+    # a stored measurement is what the next process reads back
+    files[0].write_text(json.dumps({**first, "gflops": -1.0}))
+    zoo.measure_recipe.cache_clear()
+    assert zoo.measure_recipe("maskrcnn_fast")["gflops"] == -1.0
+    # a changed recipe has another key, so it is measured anew
+    changed = zoo.load_recipe("maskrcnn_fast")
+    changed["model"]["fpn_channels"] = 32
+    assert zoo._cache_file(changed) != files[0]
+    zoo.measure_recipe.cache_clear()

@@ -8,20 +8,28 @@ sets the predictor sizes) and measured:
   size (min_size x max_size, which the model keeps as is), with the score threshold at 0 so the mask head runs
   on the full ``eval.max_dets`` detections. FlopCounterMode counts convolutions and matrix products (2 FLOPs per
   multiply-add); element-wise ops, normalisation, pooling, RoIAlign and NMS are not counted.
-Results are cached in memory for the process only.
+Measuring the whole zoo at full input sizes takes minutes on a small CPU, so each measurement is also cached on
+disk (``$INSTASEG_CACHE`` or ``~/.cache/instaseg``), keyed by the resolved recipe and the instaseg and torch
+versions: a changed recipe or library is measured anew.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import hashlib
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from instaseg import __version__
 from instaseg.config import list_recipes, load_recipe, recipe_to_yaml
+from instaseg.utils.io import atomic_write_json
 
 MEASURE_CLASSES = 80
 
@@ -45,12 +53,31 @@ def count_flops(model: torch.nn.Module, height: int, width: int) -> int:
     return counter.get_total_flops()
 
 
+def _cache_file(recipe: dict) -> Path:
+    key = json.dumps([recipe, __version__, torch.__version__, MEASURE_CLASSES], sort_keys=True, default=str)
+    root = Path(os.environ.get("INSTASEG_CACHE") or Path.home() / ".cache" / "instaseg")
+    return root / "zoo" / f"{recipe['name']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
 @functools.cache
 def measure_recipe(name: str) -> dict:
-    """Measured size and cost of a recipe's model (see the module notes for what is counted)."""
+    """Measured size and cost of a recipe's model, from the disk cache when this exact recipe was measured."""
+    recipe = load_recipe(name)
+    cache = _cache_file(recipe)
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    measured = _measure(recipe)
+    with contextlib.suppress(OSError):  # a read-only home must not stop the listing
+        atomic_write_json(cache, measured)
+    return measured
+
+
+def _measure(recipe: dict) -> dict:
+    """Build the recipe's model with random init and measure it (see the module notes for what is counted)."""
     from instaseg.models.registry import build_architecture
 
-    recipe = load_recipe(name)
     start = time.perf_counter()
     measured = copy.deepcopy(recipe)
     measured["eval"]["score_threshold"] = 0.0  # full max_dets detections: the mask head's worst case
@@ -136,4 +163,4 @@ def print_recipe(name: str, as_json: bool = False) -> dict:
 
 def _measure_unshipped(recipe: dict) -> dict:
     """A recipe yaml given by path: measured the same way, not cached."""
-    return measure_recipe.__wrapped__(recipe)  # type: ignore[attr-defined]
+    return _measure(recipe)
