@@ -129,6 +129,21 @@ def test_train_step_gives_finite_losses_and_gradients():
     assert model.head.mask_head.projection.weight.grad.abs().sum() > 0  # and the prototypes
 
 
+def test_image_without_objects_trains():
+    model = _model().train()
+    image, target = _sample()
+    empty = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 64, 96, dtype=torch.uint8),
+    }
+    for targets in ([empty, empty], [target, empty]):
+        losses = model([image, image], targets)
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())  # every branch stays in the graph
+
+
 def test_short_training_run_loss_falls():
     model = _model().train()
     image, target = _sample()

@@ -97,7 +97,8 @@ class RTMDetIns(nn.Module):
     def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         cls, reg, kern, protos, priors = self._features(batch)
         boxes = distance_to_boxes(priors[None], reg)
-        cls_sum, box_sum, mask_sum = cls.new_zeros(()), cls.new_zeros(()), protos.sum() * 0
+        # zero terms keep every branch in the graph when a batch has no positives (DDP wants all gradients)
+        cls_sum, box_sum, mask_sum = cls.new_zeros(()), reg.sum() * 0, protos.sum() * 0 + kern.sum() * 0
         cls_norm, num_pos = cls.new_zeros(()), 0
         for b, target in enumerate(targets):
             gt_boxes, gt_labels = target["boxes"].float(), target["labels"].long() - 1
