@@ -12,6 +12,7 @@ from pathlib import Path
 
 from instaseg.data.coco import CocoData, save_coco
 from instaseg.errors import UserError
+from instaseg.utils.progress import track
 
 
 def refuse_inside_sources(out: str | Path, sources: list[Path]) -> Path:
@@ -59,7 +60,7 @@ def write_coco_dataset(
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     for split, data in splits.items():
-        for image in data.images:
+        for image in track(data.images, f"writing {split} images", total=len(data.images)):
             src = image_source(data, image) if image_source else data.image_path(image)
             place_image(Path(src), images_dir / image["file_name"], link_images)
         written = CocoData(

@@ -10,7 +10,7 @@ import io
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -22,6 +22,7 @@ from instaseg.data.coco import SPLITS, CocoData
 from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox, segmentation_to_rle
 from instaseg.errors import UserError
 from instaseg.utils.images import read_image
+from instaseg.utils.progress import track  # noqa: F401  (re-exported for the format readers)
 
 log = logging.getLogger("instaseg.data.formats")
 
@@ -249,18 +250,6 @@ def split_of(rel: str, default: str = "train") -> tuple[str, str]:
     if rest and name in SPLITS:
         return name, rest
     return default, rel
-
-
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Progress bar over a long loop (rich); silent when output is not a terminal."""
-    from rich.console import Console
-    from rich.progress import track as rich_track
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield from items
-        return
-    yield from rich_track(items, description=description, total=total, console=console, transient=True)
 
 
 def label_regions(label_map: np.ndarray, skip: Sequence[int] = (0,)) -> Iterator[tuple[int, np.ndarray]]:
