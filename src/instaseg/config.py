@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "warmup_iters": 500,
         "plateau_patience": 2,  # epochs without improvement of val mask AP before lr *= plateau_factor
         "plateau_factor": 0.1,
-        "ema": False,
+        "ema": True,  # validate and save an exponential moving average of the weights
         "ema_decay": 0.9998,
         "early_stop_patience": 6,  # epochs without improvement before stopping; null: never
         "hflip": True,
@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "photometric": True,
         "copy_paste": False,
         "grad_clip": 10.0,  # max gradient norm, or null
+        "val_interval": 1,  # validate every this many epochs
         "num_workers": 2,
         "max_minutes": None,  # wall-clock training budget, or null
         "optimizer": "sgd",  # sgd | adamw (no decay on norms and biases); see instaseg.engine.schedules
