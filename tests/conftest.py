@@ -64,3 +64,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_maskrcnn():
+    """Factory: (recipe, model) of maskrcnn_fast shrunk by ``overrides``, random init with seed 0, no download."""
+
+    def build(num_classes: int, overrides: list[str]):
+        import torch
+
+        from instaseg.config import apply_overrides, load_recipe
+        from instaseg.models.registry import build_model
+
+        torch.manual_seed(0)
+        recipe = apply_overrides(load_recipe("maskrcnn_fast"), overrides)
+        return recipe, build_model(recipe, num_classes, weights="none")
+
+    return build

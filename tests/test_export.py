@@ -30,17 +30,12 @@ MIN_SCORE = 0.1
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from instaseg.config import apply_overrides, load_recipe
+def ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_maskrcnn) -> Path:
     from instaseg.models.checkpoint import save_checkpoint
-    from instaseg.models.registry import build_model
 
-    torch.manual_seed(0)
-    recipe = apply_overrides(
-        load_recipe("maskrcnn_fast"),
-        ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.05", "eval.max_dets=20"],
+    recipe, model = tiny_maskrcnn(
+        len(CLASSES), ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.05", "eval.max_dets=20"]
     )
-    model = build_model(recipe, len(CLASSES), weights="none")
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)  # scores follow the picture, spread apart
         model.roi_heads.box_predictor.cls_score.bias[0] += 5.0  # ... and a flat picture scores below 0.05

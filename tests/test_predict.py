@@ -21,20 +21,15 @@ CATEGORY_IDS = [3, 7]
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_maskrcnn) -> Path:
     """maskrcnn_fast at 64 px, random init. The class-1 logit bias is raised and the mask logits are centred near
     zero so that the untrained model gives confident detections with partly filled masks: the tests exercise the
     pipeline's plumbing and geometry, not accuracy."""
-    from instaseg.config import apply_overrides, load_recipe
     from instaseg.models.checkpoint import save_checkpoint
-    from instaseg.models.registry import build_model
 
-    torch.manual_seed(0)
-    recipe = apply_overrides(
-        load_recipe("maskrcnn_fast"),
-        ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.0", "eval.max_dets=30"],
+    recipe, model = tiny_maskrcnn(
+        len(CLASSES), ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.0", "eval.max_dets=30"]
     )
-    model = build_model(recipe, len(CLASSES), weights="none")
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[1] += 4.0
         model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(0.1)
