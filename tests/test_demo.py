@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from instaseg.engine import demo
 from instaseg.errors import UserError
@@ -15,14 +16,16 @@ from test_train import TINY
 def test_demo_trains_and_scores_the_best_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "DEMO_IMAGES", 6)
     monkeypatch.setattr(demo, "DEMO_IMG_SIZE", 64)
-    monkeypatch.setattr(demo, "DEMO_OVERRIDES", [*TINY, "train.epochs=1"])
+    monkeypatch.setattr(demo, "DEMO_OVERRIDES", [*demo.DEMO_OVERRIDES, *TINY, "train.epochs=1"])
     out = tmp_path / "demo"
     result = demo.run_demo(out, minutes=2.0, seed=3)
 
     assert set(result) >= {"mask_AP", "box_AP", "train_seconds", "out"}
     assert result["out"] == str(out) and result["train_seconds"] > 0
     assert json.loads((out / "demo_result.json").read_text()) == result
-    assert (out / "data" / "annotations" / "instances_val.json").is_file()
+    val = json.loads((out / "data" / "annotations" / "instances_val.json").read_text())
+    assert [c["name"] for c in val["categories"]] == ["circle", "triangle", "square"]  # the demo's easy style
+    assert yaml.safe_load((out / "train" / "config.yaml").read_text())["train"]["lr_schedule"] == "flat_cosine"
     assert (out / "evaluate_result.json").is_file()
     # the checkpoint evaluated afresh scores what validation of the EMA weights scored during training
     trained = json.loads((out / "train" / "train_result.json").read_text())

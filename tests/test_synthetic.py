@@ -1,11 +1,19 @@
 from collections import Counter
 
+import cv2
 import numpy as np
 import pytest
 
 from instaseg.data.coco import load_dataset
 from instaseg.data.masks import segmentation_to_mask
-from instaseg.data.synthetic import CLASSES, MAX_INSTANCES, RADIUS_RANGE, generate_synthetic, synth_image
+from instaseg.data.synthetic import (
+    CLASSES,
+    MAX_INSTANCES,
+    RADIUS_RANGE,
+    SynthStyle,
+    generate_synthetic,
+    synth_image,
+)
 from instaseg.errors import UserError
 from instaseg.utils.images import read_image
 
@@ -128,3 +136,43 @@ def test_cli_data_synth(cli, tmp_path):
     assert data["train"].images[0]["width"] == 48 and data["train"].info["seed"] == 2
     code, _, err = cli("data", "synth", "--out", tmp_path / "s", "--images", 5)
     assert code == 2 and "not empty" in err
+
+
+def test_plain_style_fewer_classes_and_instances(tmp_path):
+    style = SynthStyle(num_classes=3, background="plain", max_instances=3)
+    data = load_dataset(generate_synthetic(tmp_path / "plain", num_images=30, img_size=64, seed=0, style=style))
+    assert data["train"].class_names == ["circle", "triangle", "square"] == data["val"].class_names
+    assert data["train"].info["background"] == "plain" and data["train"].info["num_classes"] == 3
+    per_image = Counter(a["image_id"] for d in data.values() for a in d.annotations)
+    assert {a["category_id"] for d in data.values() for a in d.annotations} == {1, 2, 3}
+    assert max(per_image.values()) <= 3
+    for image in data["train"].images[:5]:
+        pixels = read_image(data["train"].image_path(image))
+        background = pixels[~_near_any_shape(data["train"], image)]
+        assert background.astype(float).std(axis=0).max() < 12  # flat grey plus pixel noise: no texture or lines
+
+
+def _near_any_shape(data, image):
+    """Pixels within 3 px of an annotated shape (anti-aliased rims and JPEG ringing lie outside the masks)."""
+    union = np.zeros((image["height"], image["width"]), dtype=np.uint8)
+    for ann in data.annotations_by_image()[image["id"]]:
+        union |= segmentation_to_mask(ann["segmentation"], image["height"], image["width"]).astype(np.uint8)
+    return cv2.dilate(union, np.ones((7, 7), np.uint8)).astype(bool)
+
+
+@pytest.mark.parametrize(
+    "style",
+    [SynthStyle(num_classes=0), SynthStyle(num_classes=6), SynthStyle(background="x"), SynthStyle(max_instances=0)],
+)
+def test_bad_style_is_a_user_error(tmp_path, style):
+    with pytest.raises(UserError):
+        generate_synthetic(tmp_path / "x", num_images=4, img_size=64, style=style)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_data_synth_style(cli, tmp_path):
+    args = ("data", "synth", "--images", 4, "--img-size", 48, "--classes", 2, "--background", "plain")
+    code, _, _ = cli(*args, "--out", tmp_path / "s")
+    assert code == 0 and load_dataset(tmp_path / "s")["train"].class_names == ["circle", "triangle"]
+    code, _, err = cli(*args[:-1], "wavy", "--out", tmp_path / "t")
+    assert code == 2 and "background" in err

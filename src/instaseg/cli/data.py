@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=400, help="number of images (split 80/20 train/val)")
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=int, default=5, help="use the first N of circle, triangle, square, star, ring")
+    p.add_argument("--background", default="textured", help="textured (default) or plain (flat grey, no clutter)")
+    p.add_argument("--max-instances", type=int, default=8, help="shapes per image, at most")
     p.set_defaults(func=_synth)
 
 
@@ -81,8 +84,9 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from instaseg.data.synthetic import generate_synthetic
+    from instaseg.data.synthetic import SynthStyle, generate_synthetic
 
-    out = generate_synthetic(args.out, num_images=args.images, img_size=args.img_size, seed=args.seed)
+    style = SynthStyle(num_classes=args.classes, background=args.background, max_instances=args.max_instances)
+    out = generate_synthetic(args.out, num_images=args.images, img_size=args.img_size, seed=args.seed, style=style)
     print(f"wrote {out}")
     return 0

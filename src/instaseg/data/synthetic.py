@@ -1,7 +1,9 @@
 """A procedurally generated shapes dataset in COCO layout: the built-in data for the demo and the tests.
 
-Five shape classes (circle, triangle, square, star, ring) of varied size and rotation, on textured backgrounds
-(gradients, stripes, blotchy noise, plus pixel noise and unlabelled line clutter). Colours and sizes are drawn
+Up to five shape classes (circle, triangle, square, star, ring) of varied size and rotation. The default style
+puts them on textured backgrounds (gradients, stripes, blotchy noise, plus pixel noise and unlabelled line
+clutter); the plain style (`SynthStyle(background="plain")`) on a flat dark grey with pixel noise only, which a
+model trained from scratch on a CPU can learn in minutes (the demo's data). Colours and sizes are drawn
 independently of the class (shapes of one size share one area), so a model has to learn shape. Shapes overlap:
 a later shape hides what lies beneath, and the masks say so (each pixel belongs to at most one instance).
 Placements that would hide most of an earlier shape, or leave most of a shape outside the frame, are retried,
@@ -15,6 +17,7 @@ byte-identical annotation files and images.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -34,6 +37,27 @@ MIN_VISIBLE = 0.5  # an instance keeps at least this share of its own area visib
 MIN_IN_FRAME = 0.75  # and at least this share of it lies inside the image
 AREA_FACTOR = 0.85  # every shape's area is AREA_FACTOR * pi * radius**2
 _SUBPIXEL = 4  # cv2 fixed-point bits: vertices placed at 1/16 pixel
+
+
+BACKGROUNDS = ("textured", "plain")
+
+
+@dataclass(frozen=True)
+class SynthStyle:
+    """How hard the data are: how many of CLASSES (the first ``num_classes``), which background, how crowded."""
+
+    num_classes: int = len(CLASSES)
+    background: str = "textured"
+    max_instances: int = MAX_INSTANCES
+
+    def validate(self, out: str | Path | None = None) -> SynthStyle:
+        if not 1 <= self.num_classes <= len(CLASSES):
+            raise UserError(f"the number of classes must be 1 to {len(CLASSES)}, got {self.num_classes}", out)
+        if self.background not in BACKGROUNDS:
+            raise UserError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}", out)
+        if self.max_instances < 1:
+            raise UserError(f"max instances per image must be at least 1, got {self.max_instances}", out)
+        return self
 
 
 def _regular_polygon(n: int, radius: float, phase: float = 0.0) -> np.ndarray:
@@ -84,8 +108,10 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A textured float32 RGB background: gradient, stripes or blotches, then clutter and pixel noise."""
+def _background(size: int, rng: np.random.Generator, style: str) -> np.ndarray:
+    """A float32 RGB background: plain dark grey, or textured (gradient, stripes or blotches, then line clutter)."""
+    if style == "plain":  # dark, so every shape colour (HSV value >= 70) stands out from it
+        return np.full((size, size, 3), rng.uniform(30, 80), dtype=np.float32)
     ramp = np.arange(size, dtype=np.float32) / size
     theta = rng.uniform(0, np.pi)
     along = ramp[None, :] * np.float32(np.cos(theta)) + ramp[:, None] * np.float32(np.sin(theta))
@@ -105,9 +131,11 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-def _place(rng: np.random.Generator, size: int, masks: list[np.ndarray], areas: list[int]) -> tuple | None:
+def _place(
+    rng: np.random.Generator, size: int, num_classes: int, masks: list[np.ndarray], areas: list[int]
+) -> tuple | None:
     """A random shape whose placement leaves every earlier instance mostly visible (None after 10 tries)."""
-    name_idx = int(rng.integers(0, len(CLASSES)))
+    name_idx = int(rng.integers(0, num_classes))
     radius = rng.uniform(*RADIUS_RANGE) * size
     outlines = _shape_outline(CLASSES[name_idx], radius, rng)
     angle = rng.uniform(0, 2 * np.pi)
@@ -131,15 +159,17 @@ def _paint(image: np.ndarray, coverage: np.ndarray, rng: np.random.Generator) ->
     image[rows, cols] = image[rows, cols] * (1 - alpha) + _random_colour(rng) * shade * alpha
 
 
-def synth_image(index: int, size: int, seed: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+def synth_image(
+    index: int, size: int, seed: int, style: SynthStyle = SynthStyle()
+) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Image ``index`` of the dataset for ``seed``: (HxWx3 uint8 RGB, [(class index, visible uint8 mask)])."""
     rng = np.random.default_rng([seed, index])
-    image = _background(size, rng)
+    image = _background(size, rng, style.background)
     masks: list[np.ndarray] = []
     areas: list[int] = []
     classes: list[int] = []
-    for _ in range(int(rng.integers(1, MAX_INSTANCES + 1))):
-        placed = _place(rng, size, masks, areas)
+    for _ in range(int(rng.integers(1, style.max_instances + 1))):
+        placed = _place(rng, size, style.num_classes, masks, areas)
         if placed is None:
             continue
         cls, coverage, mask = placed
@@ -169,7 +199,9 @@ def _annotation(ann_id: int, image_id: int, cls: int, mask: np.ndarray) -> dict:
     }
 
 
-def generate_synthetic(out: str | Path, num_images: int = 400, img_size: int = 256, seed: int = 0) -> Path:
+def generate_synthetic(
+    out: str | Path, num_images: int = 400, img_size: int = 256, seed: int = 0, style: SynthStyle = SynthStyle()
+) -> Path:
     """Write the shapes dataset to ``out`` (``images/*.jpg``, ``annotations/instances_{train,val}.json``).
 
     The first 80% of the images (at least one) form ``train``, the rest ``val``. Returns ``out``.
@@ -178,14 +210,16 @@ def generate_synthetic(out: str | Path, num_images: int = 400, img_size: int = 2
         raise UserError("need at least 2 images (one for train, one for val)", out)
     if img_size < 32:
         raise UserError("image size must be at least 32 pixels", out)
+    style.validate(out)
     out = prepare_output_dir(out, [])
     images_dir = out / "images"
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
+    names = CLASSES[: style.num_classes]
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(names)]
     n_train = min(max(1, round(num_images * 0.8)), num_images - 1)
     splits = {"train": ([], []), "val": ([], [])}
     ann_id = 1
     for index in track(range(num_images), description="generating shapes", transient=True):
-        pixels, instances = synth_image(index, img_size, seed)
+        pixels, instances = synth_image(index, img_size, seed, style)
         image_id, file_name = index + 1, f"shapes_{index:05d}.jpg"
         ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
@@ -196,7 +230,7 @@ def generate_synthetic(out: str | Path, num_images: int = 400, img_size: int = 2
         for cls, mask in instances:
             anns.append(_annotation(ann_id, image_id, cls, mask))
             ann_id += 1
-    info = {"description": "instaseg synthetic shapes", "seed": seed, "num_images": num_images}
+    info = {"description": "instaseg synthetic shapes", "seed": seed, "num_images": num_images, **asdict(style)}
     for split, (images, anns) in splits.items():
         data = CocoData(images, anns, categories, image_root=images_dir, info=info)
         save_coco(data, out / "annotations" / f"instances_{split}.json")

@@ -2,6 +2,12 @@
 
 Runs offline on any CPU: the data are generated (`instaseg.data.synthetic`), the model starts from random
 weights, and training stops on the recipe's wall-clock budget (``train.max_minutes``, or ``minutes``).
+
+The demo's data are the easy style of the shapes set: three classes (circle, triangle, square), at most four
+per image, on a plain dark background. A from-scratch model on two CPU cores gets through about a thousand
+iterations in four minutes; that is enough to learn these shapes well, not the textured five-class default
+(mask AP about 0.4 and below in the same time). The learning rate follows the time budget (flat, then cosine
+to 5% over the second half) instead of waiting for a plateau that a four-minute run never reaches.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from instaseg.data.synthetic import generate_synthetic
+from instaseg.data.synthetic import SynthStyle, generate_synthetic
 from instaseg.engine.evaluate import evaluate
 from instaseg.errors import UserError
 from instaseg.utils.io import atomic_write_json
@@ -21,7 +27,9 @@ logger = logging.getLogger("instaseg.demo")
 DEMO_RECIPE = "maskrcnn_fast"
 DEMO_IMAGES = 400  # 320 train / 80 val
 DEMO_IMG_SIZE = 256
-DEMO_OVERRIDES: list[str] = []  # recipe overrides on top of maskrcnn_fast (tests shrink the run with these)
+DEMO_STYLE = SynthStyle(num_classes=3, background="plain", max_instances=4)
+# on top of maskrcnn_fast (tests shrink the run by adding to these)
+DEMO_OVERRIDES: list[str] = ["train.lr_schedule=flat_cosine"]
 
 
 def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> dict[str, Any]:
@@ -36,7 +44,7 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
         raise UserError("already holds a demo run (train/); choose another --out", out)
     data = out / "data"
     if not (data / "annotations" / "instances_train.json").is_file():
-        generate_synthetic(data, num_images=DEMO_IMAGES, img_size=DEMO_IMG_SIZE, seed=seed)
+        generate_synthetic(data, num_images=DEMO_IMAGES, img_size=DEMO_IMG_SIZE, seed=seed, style=DEMO_STYLE)
     overrides = [*DEMO_OVERRIDES, *([f"train.max_minutes={float(minutes)}"] if minutes is not None else [])]
     start = time.monotonic()
     result = train(DEMO_RECIPE, data, out=out / "train", overrides=overrides)
