@@ -182,6 +182,7 @@ def _print_speed(rows: dict, reference: dict) -> None:
 def accuracy(args: argparse.Namespace, work: Path) -> None:
     from instaseg.data.coco import load_dataset
     from instaseg.engine.coco_eval import CocoEvaluator
+    from instaseg.export.quantize import calibration_images
     from instaseg.models.checkpoint import model_from_checkpoint
     from instaseg.utils.images import read_image
 
@@ -195,7 +196,7 @@ def accuracy(args: argparse.Namespace, work: Path) -> None:
             out = model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0]
             evaluator.add(record["id"], {k: v for k, v in out.items()})
     rows = {"torchvision eager": (evaluator.compute(), time.perf_counter() - start)}
-    calib = [read_image(p) for p in sorted(Path(args.data, "images").glob("*"))[: args.calib]]
+    calib = calibration_images(args.data, args.calib)  # from the train split: val stays unseen
     paths = export_variants(Path(args.checkpoint), work / "models", calib, work / "calib")
     for label, path in [("instaseg torch", Path(args.checkpoint)), *paths.items()]:
         predictor = _predictor(path, args.threads)

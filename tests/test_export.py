@@ -199,3 +199,21 @@ def test_trained_model_ap_per_backend_and_precision(trained: tuple[Path, Path]) 
         drop = (eager["mask_AP"] - metrics["mask_AP"]) * 100
         print(f"{name}: mask AP {metrics['mask_AP'] * 100:.2f} ({-drop:+.2f}), box AP {metrics['box_AP'] * 100:.2f}")
         assert abs(drop) <= (0.2 if "fp32" in name else 5.0)
+
+
+def test_calibration_from_a_dataset_root_takes_its_train_images(tmp_path: Path) -> None:
+    from instaseg.data.coco import load_dataset
+    from instaseg.data.synthetic import generate_synthetic
+    from instaseg.export.quantize import calibration_images
+    from instaseg.utils.images import read_image
+
+    data = generate_synthetic(tmp_path / "data", num_images=10, img_size=32, seed=0)
+    splits = load_dataset(data)
+    train = [read_image(splits["train"].image_path(r)) for r in splits["train"].images]
+    val = [read_image(splits["val"].image_path(r)) for r in splits["val"].images]
+    picked = calibration_images(data, count=100)
+    assert len(picked) == len(train) == 8
+    assert all(any(np.array_equal(p, t) for t in train) for p in picked)
+    assert not any(np.array_equal(p, v) for p in picked for v in val)
+    assert len(calibration_images(data / "images", count=100)) == 10  # a plain folder: every image in it
+    assert len(calibration_images(data, count=3)) == 3

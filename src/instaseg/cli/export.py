@@ -14,7 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic", action="store_true", help="any input height and width (default: one fixed square)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="fp16/bf16: OpenVINO")
     p.add_argument("--int8", action="store_true", help="NNCF post-training INT8 quantization (OpenVINO)")
-    p.add_argument("--calib-data", help="images for INT8 calibration: a folder (searched recursively) or a glob")
+    p.add_argument(
+        "--calib-data",
+        help="images for INT8 calibration: a dataset root (its train split), a folder (searched recursively) or a glob",
+    )
     p.add_argument("--calib-size", type=int, default=100, help="calibration images used (default 100)")
     p.set_defaults(func=_export)
 
