@@ -101,10 +101,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from instaseg.data.synthetic import generate_synthetic
+    from instaseg.engine.demo import DEMO_IMAGES, DEMO_IMG_SIZE, DEMO_STYLE
 
     data = args.out / "data"
-    if not (data / "annotations" / "instances_train.json").is_file():
-        generate_synthetic(data, num_images=400, img_size=256, seed=0)  # the demo's data
+    if not (data / "annotations" / "instances_train.json").is_file():  # the demo's data
+        generate_synthetic(data, num_images=DEMO_IMAGES, img_size=DEMO_IMG_SIZE, seed=0, style=DEMO_STYLE)
     report = {"minutes": args.minutes, "threads": args.threads, "runs": {}}
     for run, (recipe, overrides, _) in RUNS.items():
         report["runs"][run] = train_and_score(run, recipe, overrides, data, args.out, args.minutes)
