@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from instaseg.data.check import check_dataset
-from instaseg.data.coco import load_coco
+from instaseg.data.coco import load_coco, split_file
 
 SIZES = ((640, 480), (480, 640), (800, 600), (1024, 768))
 
@@ -62,7 +62,7 @@ def polygons(rng: np.random.Generator, n: int, w: np.ndarray, h: np.ndarray) -> 
 
 
 def generate(folder: Path, n_images: int, n_instances: int, seed: int = 0) -> Path:
-    ann_file = folder / "annotations" / "instances_train.json"
+    ann_file = split_file(folder, "train")
     if ann_file.is_file():
         print(f"reusing {ann_file}")
         return ann_file

@@ -100,11 +100,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from instaseg.data.coco import split_file
     from instaseg.data.synthetic import generate_synthetic
     from instaseg.engine.demo import DEMO_IMAGES, DEMO_IMG_SIZE, DEMO_STYLE
 
     data = args.out / "data"
-    if not (data / "annotations" / "instances_train.json").is_file():  # the demo's data
+    if not split_file(data, "train").is_file():  # the demo's data
         generate_synthetic(data, num_images=DEMO_IMAGES, img_size=DEMO_IMG_SIZE, seed=0, style=DEMO_STYLE)
     report = {"minutes": args.minutes, "threads": args.threads, "runs": {}}
     for run, (recipe, overrides, _) in RUNS.items():

@@ -21,6 +21,7 @@ import torch
 
 from instaseg.config import apply_overrides, load_recipe
 from instaseg.data.synthetic import SynthStyle, synth_image
+from instaseg.data.transforms import boxes_from_masks
 from instaseg.models.registry import build_model
 
 
@@ -32,14 +33,10 @@ def batch(recipe: dict, size: int, index: int) -> tuple[list[torch.Tensor], list
         pixels, instances = synth_image(index * size + i, 256, seed=0, style=SynthStyle(background="plain"))
         pixels = cv2.resize(pixels, (width, height))
         masks = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST) for _, m in instances])
-        boxes = []
-        for m in masks:
-            ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
-            boxes.append([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1])
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
         targets.append(
             {
-                "boxes": torch.tensor(boxes, dtype=torch.float32),
+                "boxes": boxes_from_masks(torch.from_numpy(masks)),
                 "labels": torch.tensor([c + 1 for c, _ in instances]),
                 "masks": torch.from_numpy(masks),
             }

@@ -184,14 +184,19 @@ def save_coco(data: CocoData, annotation_file: str | Path) -> Path:
     return atomic_write_json(annotation_file, data.to_dict(), indent=None)
 
 
+def split_file(root: str | Path, split: str) -> Path:
+    """A split's annotation file in a dataset folder of the default layout: ``annotations/instances_{split}.json``."""
+    return Path(root) / "annotations" / f"instances_{split}.json"
+
+
 def find_split_files(root: str | Path) -> dict[str, Path]:
-    """Annotation files of a dataset folder in the default layout: ``annotations/instances_{split}.json``."""
+    """Annotation files of a dataset folder in the default layout (`split_file`)."""
     root = Path(root)
     if not root.exists():
         raise UserError("dataset not found", root)
     if root.is_file():
         return {"train": root}
-    found = {s: root / "annotations" / f"instances_{s}.json" for s in SPLITS}
+    found = {s: split_file(root, s) for s in SPLITS}
     found = {s: p for s, p in found.items() if p.is_file()}
     if not found:
         raise UserError("no annotations/instances_{train,val,test}.json found", root)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from rich.progress import track
 
-from instaseg.data.coco import CocoData, save_coco
+from instaseg.data.coco import CocoData, save_coco, split_file
 from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox
 from instaseg.data.writer import prepare_output_dir
 from instaseg.errors import UserError
@@ -50,14 +50,13 @@ class SynthStyle:
     background: str = "textured"
     max_instances: int = MAX_INSTANCES
 
-    def validate(self, out: str | Path | None = None) -> SynthStyle:
+    def validate(self, out: str | Path | None = None) -> None:
         if not 1 <= self.num_classes <= len(CLASSES):
             raise UserError(f"the number of classes must be 1 to {len(CLASSES)}, got {self.num_classes}", out)
         if self.background not in BACKGROUNDS:
             raise UserError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}", out)
         if self.max_instances < 1:
             raise UserError(f"max instances per image must be at least 1, got {self.max_instances}", out)
-        return self
 
 
 def _regular_polygon(n: int, radius: float, phase: float = 0.0) -> np.ndarray:
@@ -233,5 +232,5 @@ def generate_synthetic(
     info = {"description": "instaseg synthetic shapes", "seed": seed, "num_images": num_images, **asdict(style)}
     for split, (images, anns) in splits.items():
         data = CocoData(images, anns, categories, image_root=images_dir, info=info)
-        save_coco(data, out / "annotations" / f"instances_{split}.json")
+        save_coco(data, split_file(out, split))
     return out

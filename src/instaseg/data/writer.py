@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from instaseg.data.coco import CocoData, save_coco
+from instaseg.data.coco import CocoData, save_coco, split_file
 from instaseg.errors import UserError
 from instaseg.utils.progress import track
 
@@ -71,5 +71,5 @@ def write_coco_dataset(
             info=data.info,
             licenses=data.licenses,
         )
-        save_coco(written, out / "annotations" / f"instances_{split}.json")
+        save_coco(written, split_file(out, split))
     return out

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from instaseg.data.coco import split_file
 from instaseg.data.synthetic import SynthStyle, generate_synthetic
 from instaseg.engine.evaluate import evaluate
 from instaseg.errors import UserError
@@ -43,7 +44,7 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
     if (out / "train").exists():
         raise UserError("already holds a demo run (train/); choose another --out", out)
     data = out / "data"
-    if not (data / "annotations" / "instances_train.json").is_file():
+    if not split_file(data, "train").is_file():
         generate_synthetic(data, num_images=DEMO_IMAGES, img_size=DEMO_IMG_SIZE, seed=seed, style=DEMO_STYLE)
     overrides = [*DEMO_OVERRIDES, *([f"train.max_minutes={float(minutes)}"] if minutes is not None else [])]
     start = time.monotonic()

@@ -25,24 +25,20 @@ def calibration_images(source: str | Path, count: int = DEFAULT_CALIB_SIZE) -> l
     """Up to ``count`` images, taken evenly over the sorted list so a folder ordered by scene is sampled across
     scenes. ``source``: a dataset root (its train split's images, so the validation images stay unseen for
     comparing INT8 with fp32), a folder (searched recursively), a glob or one image."""
+    from instaseg.data.coco import load_coco, split_file
     from instaseg.inference.sources import iter_inputs
-    from instaseg.utils.images import read_image
 
     if count < 1:
         raise UserError(f"the calibration subset needs at least one image, got {count}")
-    train_split = Path(source) / "annotations" / "instances_train.json"
-    if train_split.is_file():
-        from instaseg.data.coco import load_coco
-
-        train = load_coco(train_split)
-        paths = sorted(train.image_path(record) for record in train.images)
-        readers = [lambda path=path: read_image(path) for path in paths]
-    else:
-        readers = [item.read for item in iter_inputs(str(source)) if item.frame_index is None]
-    if not readers:
+    inputs: str | list[Path] = str(source)
+    if split_file(source, "train").is_file():
+        train = load_coco(split_file(source, "train"))
+        inputs = sorted(train.image_path(record) for record in train.images)
+    items = [item for item in iter_inputs(inputs) if item.frame_index is None]
+    if not items:
         raise UserError("no images found for calibration", source)
-    picks = np.unique(np.linspace(0, len(readers) - 1, min(count, len(readers))).round().astype(int))
-    return [readers[i]() for i in picks]
+    picks = np.unique(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int))
+    return [items[i].read() for i in picks]
 
 
 def calibration_feeds(images: list[np.ndarray], spec: InputSpec, graph: dict) -> list[dict[str, np.ndarray]]:
