@@ -27,10 +27,10 @@ from pycocotools import mask as mask_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 import instaseg
-from instaseg.config import apply_overrides, load_recipe
 from instaseg.inference.postprocess import masks_to_rles, scale_boxes
 from instaseg.inference.preprocess import preprocess
 from instaseg.models.checkpoint import save_checkpoint
+from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import build_model
 
 TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny_coco" / "images"

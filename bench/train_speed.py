@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from instaseg.config import apply_overrides, load_recipe
 from instaseg.data.synthetic import SynthStyle, synth_image
 from instaseg.data.transforms import boxes_from_masks
+from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import build_model
 
 

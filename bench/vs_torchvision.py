@@ -55,8 +55,8 @@ def torchvision_r50(folder: Path) -> tuple[torch.nn.Module, Path]:
     same weights in the `maskrcnn_r50_fpn` recipe."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-    from instaseg.config import apply_overrides, load_recipe
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.recipes import apply_overrides, load_recipe
     from instaseg.models.registry import build_model
     from instaseg.models.weights import load_matching
 

@@ -73,7 +73,7 @@ def tiny_maskrcnn():
     def build(num_classes: int, overrides: list[str]):
         import torch
 
-        from instaseg.config import apply_overrides, load_recipe
+        from instaseg.models.recipes import apply_overrides, load_recipe
         from instaseg.models.registry import build_model
 
         torch.manual_seed(0)

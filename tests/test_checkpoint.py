@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instaseg.config import apply_overrides, load_recipe
 from instaseg.errors import UserError
 from instaseg.models.checkpoint import checkpoint_payload, load_checkpoint, model_from_checkpoint, save_checkpoint
+from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import build_model
 
 CLASSES = ["cat", "dog"]

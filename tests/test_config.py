@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from instaseg.config import DEFAULTS, apply_overrides, list_recipes, load_recipe, parse_override, set_img_size
+from instaseg.config import DEFAULTS, list_recipes, parse_override
 from instaseg.errors import UserError
+from instaseg.models.recipes import apply_overrides, load_recipe
 
 EXPECTED = {
     "maskrcnn_fast",
@@ -106,7 +107,7 @@ def test_apply_overrides_copies_and_validates():
     assert out["model"]["fpn_channels"] == 32 and out["train"]["lr"] == 0.01
     assert base["train"]["epochs"] != 7 and base["model"]["fpn_channels"] == 64  # the input is not modified
     assert apply_overrides(base, []) == base
-    sized = set_img_size(base, 128)
+    sized = apply_overrides(base, ["input.min_size=128", "input.max_size=128"])
     assert sized["input"] == {"min_size": 128, "max_size": 128}
 
 
@@ -135,3 +136,30 @@ def test_recipe_files_are_plain_yaml_mappings():
     for path in RECIPE_DIR.glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         assert isinstance(data, dict) and "model" in data and "description" in data, path
+
+
+def test_schedules_take_the_recipe_values_only() -> None:
+    """The engine's lr callback follows the recipe; a train section missing a key fails instead of falling back."""
+    from instaseg.engine.schedules import make_lr_callback
+
+    plateau = make_lr_callback(DEFAULTS["train"])
+    assert plateau.warmup_iters == DEFAULTS["train"]["warmup_iters"]
+    assert plateau.patience == DEFAULTS["train"]["plateau_patience"]
+    cosine = make_lr_callback(load_recipe("rtmdet_ins_tiny_fast")["train"])
+    assert cosine.warmup_iters == 100 and cosine.min_ratio == 0.05
+    with pytest.raises(KeyError):
+        make_lr_callback({"lr_schedule": "plateau"})
+
+
+def test_an_architecture_supplies_its_recipe_defaults() -> None:
+    """rtmdet_ins recipes state only what differs from the architecture's published recipe."""
+    from instaseg.config import RECIPE_DIR, read_recipe_file
+
+    written = read_recipe_file(RECIPE_DIR / "rtmdet_ins_s.yaml")
+    assert set(written) == {"name", "description", "model"}  # the file itself: no input or train block
+    recipe = load_recipe("rtmdet_ins_s")
+    assert recipe["train"]["optimizer"] == "adamw" and recipe["train"]["epochs"] == 300
+    assert recipe["input"] == {"min_size": 640, "max_size": 640} and recipe["train"]["mosaic"] is True
+    assert load_recipe("maskrcnn_r50_fpn")["train"]["optimizer"] == "sgd"  # not another architecture's
+    fast = load_recipe("rtmdet_ins_tiny_fast")
+    assert fast["train"]["mosaic"] is False and fast["train"]["optimizer"] == "adamw"

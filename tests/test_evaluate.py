@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
@@ -22,6 +23,9 @@ from instaseg.data.masks import (
 )
 from instaseg.engine.coco_eval import _results_for, stat_names
 from instaseg.engine.evaluate import CocoEvaluator, evaluate_files, predictions_to_coco_results
+from instaseg.errors import UserError
+from instaseg.inference.postprocess import RawDetections
+from instaseg.models.detector import InputSpec
 
 CATEGORY_IDS = [3, 7, 20, 42]  # non-contiguous on purpose
 
@@ -340,6 +344,78 @@ def test_eval_files_box_only_and_polygon_results(generated, tmp_path: Path) -> N
     assert 0 < metrics["mask_AP"] < 1 and 0 < metrics["box_AP"] < 1
 
 
+def _thin_l(y: int, x: int, size: int = 40, h: int = 200, w: int = 200) -> np.ndarray:
+    """An L of 3 px strokes: its mask is small (< 32^2 px) while its box (size^2) is medium."""
+    m = np.zeros((h, w), bool)
+    m[y : y + size, x : x + 3] = True
+    m[y + size - 3 : y + size, x : x + size] = True
+    return m
+
+
+def _pycocotools_raw(gt: CocoData, raw: list[dict], iou_type: str) -> list[float]:
+    """pycocotools' APs, APm, APl on a results list as it stands, boxes and all."""
+    coco = PyCOCO()
+    coco.dataset = copy.deepcopy(gt.to_dict())
+    coco.createIndex()
+    ev = PyCOCOeval(coco, coco.loadRes(copy.deepcopy(raw)), iou_type)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return [float(v) for v in ev.stats[3:6]]
+
+
+def test_eval_files_area_from_mask_or_box(tmp_path: Path, cli) -> None:
+    """Mask AP's size ranges: "mask" (default) sizes detections by mask area as detectron2 does (it drops the boxes
+    before loadRes), "box" by box area as pycocotools does on the raw file; each reproduces its reference."""
+    square = np.zeros((200, 200), bool)
+    square[100:150, 100:150] = True  # 2500 px: medium by mask and by box
+    gt_masks = [_thin_l(10, 10), square]  # the L: small by its mask area (231 px), its box is 1600 px
+    anns = []
+    for i, m in enumerate(gt_masks):
+        rle = mask_to_rle(m)
+        anns.append({"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": rle, "iscrowd": 0})
+        anns[-1].update(area=rle_area(rle), bbox=rle_bbox(rle))
+    gt = CocoData(
+        images=[{"id": 1, "file_name": "a.png", "height": 200, "width": 200}],
+        annotations=anns,
+        categories=[{"id": 1, "name": "x"}],
+        image_root=Path("."),
+    )
+    # both objects found; the highest score is a false positive L: it counts against APs when sized by its mask,
+    # against APm when sized by its box
+    dets = [(_thin_l(10, 10), 0.5), (square, 0.6), (_thin_l(60, 150), 0.9)]
+    raw = [
+        {"image_id": 1, "category_id": 1, "score": s, "segmentation": mask_to_rle(m), "bbox": rle_bbox(mask_to_rle(m))}
+        for m, s in dets
+    ]
+    gt_json, pred_json = _write_eval_files(tmp_path, gt, raw)
+    detectron2 = _pycocotools_raw(gt, [{k: v for k, v in r.items() if k != "bbox"} for r in raw], "segm")
+    pycocotools = _pycocotools_raw(gt, raw, "segm")
+    np.testing.assert_allclose([detectron2, pycocotools], [[0.5, 1, -1], [1, 0.5, -1]])  # they do differ here
+
+    by_mask = evaluate_files(gt_json, pred_json, out=tmp_path / "m")
+    by_box = evaluate_files(gt_json, pred_json, out=tmp_path / "b", area_from="box")
+    for result, expected in ((by_mask, detectron2), (by_box, pycocotools)):
+        m = result["metrics"]
+        np.testing.assert_allclose([m["mask_APs"], m["mask_APm"], m["mask_APl"]], expected, atol=1e-9)
+        # box AP is sized by box area either way, as pycocotools does on this file
+        np.testing.assert_allclose([m["box_APs"], m["box_APm"], m["box_APl"]], _pycocotools_raw(gt, raw, "bbox"))
+    assert by_mask["area_from"] == "mask" and by_box["area_from"] == "box"
+    assert json.loads(Path(by_box["output"]).read_text())["area_from"] == "box"
+
+    code, out, err = cli("eval", "--gt", gt_json, "--pred", pred_json, "--out", tmp_path / "c")
+    assert code == 0, err
+    assert "mask APs/APm/APl size detections by mask area (detectron2" in out
+    code, out, err = cli("eval", "--gt", gt_json, "--pred", pred_json, "--out", tmp_path / "c", "--area-from", "box")
+    assert code == 0, err
+    assert "size detections by box area (pycocotools" in out
+    assert json.loads((tmp_path / "c" / "evaluate_result.json").read_text())["metrics"] == by_box["metrics"]
+    code, _, err = cli("eval", "--gt", gt_json, "--pred", pred_json, "--area-from", "bbox")
+    assert code == 2 and "--area-from" in err
+    with pytest.raises(UserError, match="area_from"):
+        evaluate_files(gt_json, pred_json, area_from="bbox")
+
+
 def _bad_results(gt: CocoData, results: list[dict]) -> dict[str, tuple[object, str]]:
     """Malformed results files -> the words their one-line error must contain."""
     r0 = results[0]
@@ -425,57 +501,61 @@ def _write_dataset(tmp_path: Path, gt: CocoData) -> Path:
     return root
 
 
-class _ReplayModel:
-    """Stands in for a detector: checks it is fed original-size [0,1] images in order, answers given outputs."""
+class _ReplayBackend:
+    """Stands in for a backend behind the predictor: checks it is fed each image at original size (its resize rule
+    keeps the next image as it is) with [0, 1] pixels, in order, and answers given outputs, masks at stride 1."""
+
+    name = "replay"
+    device = torch.device("cpu")
 
     def __init__(self, gt: CocoData, outputs: dict[int, dict]):
         self.expected = [(img["height"], img["width"]) for img in gt.images]
         self.outputs = [outputs[img["id"]] for img in gt.images]
 
-    def eval(self) -> _ReplayModel:
-        return self
+    @property
+    def spec(self) -> InputSpec:
+        h, w = self.expected[0]
+        return InputSpec(min(h, w), max(h, w), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), size_divisible=1)
 
-    def __call__(self, images: list) -> list[dict]:
+    def synchronize(self) -> None:
+        pass
+
+    def __call__(self, batch: torch.Tensor, image_sizes: list) -> list[RawDetections]:
         answers = []
-        for image in images:
-            assert (
-                tuple(image.shape) == (3, *self.expected.pop(0)) and 0 <= float(image.min()) <= float(image.max()) <= 1
-            )
-            answers.append(self.outputs.pop(0))
+        for image, size in zip(batch, image_sizes, strict=True):
+            assert tuple(size) == self.expected.pop(0) and 0 <= float(image.min()) <= float(image.max()) <= 1
+            out = self.outputs.pop(0)
+            masks = np.asarray(out["masks"], dtype=np.float32).reshape(-1, *size)
+            answers.append(RawDetections(out["boxes"], out["scores"], out["labels"], masks, mask_stride=1))
         return answers
 
 
 def test_evaluate_checkpoint_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli) -> None:
-    """The checkpoint mode feeds every image at original size and maps model classes by name."""
-    import sys
-    import types
-
-    import torch
+    """The checkpoint mode runs the predictor over every image at original size and maps model classes by name."""
+    from instaseg.inference.backends import torch as torch_backend
 
     gt = make_gt(seed=2, num_images=5, crowded_image=3)
     preds = make_predictions(gt, seed=3)
+    for img in gt.images:  # detectors give boxes inside the image (the jitter may reach past its edge)
+        w, h = img["width"], img["height"]
+        preds[img["id"]]["boxes"] = np.clip(np.asarray(preds[img["id"]]["boxes"], dtype=np.float32), 0, [w, h, w, h])
     data = _write_dataset(tmp_path, gt)
     expected, _ = _evaluate(gt, preds, 100)
     # the model knows the classes in another order: its label l is class_names[l - 1]
     names = gt.class_names[::-1]
     k = len(names)
-    model_outputs = {
-        i: {**{n: torch.as_tensor(v) for n, v in p.items()}, "labels": torch.as_tensor(k + 1 - p["labels"])}
-        for i, p in preds.items()
-    }
+    model_outputs = {i: {**p, "labels": k + 1 - np.asarray(p["labels"])} for i, p in preds.items()}
     calls = []
 
-    def model_from_checkpoint(path, device="cpu"):
+    def load(path, device="cpu"):
         calls.append((str(path), device))
-        return _ReplayModel(gt, model_outputs), {"class_names": names, "category_ids": [0] * k}
+        return _ReplayBackend(gt, model_outputs), {"class_names": names, "category_ids": [0] * k}
 
-    fake = types.ModuleType("instaseg.models.checkpoint")
-    fake.model_from_checkpoint = model_from_checkpoint
-    monkeypatch.setitem(sys.modules, "instaseg.models.checkpoint", fake)
+    monkeypatch.setattr(torch_backend, "load", load)
     ckpt = tmp_path / "run" / "model.pt"
     ckpt.parent.mkdir()
     ckpt.write_bytes(b"")
-    code, out, err = cli("eval", "--checkpoint", ckpt, "--data", data, "--device", "cpu", "--batch-size", "2")
+    code, out, err = cli("eval", "--checkpoint", ckpt, "--data", data, "--device", "cpu", "--batch-size", "1")
     assert code == 0, err
     assert calls == [(str(ckpt), "cpu")]
     written = json.loads((ckpt.parent / "evaluate_result.json").read_text())
@@ -484,9 +564,9 @@ def test_evaluate_checkpoint_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert written["split"] == "val" and written["checkpoint"] == str(ckpt) and written["data"] == str(data)
 
     def unknown_classes(path, device="cpu"):
-        return _ReplayModel(gt, model_outputs), {"class_names": ["zebra", *names[1:]], "category_ids": [0] * k}
+        return _ReplayBackend(gt, model_outputs), {"class_names": ["zebra", *names[1:]], "category_ids": [0] * k}
 
-    fake.model_from_checkpoint = unknown_classes
+    monkeypatch.setattr(torch_backend, "load", unknown_classes)
     code, _, err = cli("eval", "--checkpoint", ckpt, "--data", data, "--device", "cpu")
     assert code == 2 and "zebra" in err
     code, _, err = cli("eval", "--checkpoint", ckpt, "--data", data, "--split", "test")
@@ -495,13 +575,13 @@ def test_evaluate_checkpoint_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_evaluate_real_checkpoint(tmp_path: Path, cli) -> None:
     """A real (untrained) Mask R-CNN checkpoint end to end: its masks come back at original size and are scored."""
-    from instaseg.config import load_recipe, set_img_size
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.recipes import apply_overrides, load_recipe
     from instaseg.models.registry import build_model
 
     gt = make_gt(seed=2, num_images=4, crowded_image=3)
     data = _write_dataset(tmp_path, gt)
-    recipe = set_img_size(load_recipe("maskrcnn_fast"), 96)
+    recipe = apply_overrides(load_recipe("maskrcnn_fast"), ["input.min_size=96", "input.max_size=96"])
     model = build_model(recipe, len(gt.class_names), weights="none")
     ckpt = save_checkpoint(tmp_path / "run" / "model.pt", model, recipe, gt.class_names, gt.category_ids)
     code, out, err = cli("eval", "--checkpoint", ckpt, "--data", data, "--device", "cpu", "--max-dets", "50")

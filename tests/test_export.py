@@ -148,11 +148,11 @@ def test_unsupported_choices_are_user_errors(ckpt: Path, tmp_path: Path, cli) ->
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """maskrcnn_fast at 64 px fitted for a few hundred SGD steps on 8 synthetic pictures (evaluated on them):
     a model whose detections and COCO AP are real, small enough to train inside a test."""
-    from instaseg.config import apply_overrides, load_recipe
     from instaseg.data.coco import load_dataset
     from instaseg.data.dataset import InstanceDataset
     from instaseg.data.synthetic import generate_synthetic
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.recipes import apply_overrides, load_recipe
     from instaseg.models.registry import build_model
 
     root = tmp_path_factory.mktemp("trained")
@@ -217,3 +217,14 @@ def test_calibration_from_a_dataset_root_takes_its_train_images(tmp_path: Path) 
     assert not any(np.array_equal(p, v) for p in picked for v in val)
     assert len(calibration_images(data / "images", count=100)) == 10  # a plain folder: every image in it
     assert len(calibration_images(data, count=3)) == 3
+
+
+def test_export_without_the_deploy_extra_names_it(ckpt: Path, tmp_path: Path, cli, monkeypatch) -> None:
+    """Installed without `instaseg[deploy]`, export says what to install in one line and exits 2."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else find_spec(name, *a))
+    code, out, err = cli("export", "--checkpoint", ckpt, "--out", tmp_path / "x")
+    assert code == 2 and "instaseg[deploy]" in err and "onnx" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

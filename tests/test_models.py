@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from instaseg.config import apply_overrides, list_recipes, load_recipe
+from instaseg.config import list_recipes
+from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import build_architecture, build_model
 
 LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}

@@ -182,10 +182,33 @@ def test_corrupt_image_raises_or_is_skipped(predictor, tmp_path):
     (tmp_path / "b.png").write_bytes(b"not an image")
     _write(tmp_path / "c.png", _image(41))
     with pytest.raises(UserError, match="b.png"):
-        list(predictor.predict(tmp_path))
+        list(predictor.predict(tmp_path, on_error="raise"))
     errors = []
     names = [r.name for r in predictor.predict(tmp_path, on_error=errors.append)]
     assert names == ["a", "c"] and len(errors) == 1 and "b.png" in str(errors[0])
+    assert [p for p, _ in predictor.skipped] == [str(tmp_path / "b.png")]
+
+
+def test_corrupt_image_skipped_with_a_warning_by_default(predictor, tmp_path, caplog):
+    """A good and a corrupt image: the default goes on with a warning naming the file; the caller can count."""
+    good = _write(tmp_path / "good.png", _image(42))
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with caplog.at_level("WARNING", logger="instaseg.inference.predictor"):
+        results = list(predictor.predict(tmp_path))
+    assert [r.input_path for r in results] == [str(good)]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "bad.jpg" in warnings[0].getMessage()
+    assert len(predictor.skipped) == 1
+    path, reason = predictor.skipped[0]
+    assert path == str(tmp_path / "bad.jpg") and reason and reason in warnings[0].getMessage()
+    with pytest.raises(UserError, match="bad.jpg"):
+        list(predictor.predict([good, tmp_path / "bad.jpg"], on_error="raise"))
+    seen = []
+    assert len(list(predictor.predict(tmp_path, on_error=seen.append))) == 1
+    assert len(seen) == 1 and isinstance(seen[0], UserError) and "bad.jpg" in str(seen[0])
+    assert list(predictor.predict(good)) and predictor.skipped == []  # reset by each call
+    with pytest.raises(ValueError, match="on_error"):
+        list(predictor.predict(good, on_error="ignore"))
 
 
 def test_user_errors(predictor, tiny_ckpt, tmp_path):
@@ -224,6 +247,14 @@ def test_cli_skips_corrupt_image_and_writes_outputs(cli, tiny_ckpt, tmp_path):
     entries = json.loads(coco_file.read_text())
     assert {e["image_id"] for e in entries} == {1, 3}
     assert {e["category_id"] for e in entries} <= set(CATEGORY_IDS)
+
+
+def test_cli_has_no_bgr_flag(cli, tiny_ckpt, tmp_path):
+    """Files are read as RGB, so the CLI has no --bgr (it was accepted and ignored); arrays keep ``bgr=True``,
+    whose channel swap test_every_input_kind_gives_the_same_result checks."""
+    img = _write(tmp_path / "x.png", _image(61))
+    code, _, err = cli("predict", "--checkpoint", tiny_ckpt, "--input", img, "--out", tmp_path / "o", "--bgr")
+    assert code == 2 and "--bgr" in err and not (tmp_path / "o").exists()
 
 
 def test_cli_save_json_only_and_missing_input(cli, tiny_ckpt, tmp_path):

@@ -82,7 +82,7 @@ def test_postprocess_filters_and_scales_boxes():
         boxes=np.array([[10, 10, 30, 20], [0, 0, 50, 40]], np.float32),
         scores=np.array([0.9, 0.2], np.float32),
         labels=np.array([2, 1]),
-        masks=np.ones((2, 1, 28, 28), np.float32),  # [N,1,M,M] as roi_heads returns it
+        masks=np.ones((2, 28, 28), np.float32),  # [N,M,M] per box (RawOutput's form)
     )
     det = postprocess(raw, input_size=(50, 100), image_size=(100, 50), score_threshold=0.5)
     np.testing.assert_allclose(det.boxes, [[5, 20, 15, 40]])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
-from instaseg.config import apply_overrides, load_recipe
+from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import build_architecture, build_model
 from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner
 from instaseg.models.rtmdet_ins.head import dynamic_mask_logits, relative_coordinates
@@ -213,3 +213,14 @@ def test_predictor_matches_the_eager_model():
     want = (eager["masks"][:, 0] > 0.5).numpy()
     assert want.sum() > 0
     assert (decoded != want).sum() <= 0.001 * want.size  # the same resampling, up to float rounding
+
+
+def test_freeze_stops_gradients_in_the_first_stages():
+    """A pretrained start (a weights PATH) freezes the stem and ``frozen_stages`` stages, as Mask R-CNN does."""
+    recipe = apply_overrides(load_recipe("rtmdet_ins_tiny"), ["model.frozen_stages=2"])
+    model = build_architecture(recipe, 2, freeze=True)
+    stages = {i: [p.requires_grad for p in model.backbone.stages[i].parameters()] for i in range(4)}
+    assert not any(stages[0]) and not any(stages[1]) and all(stages[2]) and all(stages[3])
+    assert not any(p.requires_grad for p in model.backbone.stem.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert all(p.requires_grad for p in build_architecture(recipe, 2).parameters())  # from scratch: nothing frozen

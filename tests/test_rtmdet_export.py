@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from instaseg.config import apply_overrides, load_recipe
 from instaseg.models.checkpoint import save_checkpoint
+from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import build_model
 
 pytest.importorskip("onnxruntime")

@@ -18,7 +18,6 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
-from instaseg.config import load_recipe
 from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
 from instaseg.data.masks import mask_to_rle
@@ -29,6 +28,7 @@ from instaseg.engine.callbacks import AtomicCheckpointIO, EMACallback, WarmupPla
 from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.train import resolve_recipe, train
 from instaseg.models.checkpoint import model_from_checkpoint
+from instaseg.models.recipes import load_recipe
 from instaseg.models.registry import build_model
 
 SMALL_MODEL = [
@@ -244,6 +244,14 @@ def test_cli_train(cli, shapes: Path, tmp_path: Path) -> None:
     assert code == 0 and "best mask AP" in stdout and str(out) in stdout
     assert (out / "best.ckpt").is_file() and (out / "train_result.json").is_file()
 
+    # validation scored the predictor's path: `instaseg eval` of best.ckpt gives the AP that chose it
+    best = json.loads((out / "train_result.json").read_text())["best_metrics"]
+    code, _, stderr = cli("eval", "--checkpoint", out / "best.ckpt", "--data", shapes, "--device", "cpu")
+    assert code == 0, stderr
+    scored = json.loads((out / "evaluate_result.json").read_text())["metrics"]
+    assert scored["mask_AP"] == pytest.approx(best["mask_AP"], abs=1e-9)
+    assert scored["box_AP"] == pytest.approx(best["box_AP"], abs=1e-9)
+
     code, _, stderr = cli("train", *args, "--out", out)  # a finished run is not overwritten
     assert code == 2 and "--resume" in stderr
     code, _, stderr = cli("train", *args, "--out", tmp_path / "empty", "--resume")
@@ -261,3 +269,26 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
     last = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 1
     assert "instaseg" in last
+
+
+def test_seed_and_precision_come_from_the_recipe(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.seed seeds the run and train.precision is validated; on a CPU training runs in 32-bit."""
+    from instaseg.errors import UserError
+
+    seeds = []
+
+    class Seeded(Exception):
+        pass
+
+    def seed_everything(seed, **kwargs):
+        seeds.append(seed)
+        raise Seeded
+
+    monkeypatch.setattr(train_mod.pl, "seed_everything", seed_everything)
+    with pytest.raises(Seeded):
+        train("maskrcnn_fast", shapes, out=tmp_path / "run", overrides=[*TINY, "train.seed=7"])
+    assert seeds == [7]
+    recipe = resolve_recipe("maskrcnn_fast", overrides=[*TINY, "train.precision=bf16-mixed"])
+    assert train_mod.build_trainer(recipe, tmp_path / "t", "cpu", 1, 1).precision == "32-true"
+    with pytest.raises(UserError, match="train.precision"):
+        resolve_recipe("maskrcnn_fast", overrides=["train.precision=fp8"])

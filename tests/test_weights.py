@@ -7,9 +7,9 @@ import urllib.error
 import pytest
 import torch
 
-from instaseg.config import apply_overrides, load_recipe
 from instaseg.errors import UserError
 from instaseg.models.checkpoint import save_checkpoint
+from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import build_model
 from instaseg.models.weights import load_weights_file
 

@@ -111,21 +111,20 @@ def time_predictor(predictor: Any, pictures: list[np.ndarray], batch_size: int, 
 
 
 def random_checkpoint(recipe_name: str, folder: Path, img_size: int | None = None) -> Path:
-    """A random-init checkpoint of a recipe, its score cut at 0 and mask logits centred near 0, so each image keeps
-    ``max_dets`` detections with partly filled masks: post-processing does a trained model's work on a busy image."""
+    """A random-init checkpoint of a recipe, its score cut at 0 and its outputs made busy (`make_outputs_busy`), so
+    each image keeps ``max_dets`` detections with partly filled masks: post-processing does a trained model's work
+    on a busy image."""
     import torch
 
-    from instaseg.config import apply_overrides, load_recipe
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.recipes import apply_overrides, load_recipe
     from instaseg.models.registry import build_model
 
     sizes = [f"input.min_size={img_size}", f"input.max_size={img_size}"] if img_size else []
     recipe = apply_overrides(load_recipe(recipe_name), [*sizes, "eval.score_threshold=0.0"])
     torch.manual_seed(0)
     model = build_model(recipe, 80, weights="none")
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(0.1)
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias.add_(0.8)
+    model.make_outputs_busy()
     names = [f"class{i}" for i in range(1, 81)]
     return save_checkpoint(folder / f"{recipe_name}_random.pt", model, recipe, names, list(range(1, 81)))
 

@@ -1,8 +1,10 @@
-"""Recipes: loading by name or path, dotted overrides, validation with clear errors.
+"""Recipes, the generic part: the sections every recipe has, yaml reading, dotted overrides, type checks.
 
-A recipe yaml states what differs from the defaults below (and from its architecture's model defaults); the
-loaded recipe is always complete, so every key can be overridden and `instaseg models NAME` shows all of it.
-There is no inheritance between recipe files: one level of defaults, then the file.
+A recipe yaml states what differs from the defaults below and from its architecture's own defaults (its model
+section, and the input/train/eval values of its published recipe); a loaded recipe is always complete, so every
+key can be overridden and `instaseg models NAME` shows all of it. There is no inheritance between recipe files:
+defaults, then the architecture's, then the file. Completing a recipe needs its architecture, so loading lives
+one layer up, in `instaseg.models.recipes`; this module imports nothing of the models.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from instaseg.errors import UserError
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 TASKS = ("instance_segmentation",)
+# every name a recipe may give these keys: the engine builds exactly these (instaseg.engine.schedules)
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("plateau", "flat_cosine")
+PRECISIONS = ("16-mixed", "bf16-mixed", "32-true")
 
 # Section defaults; the types here are the types validation expects (None: optional, any type).
 DEFAULTS: dict[str, Any] = {
@@ -45,12 +51,15 @@ DEFAULTS: dict[str, Any] = {
         "val_interval": 1,  # validate every this many epochs
         "num_workers": 2,
         "max_minutes": None,  # wall-clock training budget, or null
+        "max_steps": None,  # optimizer-step training budget (Lightning's max_steps), or null: epochs alone
         "optimizer": "sgd",  # sgd | adamw (no decay on norms and biases); see instaseg.engine.schedules
         "lr_schedule": "plateau",  # plateau (warmup, then x plateau_factor on stalls) | flat_cosine (RTMDet's)
         "min_lr_ratio": 0.05,  # flat_cosine: final lr / lr
         "mosaic": False,  # Mosaic (instaseg.data.mosaic), until mosaic_until of training
         "mixup": False,  # MixUp, likewise
         "mosaic_until": 0.93,  # fraction of training (epochs or time budget) after which Mosaic/MixUp stop
+        "seed": 0,  # seeds torch, numpy and Python in every process and data worker
+        "precision": "16-mixed",  # on a GPU: 16-mixed | bf16-mixed | 32-true; CPUs always train in 32-true
     },
     "eval": {"max_dets": 100, "score_threshold": 0.05},
 }
@@ -96,42 +105,34 @@ def _check_known(data: dict, reference: dict, where: str, source: str | None) ->
             _check_known(value, reference[key], path, source)
 
 
-def _model_defaults(model: dict, source: str | None) -> dict:
-    from instaseg.models.registry import model_defaults
-
-    if not isinstance(model, dict) or "architecture" not in model:
-        raise UserError("the recipe needs a model section with an architecture", source, "model")
-    return model_defaults(model["architecture"])
-
-
-def complete_recipe(data: dict, source: str | None = None) -> dict:
-    """Defaults + the recipe's own keys, checked: unknown keys and wrong types raise a UserError."""
-    model = _model_defaults(data.get("model"), source)
-    # key order of the complete recipe (as `instaseg models NAME` prints it): what it is, the model, then the rest
-    reference = {k: DEFAULTS[k] for k in ("name", "task", "description")} | {"model": model} | DEFAULTS
-    _check_known(data, reference, "", source)
-    recipe = _deep_merge(reference, data)
-    validate_recipe(recipe, source)
-    return recipe
+def read_recipe_file(path: Path) -> dict:
+    """A recipe yaml as written (named after its file unless it says otherwise)."""
+    data = _read_yaml(path)
+    data.setdefault("name", path.stem)
+    return data
 
 
-def load_recipe(name_or_path: str | Path | dict) -> dict:
-    """A complete, validated recipe from a shipped name (`maskrcnn_fast`), a yaml path, or a dict."""
-    if isinstance(name_or_path, dict):
-        return complete_recipe(copy.deepcopy(name_or_path))
+def recipe_file(name_or_path: str | Path) -> Path:
+    """The yaml of a shipped recipe name (`maskrcnn_fast`) or a path; a UserError names what is missing."""
     text = str(name_or_path)
     path = Path(text)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise UserError("recipe file not found", path)
-        data = _read_yaml(path)
-        data.setdefault("name", path.stem)
-        return complete_recipe(data, str(path))
+        return path
     if text not in list_recipes():
         raise UserError(f"unknown recipe {text!r}; known: {', '.join(list_recipes())} (or give a yaml path)")
-    data = _read_yaml(RECIPE_DIR / f"{text}.yaml")
-    data.setdefault("name", text)
-    return complete_recipe(data, text)
+    return RECIPE_DIR / f"{text}.yaml"
+
+
+def complete_sections(data: dict, model_defaults: dict, recipe_defaults: dict, source: str | None) -> dict:
+    """Defaults, then the architecture's (``model_defaults`` for the model section, ``recipe_defaults`` for the
+    others), then the recipe's own keys; unknown keys raise a UserError. Not validated yet."""
+    # key order of the complete recipe (as `instaseg models NAME` prints it): what it is, the model, then the rest
+    reference = {k: DEFAULTS[k] for k in ("name", "task", "description")} | {"model": model_defaults} | DEFAULTS
+    _check_known(data, reference, "", source)
+    _check_known(recipe_defaults, reference, "", "architecture defaults")
+    return _deep_merge(_deep_merge(reference, recipe_defaults), data)
 
 
 def _expected_type(default: Any) -> tuple[type, ...]:
@@ -169,10 +170,9 @@ def _check_positive(recipe: dict, keys: list[str], source: str | None) -> None:
             raise UserError(f"{dotted} must be positive, got {value!r}", source, dotted)
 
 
-def validate_recipe(recipe: dict, source: str | None = None) -> None:
-    """Types against the defaults, then the value rules; raises a UserError naming the key."""
-    from instaseg.models.registry import validate_model
-
+def validate_sections(recipe: dict, model_defaults: dict, source: str | None = None) -> None:
+    """Types against the defaults (the model section's against ``model_defaults``), then the value rules of the
+    sections every recipe has; raises a UserError naming the key. The model's value rules are its own."""
     _check_types(recipe, {k: v for k, v in DEFAULTS.items() if k != "name"}, "", source)
     if not isinstance(recipe.get("name"), str) or not recipe["name"]:
         raise UserError("the recipe needs a name", source, "name")
@@ -190,17 +190,10 @@ def validate_recipe(recipe: dict, source: str | None = None) -> None:
     jitter = recipe["train"]["scale_jitter"]
     if jitter is not None and not (isinstance(jitter, list) and len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
         raise UserError(f"train.scale_jitter must be [lo, hi] with 0 < lo <= hi, or null; got {jitter!r}", source)
-    for key, allowed in (("optimizer", ("sgd", "adamw")), ("lr_schedule", ("plateau", "flat_cosine"))):
+    for key, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS)):
         if recipe["train"][key] not in allowed:
             raise UserError(f"train.{key} must be one of {', '.join(allowed)}", source, f"train.{key}")
-    _check_types(recipe["model"], _model_reference(recipe["model"]), "model", source)
-    validate_model(recipe, source)
-
-
-def _model_reference(model: dict) -> dict:
-    from instaseg.models.registry import model_defaults
-
-    return model_defaults(model["architecture"])
+    _check_types(recipe["model"], model_defaults, "model", source)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -217,8 +210,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(recipe: dict, overrides: list[str] | None) -> dict:
-    """A copy of `recipe` with dotted KEY=VALUE overrides applied and the result validated."""
+def set_overrides(recipe: dict, overrides: list[str] | None) -> dict:
+    """A copy of `recipe` with dotted KEY=VALUE overrides applied (not validated: see models.recipes)."""
     out = copy.deepcopy(recipe)
     for item in overrides or []:
         keys, value = parse_override(item)
@@ -231,13 +224,7 @@ def apply_overrides(recipe: dict, overrides: list[str] | None) -> dict:
                 node[key] = value
             else:
                 node = node[key]
-    validate_recipe(out, "overrides")
     return out
-
-
-def set_img_size(recipe: dict, size: int) -> dict:
-    """`--img-size S`: both sides of the input size set to S (a copy)."""
-    return apply_overrides(recipe, [f"input.min_size={int(size)}", f"input.max_size={int(size)}"])
 
 
 def recipe_to_yaml(recipe: dict) -> str:

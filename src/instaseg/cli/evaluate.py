@@ -15,6 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", help="ground-truth COCO annotations json (with --pred)")
     p.add_argument("--pred", help="COCO results json (with --gt)")
     p.add_argument("--max-dets", type=int, default=100, help="detections per image considered")
+    p.add_argument(
+        "--area-from",
+        choices=("mask", "box"),
+        default="mask",
+        help="what sizes a detection for mask APs/APm/APl: its mask area (detectron2, torchvision; default) or its "
+        "box area (pycocotools' COCOeval on a results file with boxes)",
+    )
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--out", help="folder for evaluate_result.json")
@@ -27,7 +34,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.gt or args.pred:
         if not (args.gt and args.pred):
             raise UserError("--gt and --pred go together")
-        result = evaluate_files(args.gt, args.pred, max_dets=args.max_dets, out=args.out)
+        result = evaluate_files(args.gt, args.pred, max_dets=args.max_dets, out=args.out, area_from=args.area_from)
     elif args.checkpoint and args.data:
         result = evaluate(
             args.checkpoint,
@@ -37,6 +44,7 @@ def _eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             out=args.out,
+            area_from=args.area_from,
         )
     else:
         raise UserError("give --checkpoint and --data, or --gt and --pred")

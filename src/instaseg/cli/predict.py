@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-json", action="store_true")
     p.add_argument("--save-img", action="store_true")
     p.add_argument("--coco-results", help="also write all detections as one COCO results json")
-    p.add_argument("--bgr", action="store_true", help="(python API only) arrays are BGR")
+    # no --bgr: files are decoded as RGB; channel order only matters for arrays, given through the Python API
     p.set_defaults(func=_predict)
 
 

@@ -2,6 +2,12 @@
 
 `CocoEvaluator` collects predictions image by image (as the model returns them) and scores them against a
 `CocoData`; `coco_metrics` scores a list of COCO results records directly (results files).
+
+The size of a detection (which of APs/APm/APl ignores it when unmatched) is its box area for box AP. For mask AP
+it depends on ``area_from`` (see `AREA_FROM`): "mask" (default) sizes each detection by its mask area, as
+detectron2's and torchvision's evaluators do (they drop the boxes before pycocotools' ``loadRes``); "box" sizes it
+by its box area, as pycocotools' ``COCOeval`` does on a results file whose records carry a ``bbox`` (its
+``loadRes`` then sets ``area = w * h`` for every record, masks or not). Ground truth is sized by its own ``area``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox, rle_to_json, se
 from instaseg.errors import UserError
 
 IOU_TYPES = ("bbox", "segm")
+# what sizes a detection for mask AP's small/medium/large ranges -> the convention's name, as printed
+AREA_FROM = {
+    "mask": "mask area (detectron2, torchvision)",
+    "box": "box area (pycocotools on a results file with boxes)",
+}
 PREFIX = {"bbox": "box", "segm": "mask"}
 MASK_THRESHOLD = 0.5
 logger = logging.getLogger(__name__)
@@ -140,24 +151,37 @@ def gt_to_coco(gt: CocoData, masks: bool = True) -> COCO:
     return COCO(dataset, print_function=_quiet)
 
 
-def _results_for(results: Iterable[dict], iou_type: str) -> list[dict]:
-    # bbox: drop masks, box area is the detection's area; segm: drop boxes so loadRes takes the mask area (as
-    # torchvision's and detectron2's evaluators do) rather than the box area for the small/medium/large ranges
+def check_area_from(area_from: str) -> str:
+    if area_from not in AREA_FROM:
+        raise UserError(f"area_from must be one of {', '.join(AREA_FROM)}, got {area_from!r}")
+    return area_from
+
+
+def _box_of(r: dict) -> list[float]:
+    bbox = r.get("bbox")
+    if bbox is None:  # a mask-only result is boxed by its mask
+        bbox = rle_bbox(segmentation_to_rle(r["segmentation"], *r["segmentation"]["size"]))
+    return bbox
+
+
+def _results_for(results: Iterable[dict], iou_type: str, area_from: str = "mask") -> list[dict]:
+    # loadRes sizes every record by its bbox (w * h) when the first has one, else by its mask. bbox: drop masks,
+    # box area is the detection's area. segm, area_from "mask": drop boxes so loadRes takes the mask area (as
+    # torchvision's and detectron2's evaluators do); "box": keep (or add) boxes, as a raw results file has them
     if iou_type == "bbox":
-        out = []
-        for r in results:
-            bbox = r.get("bbox")
-            if bbox is None:
-                bbox = rle_bbox(segmentation_to_rle(r["segmentation"], *r["segmentation"]["size"]))
-            out.append({"image_id": r["image_id"], "category_id": r["category_id"], "bbox": bbox, "score": r["score"]})
-        return out
+        keys = ("image_id", "category_id", "score")
+        return [{**{k: r[k] for k in keys}, "bbox": _box_of(r)} for r in results]
     keys = ("image_id", "category_id", "segmentation", "score")
+    if area_from == "box":
+        return [{**{k: r[k] for k in keys}, "bbox": _box_of(r)} for r in results]
     return [{k: r[k] for k in keys} for r in results]
 
 
-def run_cocoeval(gt_coco: COCO, results: list[dict], iou_type: str, max_dets: int) -> COCOeval_faster:
+def run_cocoeval(
+    gt_coco: COCO, results: list[dict], iou_type: str, max_dets: int, area_from: str = "mask"
+) -> COCOeval_faster:
     """Evaluate, accumulate and summarise one IoU type; the returned object holds ``eval`` and ``stats``."""
-    dt_coco = gt_coco.loadRes(_results_for(results, iou_type))
+    dt_coco = gt_coco.loadRes(_results_for(results, iou_type, area_from))
     dt_coco.print_function = _quiet
     ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
     ev.params.maxDets = [1, 10, max_dets]
@@ -178,16 +202,24 @@ def per_class_ap(ev: COCOeval_faster) -> dict[int, float]:
 
 
 def coco_metrics(
-    gt: CocoData | COCO, results: list[dict], max_dets: int = 100, iou_types: Sequence[str] = IOU_TYPES
+    gt: CocoData | COCO,
+    results: list[dict],
+    max_dets: int = 100,
+    iou_types: Sequence[str] = IOU_TYPES,
+    area_from: str = "mask",
 ) -> dict:
-    """The 12 COCO numbers per IoU type (flat keys ``box_AP``... ``mask_ARl``) and ``per_class`` AP by name."""
+    """The 12 COCO numbers per IoU type (flat keys ``box_AP``... ``mask_ARl``) and ``per_class`` AP by name.
+
+    ``area_from``: what sizes a detection for mask AP's small/medium/large ranges, "mask" or "box" (module doc).
+    """
     check_max_dets(max_dets)
+    check_area_from(area_from)
     gt_coco = gt if isinstance(gt, COCO) else gt_to_coco(gt, masks="segm" in iou_types)
     names = {c["id"]: c["name"] for c in gt_coco.dataset["categories"]}
     metrics: dict[str, Any] = {}
     per_class: dict[str, dict[str, float]] = {names[i]: {} for i in sorted(names)}
     for iou_type in iou_types:
-        ev = run_cocoeval(gt_coco, results, iou_type, max_dets)
+        ev = run_cocoeval(gt_coco, results, iou_type, max_dets, area_from)
         prefix = PREFIX[iou_type]
         metrics.update({f"{prefix}_{n}": float(v) for n, v in zip(stat_names(max_dets), ev.stats[:12], strict=True)})
         for cat_id, ap in per_class_ap(ev).items():
@@ -202,6 +234,7 @@ class CocoEvaluator:
     ``add(image_id, prediction)`` takes a model output at original image size (see
     `predictions_to_coco_results`); ``compute()`` returns `coco_metrics`' dict; ``reset()`` starts over.
     ``results`` / ``add_results`` let distributed workers gather their records into one evaluator.
+    ``area_from``: "mask" or "box", what sizes a detection for mask AP's ranges (see the module doc).
     """
 
     def __init__(
@@ -210,12 +243,14 @@ class CocoEvaluator:
         max_dets: int = 100,
         iou_types: Sequence[str] = IOU_TYPES,
         category_ids: Sequence[int] | None = None,
+        area_from: str = "mask",
     ):
         unknown = set(iou_types) - set(IOU_TYPES)
         if unknown or not iou_types:
             raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}")
         self.gt = gt
         self.max_dets = check_max_dets(max_dets)
+        self.area_from = check_area_from(area_from)
         self.iou_types = tuple(iou_types)
         # the category id of each model label 1..K: the dataset's own order unless the model's classes differ
         self.category_ids = list(category_ids) if category_ids is not None else gt.category_ids
@@ -240,4 +275,4 @@ class CocoEvaluator:
     def compute(self) -> dict:
         if self._gt_coco is None:
             self._gt_coco = gt_to_coco(self.gt, masks="segm" in self.iou_types)
-        return coco_metrics(self._gt_coco, self.results, self.max_dets, self.iou_types)
+        return coco_metrics(self._gt_coco, self.results, self.max_dets, self.iou_types, self.area_from)

@@ -29,8 +29,18 @@ DEMO_RECIPE = "maskrcnn_fast"
 DEMO_IMAGES = 400  # 320 train / 80 val
 DEMO_IMG_SIZE = 256
 DEMO_STYLE = SynthStyle(num_classes=3, background="plain", max_instances=4)
+DEMO_EPOCHS = 10
+DEMO_STEPS = DEMO_EPOCHS * 80  # optimizer steps: 80 batches of 4 (320 train images) per epoch
+DEMO_VAL_INTERVAL = 5  # validate (80 images) after epochs 5 and 10: the last epoch is validated, so best.ckpt exists
+DEMO_MAX_MINUTES = 8.0  # a safety net for slow machines; a normal run ends on DEMO_STEPS well before it
 # on top of maskrcnn_fast (tests shrink the run by adding to these)
-DEMO_OVERRIDES: list[str] = ["train.lr_schedule=flat_cosine"]
+DEMO_OVERRIDES: list[str] = [
+    "train.lr_schedule=flat_cosine",
+    f"train.max_steps={DEMO_STEPS}",
+    f"train.epochs={DEMO_EPOCHS}",
+    f"train.val_interval={DEMO_VAL_INTERVAL}",
+    f"train.max_minutes={DEMO_MAX_MINUTES}",
+]
 
 
 def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> dict[str, Any]:
@@ -40,20 +50,27 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
     """
     from instaseg.engine.train import train
 
+    began = time.monotonic()
     out = Path(out)
     if (out / "train").exists():
         raise UserError("already holds a demo run (train/); choose another --out", out)
     data = out / "data"
     if not split_file(data, "train").is_file():
         generate_synthetic(data, num_images=DEMO_IMAGES, img_size=DEMO_IMG_SIZE, seed=seed, style=DEMO_STYLE)
-    overrides = [*DEMO_OVERRIDES, *([f"train.max_minutes={float(minutes)}"] if minutes is not None else [])]
+    overrides = [*DEMO_OVERRIDES, f"train.seed={int(seed)}"]  # the seed picks the data and the initial weights
+    overrides += [f"train.max_minutes={float(minutes)}"] if minutes is not None else []
     start = time.monotonic()
     result = train(DEMO_RECIPE, data, out=out / "train", overrides=overrides)
     train_seconds = time.monotonic() - start
     if not result.get("is_global_zero", True):
         return result
+    checkpoint = result["paths"]["best"]
+    if not Path(checkpoint).is_file():  # the time cap stopped a very slow run before its first validation
+        cap = DEMO_MAX_MINUTES if minutes is None else minutes
+        logger.warning("no validated checkpoint (the %s min cap stopped training early): scoring last.ckpt", cap)
+        checkpoint = result["paths"]["last"]
     # the best checkpoint scored afresh, through the same path as `instaseg eval` (OUT/evaluate_result.json)
-    scored = evaluate(result["paths"]["best"], data, split="val", out=out)
+    scored = evaluate(checkpoint, data, split="val", out=out)
     metrics = scored["metrics"]
     demo = {
         "mask_AP": metrics["mask_AP"],
@@ -61,12 +78,13 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
         "mask_AP50": metrics["mask_AP50"],
         "box_AP50": metrics["box_AP50"],
         "train_seconds": train_seconds,
+        "total_seconds": time.monotonic() - began,  # data generation + training + final evaluation
         "epochs": result.get("epochs_completed"),
         "best_epoch": result.get("best_epoch"),
         "recipe": DEMO_RECIPE,
         "seed": seed,
         "out": str(out),
-        "checkpoint": result["paths"]["best"],
+        "checkpoint": checkpoint,
     }
     atomic_write_json(out / "demo_result.json", demo)
     return demo

@@ -1,7 +1,8 @@
 """COCO evaluation of a checkpoint on a dataset split, or of a COCO results file.
 
 Both write ``evaluate_result.json`` (atomically) with ``done_flag``, ``metrics`` (the 12 COCO numbers per IoU
-type, flat: ``box_AP`` ... ``mask_ARl``), ``per_class`` AP, ``max_dets`` and the inputs. Where it goes when no
+type, flat: ``box_AP`` ... ``mask_ARl``), ``per_class`` AP, ``max_dets``, ``area_from`` (what sized detections
+for mask AP's small/medium/large ranges: see `instaseg.engine.coco_eval`) and the inputs. Where it goes when no
 ``out`` is given: beside the thing evaluated, the checkpoint's folder or the results file's folder.
 """
 
@@ -18,9 +19,11 @@ import numpy as np
 from instaseg.data.coco import CocoData, find_split_files, load_coco
 from instaseg.data.masks import rle_to_json, segmentation_to_rle
 from instaseg.engine.coco_eval import (
+    AREA_FROM,
     IOU_TYPES,
     PREFIX,
     CocoEvaluator,
+    check_area_from,
     check_max_dets,
     coco_metrics,
     predictions_to_coco_results,
@@ -109,13 +112,16 @@ def load_results(path: str | Path, gt: CocoData) -> tuple[list[dict], tuple[str,
     return results, IOU_TYPES if all(with_masks) else ("bbox",)
 
 
-def _result(metrics: dict, max_dets: int, inputs: dict, num_images: int, num_predictions: int) -> dict:
+def _result(
+    metrics: dict, max_dets: int, inputs: dict, num_images: int, num_predictions: int, area_from: str = "mask"
+) -> dict:
     """The content of ``evaluate_result.json``: ``done_flag`` says the evaluation ran to its end."""
     return {
         "done_flag": True,
         "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
         "per_class": metrics["per_class"],
         "max_dets": max_dets,
+        "area_from": area_from,
         **inputs,
         "num_images": num_images,
         "num_predictions": num_predictions,
@@ -128,16 +134,25 @@ def _write_result(result: dict, out: Path) -> dict:
 
 
 def evaluate_files(
-    gt_json: str | Path, pred_json: str | Path, max_dets: int = 100, out: str | Path | None = None
+    gt_json: str | Path,
+    pred_json: str | Path,
+    max_dets: int = 100,
+    out: str | Path | None = None,
+    area_from: str = "mask",
 ) -> dict:
     """COCO AP of a results file against a ground-truth file; writes ``evaluate_result.json`` in ``out``
-    (default: the results file's folder). Returns the written result plus its path under ``output``."""
+    (default: the results file's folder). Returns the written result plus its path under ``output``.
+
+    ``area_from``: what sizes a detection for mask AP's small/medium/large ranges. "mask" (default): its mask
+    area, as detectron2 and torchvision do. "box": its ``bbox`` area (a mask-only record: its mask's bounding
+    box), as pycocotools' ``COCOeval`` does on a results file with boxes. Box AP always uses box area."""
     check_max_dets(max_dets)
+    check_area_from(area_from)
     gt = load_coco(gt_json)
     results, iou_types = load_results(pred_json, gt)
-    metrics = coco_metrics(gt, results, max_dets, iou_types)
+    metrics = coco_metrics(gt, results, max_dets, iou_types, area_from)
     inputs = {"split": None, "gt": str(gt_json), "pred": str(pred_json)}
-    result = _result(metrics, max_dets, inputs, len(gt.images), len(results))
+    result = _result(metrics, max_dets, inputs, len(gt.images), len(results), area_from)
     return _write_result(result, Path(out) if out is not None else Path(pred_json).resolve().parent)
 
 
@@ -166,7 +181,7 @@ def _label_category_ids(class_names: list[str], gt: CocoData, data: str | Path) 
 
 
 class _Images:
-    """A split's images at original size (uint8 [3, H, W]) with their ids; a map-style dataset for DataLoader."""
+    """A split's images at original size (HxWx3 uint8 RGB) with their ids; a map-style dataset for DataLoader."""
 
     def __init__(self, gt: CocoData):
         self.gt = gt
@@ -174,9 +189,7 @@ class _Images:
     def __len__(self) -> int:
         return len(self.gt.images)
 
-    def __getitem__(self, index: int) -> tuple[int, Any]:
-        import torch
-
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
         record = self.gt.images[index]
         path = self.gt.image_path(record)
         pixels = read_image(path)
@@ -185,42 +198,27 @@ class _Images:
             h, w = pixels.shape[:2]
             size = f"{record['width']}x{record['height']}"
             raise UserError(f"image is {w}x{h} but its record says {size}", path, f"image id {record['id']}")
-        return int(record["id"]), torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        return int(record["id"]), pixels
 
 
 def predict_split(
-    model: Any,
+    predictor: Any,
     gt: CocoData,
     sink: Callable[[int, dict], None],
     batch_size: int = 2,
-    device: str = "cpu",
     num_workers: int = 0,
     description: str = "evaluating",
 ) -> None:
-    """Run a torchvision-style detector over every image of ``gt`` and hand each output to ``sink(image_id,
-    output)``. Images go in at original size: the model resizes internally and answers in input pixels."""
-    import torch
+    """Run a `Predictor` (the path users call) over every image of ``gt`` at original size and hand each image's
+    detections to ``sink(image_id, {boxes, labels, scores, masks})``, masks as RLE in the image's pixels."""
     from rich.progress import track
     from torch.utils.data import DataLoader
 
-    model.eval()
-    # uint8 travels to the device and becomes float there: a quarter of the host-to-device traffic
     loader = DataLoader(_Images(gt), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
-    with torch.inference_mode():
-        for batch in track(loader, description=description, total=len(loader), transient=True):
-            images = [img.to(device, non_blocking=True).float().div_(255.0) for _, img in batch]
-            for (image_id, _), output in zip(batch, model(images), strict=True):
-                sink(image_id, output)
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available")
-    return device
+    for batch in track(loader, description=description, total=len(loader), transient=True):
+        detections = predictor.detect([pixels for _, pixels in batch])
+        for (image_id, _), det in zip(batch, detections, strict=True):
+            sink(image_id, {"boxes": det.boxes, "labels": det.labels, "scores": det.scores, "masks": det.rles})
 
 
 def evaluate(
@@ -232,24 +230,29 @@ def evaluate(
     device: str = "auto",
     out: str | Path | None = None,
     num_workers: int = 0,
+    area_from: str = "mask",
 ) -> dict:
     """COCO box and mask AP of a checkpoint on a dataset split, at each image's original resolution.
 
     ``data``: a dataset folder (``annotations/instances_{split}.json`` + ``images/``) or an annotation json.
+    ``area_from``: "mask" or "box", what sizes detections for mask AP's ranges (see `evaluate_files`).
     Writes ``evaluate_result.json`` in ``out`` (default: the checkpoint's folder) and returns the result plus
     its path under ``output``.
     """
-    from instaseg.models.checkpoint import model_from_checkpoint
+    from instaseg.inference.backends.torch import load
+    from instaseg.inference.predictor import Predictor
 
     check_max_dets(max_dets)
+    check_area_from(area_from)
     gt, split_name = _load_split(data, split)
-    dev = _resolve_device(device)
-    model, info = model_from_checkpoint(checkpoint, device=dev)
-    evaluator = CocoEvaluator(gt, max_dets, category_ids=_label_category_ids(list(info["class_names"]), gt, data))
-    predict_split(model, gt, evaluator.add, batch_size=batch_size, device=dev, num_workers=num_workers)
+    backend, info = load(checkpoint, device)
+    predictor = Predictor(backend, list(info["class_names"]), threshold=0.0)  # every detection the model keeps
+    category_ids = _label_category_ids(list(info["class_names"]), gt, data)
+    evaluator = CocoEvaluator(gt, max_dets, category_ids=category_ids, area_from=area_from)
+    predict_split(predictor, gt, evaluator.add, batch_size=batch_size, num_workers=num_workers)
     metrics = evaluator.compute()
     inputs = {"split": split_name, "checkpoint": str(checkpoint), "data": str(data)}
-    result = _result(metrics, max_dets, inputs, len(gt.images), len(evaluator.results))
+    result = _result(metrics, max_dets, inputs, len(gt.images), len(evaluator.results), area_from)
     return _write_result(result, Path(out) if out is not None else Path(checkpoint).resolve().parent)
 
 
@@ -267,7 +270,8 @@ def _fmt(v: float | None) -> str:
 
 
 def print_metrics(result: dict, console: Any = None) -> None:
-    """A compact table of the 12 COCO numbers for box and mask (-1, "no such objects", shows as "-").
+    """A compact table of the 12 COCO numbers for box and mask (-1, "no such objects", shows as "-"), and under
+    it, with mask metrics, one line naming what sized detections for APs/APm/APl (``area_from``).
 
     ``result``: what `evaluate` / `evaluate_files` return, or `CocoEvaluator.compute`'s flat dict.
     """
@@ -287,5 +291,10 @@ def print_metrics(result: dict, console: Any = None) -> None:
     for name in stat_names(max_dets):
         table.add_row(name, *(_fmt(metrics.get(f"{prefix}_{name}")) for prefix in prefixes))
     console.print(table)
+    if "mask" in prefixes:
+        area_from = result.get("area_from", "mask")
+        convention = AREA_FROM.get(area_from, area_from)
+        line = f"mask APs/APm/APl size detections by {convention}; box AP by box area (see --area-from)"
+        console.print(line, soft_wrap=True)
     if result.get("output"):
         console.print(f"written to {result['output']}")

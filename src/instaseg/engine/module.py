@@ -1,8 +1,10 @@
-"""The LightningModule around a torchvision-style detector: losses in training, COCO AP in validation.
+"""The LightningModule around a `Detector`: losses in training, COCO AP in validation.
 
-Validation predictions are turned into COCO records on each process, gathered to rank 0 (first copy of an
-image wins: a distributed sampler pads the last batch with repeated images), scored there, and the numbers
-are broadcast back so every process takes the same early-stopping, learning-rate and checkpoint decisions.
+Validation predicts through the same `Predictor` users call (pre-processing, the torch backend's ``raw_forward``,
+post-processing), so the AP that picks best.ckpt is the AP `instaseg eval` and `instaseg predict` give.
+Its predictions are turned into COCO records on each process, gathered to rank 0 (first copy of an image wins:
+a distributed sampler pads the last batch with repeated images), scored there, and the numbers are broadcast
+back so every process takes the same early-stopping, learning-rate and checkpoint decisions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from instaseg.data.coco import CocoData
 from instaseg.engine.callbacks import EMACallback, find_callback
 from instaseg.engine.evaluate import CocoEvaluator, predictions_to_coco_results
 from instaseg.engine.schedules import build_optimizer
+from instaseg.inference.backends.torch import TorchBackend
+from instaseg.inference.predictor import Predictor
 from instaseg.models.checkpoint import checkpoint_payload
+from instaseg.models.detector import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ class InstanceSegModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Detector,
         recipe: dict,
         class_names: list[str],
         category_ids: list[int],
@@ -48,7 +53,7 @@ class InstanceSegModule(pl.LightningModule):
         self.class_names = list(class_names)
         self.category_ids = [int(c) for c in category_ids]
         self.val_gt = val_gt
-        self.max_dets = int(recipe.get("eval", {}).get("max_dets", 100))
+        self.max_dets = int(recipe["eval"]["max_dets"])
         self.strict_finite = True  # AMP skips overflowing steps itself; in fp32 a non-finite loss is divergence
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_count = 0
@@ -105,11 +110,12 @@ class InstanceSegModule(pl.LightningModule):
 
     def validation_step(self, batch: tuple[list, list], batch_idx: int) -> None:
         images, targets = batch
-        outputs = self.model(images)
-        for target, output in zip(targets, outputs, strict=True):
+        # every detection the model keeps (its recipe's eval.score_threshold and max_dets), as `instaseg eval`
+        predictor = Predictor(TorchBackend(self.model, self.device), self.class_names, threshold=0.0)
+        for target, det in zip(targets, predictor.detect(images), strict=True):
             image_id = int(target["image_id"])
             size = tuple(int(s) for s in target["orig_size"])
-            output = {k: v for k, v in output.items() if k in ("boxes", "labels", "scores", "masks")}
+            output = {"boxes": det.boxes, "labels": det.labels, "scores": det.scores, "masks": det.rles}
             self._val_records[image_id] = predictions_to_coco_results(image_id, output, self.category_ids, size)
 
     def on_validation_epoch_end(self) -> None:

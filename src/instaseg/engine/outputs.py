@@ -164,6 +164,8 @@ def stop_reason(trainer: pl.Trainer) -> str:
             return "early_stopping"
         if isinstance(cb, Timer) and cb._duration is not None and cb.time_remaining() <= 0:
             return "max_time"
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return "max_steps"
     return "max_epochs"
 
 

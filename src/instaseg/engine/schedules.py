@@ -10,6 +10,9 @@
 
 "Training progress" is the larger of the epoch fraction and the fraction of the ``max_minutes`` budget used, so
 a time-limited run still cools down and switches augmentation before its budget ends.
+
+Every function here takes a complete train section (`instaseg.models.recipes.load_recipe` fills every key), so
+the recipe's values are the only defaults: there are no fallbacks here to drift from `instaseg.config.DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from instaseg.config import LR_SCHEDULES, OPTIMIZERS
 from instaseg.errors import UserError
-
-OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("plateau", "flat_cosine")
 
 
 def _no_decay(name: str, param: torch.nn.Parameter, module_types: dict[str, type]) -> bool:
@@ -37,11 +38,11 @@ def _no_decay(name: str, param: torch.nn.Parameter, module_types: dict[str, type
 
 def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     """The recipe's optimizer over the trainable parameters (shared ones once)."""
-    kind = cfg.get("optimizer", "sgd")
-    lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 1e-4))
+    kind = cfg["optimizer"]
+    lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
     params = [p for p in model.parameters() if p.requires_grad]
     if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)), weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd)
     if kind != "adamw":
         raise UserError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}", record="train")
     types = {name: type(m) for name, m in model.named_modules()}
@@ -134,21 +135,21 @@ def make_lr_callback(cfg: dict) -> pl.Callback:
     """The learning-rate callback of the recipe's ``lr_schedule``."""
     from instaseg.engine.callbacks import WarmupPlateauLR
 
-    kind = cfg.get("lr_schedule", "plateau")
+    kind = cfg["lr_schedule"]
     if kind == "flat_cosine":
-        return WarmupFlatCosineLR(int(cfg.get("warmup_iters", 1000)), float(cfg.get("min_lr_ratio", 0.05)))
+        return WarmupFlatCosineLR(int(cfg["warmup_iters"]), float(cfg["min_lr_ratio"]))
     if kind != "plateau":
         raise UserError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {kind!r}", record="train")
     return WarmupPlateauLR(
-        warmup_iters=int(cfg.get("warmup_iters", 200)),
-        patience=int(cfg.get("plateau_patience", 3)),
-        factor=float(cfg.get("plateau_factor", 0.1)),
+        warmup_iters=int(cfg["warmup_iters"]),
+        patience=int(cfg["plateau_patience"]),
+        factor=float(cfg["plateau_factor"]),
     )
 
 
 def make_schedule_callbacks(cfg: dict) -> list[pl.Callback]:
     """Learning-rate callback, plus the augmentation switch when the recipe uses Mosaic or MixUp."""
     callbacks = [make_lr_callback(cfg)]
-    if cfg.get("mosaic") or cfg.get("mixup"):
-        callbacks.append(AugmentationSwitch(float(cfg.get("mosaic_until", 0.93))))
+    if cfg["mosaic"] or cfg["mixup"]:
+        callbacks.append(AugmentationSwitch(float(cfg["mosaic_until"])))
     return callbacks

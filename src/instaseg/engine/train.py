@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from torch.utils.data import DataLoader
 
-from instaseg.config import apply_overrides, recipe_to_yaml
+from instaseg.config import recipe_to_yaml
 from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
 from instaseg.data.transforms import build_transforms
@@ -29,7 +28,9 @@ from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.outputs import FILES, RunRecorder, attach_log, detach_log, run_paths
 from instaseg.engine.schedules import make_schedule_callbacks
 from instaseg.errors import UserError
-from instaseg.models.registry import build_model, load_recipe
+from instaseg.models.recipes import apply_overrides, load_recipe
+from instaseg.models.registry import build_model
+from instaseg.utils.device import resolve_device
 from instaseg.utils.io import atomic_write_text, read_json
 
 logger = logging.getLogger("instaseg.train")
@@ -75,7 +76,7 @@ def train(
             len(train_data.images),
             len(val_data.images),
         )
-        pl.seed_everything(int(recipe["train"].get("seed", 0)), workers=True, verbose=False)
+        pl.seed_everything(int(recipe["train"]["seed"]), workers=True, verbose=False)
         # a resumed run takes its weights from last.ckpt: build without fetching any pretrained ones
         net = build_model(recipe, num_classes=len(train_data.class_names), weights="none" if resume else weights)
         module = InstanceSegModule(net, recipe, train_data.class_names, train_data.category_ids, val_gt=val_data)
@@ -160,7 +161,7 @@ def _load_splits(data: str | Path) -> dict[str, CocoData]:
 
 def make_loaders(recipe: dict, train_data: CocoData, val_data: CocoData) -> tuple[DataLoader, DataLoader]:
     cfg = recipe["train"]
-    workers = int(cfg.get("num_workers", 0))
+    workers = int(cfg["num_workers"])
     batch = int(cfg["batch_size"])
     train_ds = InstanceDataset(train_data, build_transforms(recipe["input"], cfg, train=True), train=True)
     # validation images keep their size: the model resizes them and pastes predictions back at full resolution
@@ -176,9 +177,7 @@ def build_trainer(recipe: dict, out: Path, device: str, devices: int, num_nodes:
     cfg = recipe["train"]
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but no CUDA GPU is available")
-    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    gpu = resolve_device(device).type == "cuda"
     world = int(devices) * int(num_nodes)
     strategy: Any = "auto"
     if world > 1:
@@ -186,17 +185,18 @@ def build_trainer(recipe: dict, out: Path, device: str, devices: int, num_nodes:
         # SLURM already started each rank) Lightning's "ddp" re-runs the command once per device
         spawn = not gpu and num_nodes == 1 and "LOCAL_RANK" not in os.environ
         strategy = "ddp_spawn" if spawn else "ddp"
-    max_minutes = cfg.get("max_minutes")
+    max_minutes = cfg["max_minutes"]
     return pl.Trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=int(devices),
         num_nodes=int(num_nodes),
         strategy=strategy,
-        precision=cfg.get("precision", "16-mixed") if gpu else "32-true",
+        precision=cfg["precision"] if gpu else "32-true",  # CPU kernels gain nothing from half precision
         max_epochs=int(cfg["epochs"]),
         max_time=timedelta(minutes=float(max_minutes)) if max_minutes else None,
-        gradient_clip_val=float(cfg["grad_clip"]) if cfg.get("grad_clip") else None,
-        check_val_every_n_epoch=int(cfg.get("val_interval", 1)),
+        max_steps=int(cfg["max_steps"]) if cfg.get("max_steps") else -1,
+        gradient_clip_val=float(cfg["grad_clip"]) if cfg["grad_clip"] else None,
+        check_val_every_n_epoch=int(cfg["val_interval"]),
         num_sanity_val_steps=0,
         logger=False,
         enable_model_summary=False,
@@ -210,11 +210,11 @@ def build_trainer(recipe: dict, out: Path, device: str, devices: int, num_nodes:
 def make_callbacks(recipe: dict, out: Path) -> list[pl.Callback]:
     cfg = recipe["train"]
     callbacks: list[pl.Callback] = [TQDMProgressBar()]
-    if cfg.get("ema", True):
-        callbacks.append(EMACallback(decay=float(cfg.get("ema_decay", 0.9998))))
+    if cfg["ema"]:
+        callbacks.append(EMACallback(decay=float(cfg["ema_decay"])))
     callbacks += make_schedule_callbacks(cfg)  # warmup + plateau or flat-cosine lr; Mosaic/MixUp switch-off
     callbacks.append(RunRecorder(out))
-    patience = cfg.get("early_stop_patience")
+    patience = cfg["early_stop_patience"]
     if patience:
         callbacks.append(EarlyStopping(monitor=VAL_METRIC, mode="max", patience=int(patience), check_finite=False))
     callbacks.append(

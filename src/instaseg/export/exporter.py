@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.export.graph import DetectorGraph, padded_size
+from instaseg.export.graph import DetectorGraph
 from instaseg.export.metadata import PRECISIONS, build_metadata
-from instaseg.inference.preprocess import InputSpec, preprocess
+from instaseg.inference.preprocess import preprocess
+from instaseg.models.detector import INPUT_NAMES, OUTPUT_NAMES, InputSpec, padded_size
+from instaseg.utils.flops import count_flops
 
 FORMATS = ("onnx", "openvino")
 logger = logging.getLogger(__name__)
@@ -58,12 +61,21 @@ def example_inputs(spec: InputSpec, dynamic: bool, image: np.ndarray | None = No
 
 
 def count_gflops(module: torch.nn.Module, *inputs: Any) -> float:
-    """GFLOPs of one call (a multiply-add counts 2), by torch's FlopCounterMode (convolutions, matmuls)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """GFLOPs of one call (a multiply-add counts 2), by the counter every instaseg measurement uses."""
+    return count_flops(module, *inputs) / 1e9
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return counter.get_total_flops() / 1e9
+
+def check_deploy_extra(fmt: str) -> None:
+    """Exporting needs the optional deploy packages; without them say which extra to install, in one line."""
+    import importlib.util
+
+    needed = ["onnx"] + (["openvino"] if fmt == "openvino" else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"exporting to {fmt} needs {' and '.join(missing)}, which are not installed: "
+            "pip install 'instaseg[deploy]'"
+        )
 
 
 def export_model(
@@ -84,16 +96,16 @@ def export_model(
     resized image is padded into. ``precision``: fp32 | fp16 | bf16 (fp16/bf16: OpenVINO). ``int8``: NNCF
     post-training quantization (OpenVINO) calibrated on up to ``calib_size`` images from ``calib_data``.
     """
-    from instaseg.inference.backends.torch import spec_from_transform
     from instaseg.models.checkpoint import model_from_checkpoint
 
     _check_options(format, precision, int8, calib_data)
+    check_deploy_extra(format)
     model, info = model_from_checkpoint(checkpoint)
     if img_size is not None:
         if img_size < 32:
             raise UserError(f"--img-size must be at least 32, got {img_size}")
         info["input"] = {"min_size": int(img_size), "max_size": int(img_size)}
-    spec = spec_from_transform(model.transform, info["input"])
+    spec = replace(model.input_spec, **{k: int(v) for k, v in info["input"].items()})
     images = calibration_images_or_none(calib_data, calib_size)
     graph_module = DetectorGraph(model).eval()
     example = example_inputs(spec, dynamic, images[0] if images else None)
@@ -103,9 +115,9 @@ def export_model(
         "dynamic": bool(dynamic),
         "height": None if dynamic else int(height),
         "width": None if dynamic else int(width),
-        "inputs": ["images", "image_size"],
-        "outputs": ["boxes", "scores", "labels", "masks"],
-        "mask_stride": getattr(model, "mask_stride", None),  # image-frame masks (RTMDet-Ins); None: per box
+        "inputs": list(INPUT_NAMES),
+        "outputs": list(OUTPUT_NAMES),
+        "mask_stride": model.mask_stride,  # None: masks per box; S: image-frame masks at stride S
     }
     gflops = count_gflops(graph_module, *example)
     meta = build_metadata(info, spec, graph, precision, int8, gflops=round(gflops, 3), gflops_input=[height, width])

@@ -1,21 +1,20 @@
-"""What travels inside an exported model: classes, thresholds, input size, pre-processing, graph layout, precision.
+"""What an export writes inside the model: classes, thresholds, input size, pre-processing, graph layout, precision.
 
-Stored as string key/value pairs (each value JSON) in the ONNX model's ``metadata_props`` and under the
-``instaseg`` section of the OpenVINO model's ``rt_info``, so an exported file needs nothing else to be used.
+Stored as string key/value pairs (each value JSON; `instaseg.models.metadata` reads them back) in the ONNX
+model's ``metadata_props`` and under the ``instaseg`` section of the OpenVINO model's ``rt_info``, so an exported
+file needs nothing else to be used.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from instaseg.errors import UserError
-from instaseg.inference.preprocess import InputSpec
+from instaseg.models.detector import InputSpec
+from instaseg.models.metadata import FORMAT_VERSION, to_strings
 
-FORMAT_VERSION = 1
+__all__ = ["PRECISIONS", "build_metadata", "to_strings"]
+
 PRECISIONS = ("fp32", "fp16", "bf16")
-REQUIRED = ("class_names", "category_ids", "input", "preprocess", "graph", "precision")
 
 
 def build_metadata(
@@ -53,32 +52,3 @@ def build_metadata(
         "int8": bool(int8),
         **extra,
     }
-
-
-def to_strings(meta: dict) -> dict[str, str]:
-    return {key: json.dumps(value) for key, value in meta.items()}
-
-
-def from_strings(strings: dict[str, str], source: str | Path) -> dict:
-    """Metadata back from string pairs; a model exported elsewhere (no instaseg keys) is a user error."""
-    missing = [k for k in REQUIRED if k not in strings]
-    if missing:
-        raise UserError(f"not an instaseg export: metadata lacks {', '.join(missing)}", source)
-    meta = {}
-    for key, text in strings.items():
-        try:
-            meta[key] = json.loads(text)
-        except (TypeError, json.JSONDecodeError):
-            meta[key] = text  # foreign keys (e.g. a producer's own) are kept as they are
-    return meta
-
-
-def spec_from_metadata(meta: dict) -> InputSpec:
-    pre = meta["preprocess"]
-    return InputSpec(
-        min_size=int(meta["input"]["min_size"]),
-        max_size=int(meta["input"]["max_size"]),
-        mean=tuple(float(v) for v in pre["mean"]),
-        std=tuple(float(v) for v in pre["std"]),
-        size_divisible=int(pre["size_divisible"]),
-    )

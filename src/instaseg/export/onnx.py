@@ -1,8 +1,8 @@
 """ONNX export with torch's TorchScript-based exporter, metadata included.
 
-torch's legacy exporter (``dynamo=False``) traces torchvision's detection code, which has explicit ONNX support
-(NMS, RoIAlign, top-k with dynamic counts); the dynamo exporter trips on NMS and the mask-pasting loop. The graph is
-`DetectorGraph`: one image per call, masks left at low resolution.
+torch's legacy exporter (``dynamo=False``) traces the detectors' code, as torchvision's detection code expects
+(explicit ONNX support for NMS, RoIAlign, top-k with dynamic counts); the dynamo exporter trips on NMS and the
+mask-pasting loop. The graph is `DetectorGraph`: one image per call, masks left at low resolution.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from instaseg.export.graph import INPUT_NAMES, OUTPUT_NAMES, DetectorGraph, export_patches
-from instaseg.export.metadata import to_strings
+from instaseg.export.graph import DetectorGraph
+from instaseg.models.detector import INPUT_NAMES, OUTPUT_NAMES
+from instaseg.models.metadata import to_strings
 from instaseg.utils.io import atomic_write_bytes
 
 DEFAULT_OPSET = 17
@@ -35,8 +36,8 @@ def export_onnx_bytes(
 ) -> bytes:
     """Trace ``graph`` on ``example`` (images [1,3,H,W], image_size [2]) and return the serialised ONNX model."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad(), export_patches():
-        # the tracer warns about every Python-level shape computation torchvision makes; they are expected here
+    with warnings.catch_warnings(), torch.no_grad():
+        # the tracer warns about every Python-level shape computation a detector makes; they are expected here
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph.eval(),
@@ -79,11 +80,3 @@ def write_onnx(
     """Export ``graph`` with ``meta`` to ``path`` (written atomically)."""
     data = add_metadata(export_onnx_bytes(graph, example, dynamic, opset), meta)
     return atomic_write_bytes(path, data)
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file as a dict, without loading the weights."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}

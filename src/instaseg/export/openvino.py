@@ -15,9 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from instaseg.export.metadata import to_strings
-
-RT_SECTION = "instaseg"
+from instaseg.models.metadata import RT_SECTION, to_strings
 
 
 def convert_onnx(onnx_path: str | Path) -> Any:
@@ -30,14 +28,6 @@ def convert_onnx(onnx_path: str | Path) -> Any:
 def set_metadata(model: Any, meta: dict) -> None:
     for key, value in to_strings(meta).items():
         model.set_rt_info(value, [RT_SECTION, key])
-
-
-def read_metadata(model: Any) -> dict[str, str]:
-    """The instaseg section of a model's rt_info as string pairs (empty when there is none)."""
-    if not model.has_rt_info([RT_SECTION]):
-        return {}
-    section = model.get_rt_info([RT_SECTION]).astype(dict)
-    return {str(k): v.astype(str) if hasattr(v, "astype") else str(v) for k, v in section.items()}
 
 
 def save_ir(model: Any, xml_path: str | Path, meta: dict, compress_to_fp16: bool = False) -> Path:
@@ -56,11 +46,3 @@ def save_ir(model: Any, xml_path: str | Path, meta: dict, compress_to_fp16: bool
             shutil.move(str(src), str(xml_path.with_suffix(suffix)))
     return xml_path
 
-
-def inference_precision(precision: str, core: Any) -> str:
-    """The CPU plugin's INFERENCE_PRECISION_HINT for an export precision."""
-    if precision == "bf16":
-        return "bf16"
-    if precision == "fp16" and "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        return "f16"
-    return "f32"

@@ -18,6 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from instaseg.data.masks import rle_to_json
+from instaseg.models.detector import RawOutput
 
 
 @dataclass
@@ -35,6 +36,17 @@ class RawDetections:
     labels: np.ndarray
     masks: np.ndarray
     mask_stride: int | None = None
+
+    @classmethod
+    def from_output(cls, out: RawOutput, mask_stride: int | None) -> RawDetections:
+        """A detector's `RawOutput` (tensors, any device) as numpy arrays on the host."""
+        return cls(
+            boxes=out.boxes.float().cpu().numpy(),
+            scores=out.scores.float().cpu().numpy(),
+            labels=out.labels.cpu().numpy(),
+            masks=out.masks.float().cpu().numpy(),
+            mask_stride=mask_stride,
+        )
 
 
 @dataclass
@@ -209,13 +221,12 @@ def postprocess(
 ) -> Detections:
     """Keep detections above ``score_threshold``, map boxes from ``input_size`` to ``image_size``, paste masks."""
     keep = np.asarray(raw.scores) >= score_threshold
-    boxes = scale_boxes(np.asarray(raw.boxes, dtype=np.float32)[keep], input_size, image_size)
+    h, w = input_size
+    # the contract has boxes clipped to the image already; a graph exported by another version may not
+    boxes = np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, np.array([w, h, w, h], dtype=np.float32))
+    boxes = scale_boxes(boxes, input_size, image_size)
     masks = np.asarray(raw.masks)[keep]
-    if masks.ndim == 4:  # [N,1,M,M] as torchvision's roi_heads gives it
-        masks = masks[:, 0]
     if raw.mask_stride:
-        h, w = input_size
-        boxes = scale_boxes(np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, [w, h, w, h]), input_size, image_size)
         rles = [
             crop_to_rle(*paste_image_mask(m, b, raw.mask_stride, input_size, image_size, mask_threshold), *image_size)
             for m, b in zip(masks, boxes, strict=True)

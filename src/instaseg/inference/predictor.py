@@ -8,6 +8,7 @@ models are measured on the same code path users call. Each stage is timed apart 
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -18,13 +19,15 @@ import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.inference.postprocess import RawDetections, postprocess
+from instaseg.inference.postprocess import Detections, RawDetections, postprocess
 from instaseg.inference.preprocess import InputSpec, preprocess
 from instaseg.inference.result import Result
 from instaseg.inference.sources import InputItem, iter_inputs
 
 DEFAULT_THRESHOLD = 0.5  # score below which instances are dropped; lower it (e.g. 0.05) for COCO AP
 STAGES = ("read", "preprocess", "model", "postprocess")
+ON_ERROR = ("skip", "raise")  # what `Predictor.predict` does with an unreadable image, besides a callable
+logger = logging.getLogger(__name__)
 
 # file suffix -> module providing `load(path, device) -> (backend, info)`
 _BACKENDS = {
@@ -52,7 +55,8 @@ class Predictor:
     """A loaded model ready to predict; create it with `instaseg.create_model`.
 
     ``timings`` maps each stage (read, preprocess, model, postprocess) to seconds per batch, accumulated over
-    calls until `reset_timings`.
+    calls until `reset_timings`. ``skipped`` lists the (path, reason) of each image the last `predict` call
+    skipped as unreadable (see its ``on_error``); it is reset when a call starts iterating.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Predictor:
         self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         self.mask_threshold = mask_threshold
         self.timings: dict[str, list[float]] = defaultdict(list)
+        self.skipped: list[tuple[str, str]] = []
 
     def __repr__(self) -> str:
         return (
@@ -95,7 +100,7 @@ class Predictor:
         batch_size: int = 1,
         threshold: float | None = None,
         bgr: bool = False,
-        on_error: Callable[[UserError], None] | None = None,
+        on_error: str | Callable[[UserError], None] = "skip",
     ) -> Iterator[Result]:
         """Yield one Result per image, lazily, in input order.
 
@@ -103,11 +108,18 @@ class Predictor:
         (its images, recursively), a glob pattern, a numpy array HxWx3 uint8 (RGB; pass ``bgr=True`` for arrays
         from OpenCV such as ``cv2.imread``), a PIL image, or a list mixing these. Images are read only when
         their batch is due, so a folder of any size streams in constant memory.
-        ``threshold`` overrides the predictor's score threshold for this call. A corrupt or unreadable image
-        raises UserError, unless ``on_error`` is given: then it is called with the error and the image skipped.
+        ``threshold`` overrides the predictor's score threshold for this call.
+        ``on_error``: what a corrupt or unreadable image does. "skip" (default): a warning naming the file and the
+        reason is logged (logger ``instaseg.inference.predictor``) and the image skipped, the rest go on. "raise":
+        its UserError stops the call. A callable: it is called with the UserError (no warning) and the image
+        skipped. Skipped images are listed in ``self.skipped`` as (path, reason). Missing inputs (a path or glob
+        that names nothing) raise UserError whatever ``on_error`` says.
         """
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
+        if not (callable(on_error) or on_error in ON_ERROR):
+            raise ValueError(f"on_error must be 'skip', 'raise' or a callable, got {on_error!r}")
+        self.skipped = []
         threshold = self.threshold if threshold is None else float(threshold)
         batch: list[tuple[InputItem, np.ndarray]] = []
         items = iter_inputs(inputs, bgr=bgr)
@@ -128,19 +140,26 @@ class Predictor:
 
     __call__ = predict
 
-    def _read(self, item: InputItem, on_error: Callable[[UserError], None] | None, start: float) -> np.ndarray | None:
+    def _read(self, item: InputItem, on_error: str | Callable[[UserError], None], start: float) -> np.ndarray | None:
         try:
             image = item.read()
         except UserError as e:
-            if on_error is None:
+            if on_error == "raise":
                 raise
-            on_error(e)
+            self.skipped.append((e.path or str(item.path or item.name), e.detail))
+            if on_error == "skip":
+                logger.warning("skipped %s", e)  # the error's text names the file, the record and the reason
+            else:
+                on_error(e)
             return None
         self.timings["read"].append(time.perf_counter() - start)
         return image
 
-    def _run_batch(self, batch: list[tuple[InputItem, np.ndarray]], threshold: float) -> Iterator[Result]:
-        images = [image for _, image in batch]
+    def detect(self, images: list[np.ndarray | torch.Tensor], threshold: float | None = None) -> list[Detections]:
+        """The core of every prediction (and of validation and `instaseg eval`), timed stage by stage:
+        pre-processing, the backend, post-processing. ``images``: HxWx3 uint8 RGB arrays, or [3,H,W] float tensors
+        in [0, 1]; each image's detections come back in its own pixels, masks as compressed RLE."""
+        threshold = self.threshold if threshold is None else float(threshold)
         start = time.perf_counter()
         tensor, sizes = preprocess(images, self.backend.spec, self.backend.device)
         self.backend.synchronize()
@@ -152,31 +171,35 @@ class Predictor:
         self.timings["model"].append(time.perf_counter() - start)
 
         start = time.perf_counter()
-        results = [
-            self._result(item, image, r, size, threshold)
-            for (item, image), r, size in zip(batch, raw, sizes, strict=True)
+        detections = [
+            postprocess(r, size, _image_size(image), threshold, self.mask_threshold)
+            for image, r, size in zip(images, raw, sizes, strict=True)
         ]
         self.timings["postprocess"].append(time.perf_counter() - start)
-        yield from results
+        return detections
 
-    def _result(
-        self, item: InputItem, image: np.ndarray, raw: RawDetections, input_size: tuple[int, int], threshold: float
-    ) -> Result:
-        image_size = (int(image.shape[0]), int(image.shape[1]))
-        det = postprocess(raw, input_size, image_size, threshold, self.mask_threshold)
-        return Result(
-            boxes=det.boxes,
-            scores=det.scores,
-            labels=det.labels,
-            rles=det.rles,
-            image_size=image_size,
-            class_names=self.class_names,
-            category_ids=self.category_ids,
-            input_path=item.path,
-            frame_index=item.frame_index,
-            name=item.name,
-            image=item.image,  # kept for arrays and frames; files are read again if an overlay is asked for
-        )
+    def _run_batch(self, batch: list[tuple[InputItem, np.ndarray]], threshold: float) -> Iterator[Result]:
+        detections = self.detect([image for _, image in batch], threshold)
+        for (item, image), det in zip(batch, detections, strict=True):
+            yield Result(
+                boxes=det.boxes,
+                scores=det.scores,
+                labels=det.labels,
+                rles=det.rles,
+                image_size=_image_size(image),
+                class_names=self.class_names,
+                category_ids=self.category_ids,
+                input_path=item.path,
+                frame_index=item.frame_index,
+                name=item.name,
+                image=item.image,  # kept for arrays and frames; files are read again if an overlay is asked for
+            )
+
+
+def _image_size(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(h, w) of an HxWx3 array or a [3,H,W] tensor."""
+    h, w = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
+    return int(h), int(w)
 
 
 def create_model(

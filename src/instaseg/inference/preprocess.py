@@ -9,27 +9,15 @@ network exactly what the eager model would see. Keeping it outside the model is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from instaseg.data.transforms import resize_scale
+from instaseg.models.detector import InputSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class InputSpec:
-    """What the network expects: the resize rule's sizes, normalisation and padding multiple."""
-
-    min_size: int
-    max_size: int
-    mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
-    std: tuple[float, ...] = field(default=IMAGENET_STD)
-    size_divisible: int = 32
+__all__ = ["InputSpec", "preprocess", "resize_normalized"]
 
 
 def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -41,19 +29,26 @@ def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     )[0]
 
 
+def _as_float(image: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """[3,H,W] float in [0, 1] on ``device`` from an HxWx3 uint8 RGB array or a [3,H,W] float tensor in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        return image.to(device, torch.float32)
+    # move the uint8 image first: a quarter of the bytes of the float one
+    if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch wants writable memory
+        image = image.copy()
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255.0
+
+
 def preprocess(
-    images: Sequence[np.ndarray], spec: InputSpec, device: str | torch.device = "cpu"
+    images: Sequence[np.ndarray | torch.Tensor], spec: InputSpec, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """HxWx3 uint8 RGB images -> (padded float batch [B,3,H,W] on ``device``, resized (h, w) of each image)."""
+    """Images -> (padded float batch [B,3,H,W] on ``device``, resized (h, w) of each image).
+
+    An image is an HxWx3 uint8 RGB array (what users pass), or a [3,H,W] float tensor in [0, 1] (what the
+    training data loader gives validation)."""
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=device)[:, None, None]
     std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
-    resized = []
-    for image in images:
-        # move the uint8 image first: a quarter of the bytes of the float one
-        if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch wants writable memory
-            image = image.copy()
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255.0
-        resized.append(resize_normalized((tensor - mean) / std, spec))
+    resized = [resize_normalized((_as_float(image, device) - mean) / std, spec) for image in images]
     sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in resized]
     stride = spec.size_divisible
     height = int(np.ceil(max(s[0] for s in sizes) / stride) * stride)

@@ -99,7 +99,7 @@ def model_from_checkpoint(
 
     info = the "instaseg" part without the weights: recipe, class_names, category_ids, input, version (+ path).
     """
-    from instaseg.config import load_recipe
+    from instaseg.models.recipes import load_recipe
     from instaseg.models.registry import build_architecture
 
     if isinstance(path_or_dict, Mapping):

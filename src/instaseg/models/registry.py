@@ -1,93 +1,69 @@
-"""Model registry: recipe -> detector. One face, `build_model(recipe, num_classes, weights)`, for every architecture.
+"""Model registry: architecture name -> its package, and one face, `build_model(recipe, num_classes, weights)`,
+for every architecture.
 
-An architecture registers a builder and its model-section defaults; recipes (yaml, see `instaseg.config`) pick an
-architecture and set its keys.
+Registering an architecture is one line in `ARCHITECTURES`: its name and the package that exports
+``ARCHITECTURE`` (an `instaseg.models.detector.Architecture`: builder, model defaults, value rules, recipe
+defaults). Its recipes (yaml) pick it by ``model.architecture``. Everything else in instaseg (training, the
+predictor, export, the benchmark, the conformance tests) then works through the `Detector` contract.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from instaseg.config import list_recipes, load_recipe
 from instaseg.errors import UserError
+from instaseg.models.detector import Architecture, Detector
 
-__all__ = [
-    "ARCHITECTURES",
-    "build_architecture",
-    "build_model",
-    "list_recipes",
-    "load_recipe",
-    "model_defaults",
-    "validate_model",
-]
+__all__ = ["ARCHITECTURES", "architecture", "build_architecture", "build_model", "model_defaults"]
 
 log = logging.getLogger("instaseg")
 
-
-@dataclass(frozen=True)
-class Architecture:
-    build: Callable[[dict, int, bool, bool], nn.Module]  # (recipe, num_classes, download_backbone, freeze)
-    defaults: dict[str, Any]
-    validate: Callable[[dict, str | None], None]  # (complete model section, source) -> raises UserError
-
-
-def _maskrcnn() -> Architecture:
-    from instaseg.models import maskrcnn
-
-    return Architecture(maskrcnn.build_maskrcnn, maskrcnn.DEFAULTS, maskrcnn.validate_model_section)
+# name -> package exporting ARCHITECTURE; imported on first use, so listing recipes pays only for what it lists
+ARCHITECTURES: dict[str, str] = {
+    "maskrcnn": "instaseg.models.maskrcnn",
+    "rtmdet_ins": "instaseg.models.rtmdet_ins",
+}
 
 
-def _rtmdet_ins() -> Architecture:
-    from instaseg.models import rtmdet_ins
-
-    return Architecture(rtmdet_ins.build_rtmdet_ins, rtmdet_ins.DEFAULTS, rtmdet_ins.validate_model_section)
-
-
-# Imported on first use: listing recipes must not pay for torchvision's detection models.
-ARCHITECTURES: dict[str, Callable[[], Architecture]] = {"maskrcnn": _maskrcnn, "rtmdet_ins": _rtmdet_ins}
-
-
-def _architecture(name: str) -> Architecture:
+def architecture(name: str, source: str | None = None) -> Architecture:
     if name not in ARCHITECTURES:
-        raise UserError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}", record="model")
-    return ARCHITECTURES[name]()
+        raise UserError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}", source, "model")
+    return importlib.import_module(ARCHITECTURES[name]).ARCHITECTURE
 
 
-def model_defaults(architecture: str) -> dict[str, Any]:
-    return dict(_architecture(architecture).defaults)
+def model_defaults(name: str) -> dict[str, Any]:
+    return dict(architecture(name).model_defaults)
 
 
-def validate_model(recipe: dict, source: str | None = None) -> None:
-    _architecture(recipe["model"]["architecture"]).validate(recipe["model"], source)
-
-
-def _has_frozen_norm(model: nn.Module) -> bool:
+def _has_frozen_norm(model: Detector) -> bool:
     return any(type(m).__name__.startswith("FrozenBatchNorm") for m in model.modules())  # torchvision and timm
 
 
 def build_architecture(
     recipe: dict, num_classes: int, download_backbone: bool = False, freeze: bool = False
-) -> nn.Module:
+) -> Detector:
     """The bare detector of a complete recipe: random init (or ImageNet backbone), no weight loading or warnings.
 
     `freeze` stops gradients in the backbone's first stages (`model.frozen_stages`), for pretrained starts.
     """
-    return _architecture(recipe["model"]["architecture"]).build(recipe, num_classes, download_backbone, freeze)
+    name = recipe["model"]["architecture"]
+    model = architecture(name).build(recipe, num_classes, download_backbone, freeze)
+    if not isinstance(model, Detector):
+        raise TypeError(f"architecture {name!r} built a {type(model).__name__}, not a Detector")
+    return model
 
 
-def build_model(recipe: dict | str, num_classes: int, weights: str | None = None) -> nn.Module:
-    """A torchvision-style detector for `num_classes` foreground classes (labels 1..K, 0 is background).
+def build_model(recipe: dict | str, num_classes: int, weights: str | None = None) -> Detector:
+    """A detector for `num_classes` foreground classes (labels 1..K, 0 is background).
 
     `weights`: "none" (random init), "imagenet" (pretrained backbone), "coco" (the recipe's torchvision COCO
     checkpoint, class layers re-initialised when K differs), a PATH (instaseg checkpoint or state_dict), or None
     for the recipe's `model.weights`.
     """
+    from instaseg.models.recipes import load_recipe
     from instaseg.models.weights import load_coco_weights, load_weights_file
 
     recipe = load_recipe(recipe)

@@ -23,7 +23,6 @@ from instaseg.errors import UserError
 
 log = logging.getLogger("instaseg")
 
-WEIGHT_CHOICES = ("none", "imagenet", "coco")
 
 
 def hub_checkpoint_path(url: str) -> Path:

@@ -4,10 +4,11 @@ For each recipe the detector is built with random initialisation on the CPU for 
 sets the predictor sizes) and measured:
 - parameters: sum of ``p.numel()`` over ``model.parameters()`` (shared weights counted once);
 - weights size: bytes of the fp32 state_dict tensors (each storage once), i.e. about the checkpoint's size;
-- GFLOPs: torch.utils.flop_counter.FlopCounterMode over one eval-mode forward of one image of the recipe's input
-  size (min_size x max_size, which the model keeps as is), with the score threshold at 0 so the mask head runs
-  on the full ``eval.max_dets`` detections. FlopCounterMode counts convolutions and matrix products (2 FLOPs per
-  multiply-add); element-wise ops, normalisation, pooling, RoIAlign and NMS are not counted.
+- GFLOPs: torch.utils.flop_counter.FlopCounterMode over the detector's raw inference path (what the predictor
+  and the exported graph run) on one image of the recipe's input size (min_size x max_size), with the score
+  threshold at 0 so the mask head runs on the full ``eval.max_dets`` detections. FlopCounterMode counts
+  convolutions and matrix products (2 FLOPs per multiply-add); element-wise ops, normalisation, pooling, RoIAlign
+  and NMS are not counted.
 Measuring the whole zoo at full input sizes takes minutes on a small CPU, so each measurement is also cached on
 disk (``$INSTASEG_CACHE`` or ``~/.cache/instaseg``), keyed by the resolved recipe and the instaseg and torch
 versions: a changed recipe or library is measured anew.
@@ -28,7 +29,10 @@ from pathlib import Path
 import torch
 
 from instaseg import __version__
-from instaseg.config import list_recipes, load_recipe, recipe_to_yaml
+from instaseg.config import list_recipes, recipe_to_yaml
+from instaseg.models.detector import Detector
+from instaseg.models.recipes import load_recipe
+from instaseg.utils.flops import count_flops as count_model_flops
 from instaseg.utils.io import atomic_write_json
 
 MEASURE_CLASSES = 80
@@ -42,15 +46,12 @@ def weights_bytes(model: torch.nn.Module) -> int:
     return sum(seen.values())
 
 
-def count_flops(model: torch.nn.Module, height: int, width: int) -> int:
-    """FLOPs (convs and matmuls) of one eval-mode forward on one random height x width image."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model([image])
-    return counter.get_total_flops()
+def count_flops(model: Detector, height: int, width: int) -> int:
+    """FLOPs (convs and matmuls) of the detector's raw inference path on one random height x width input."""
+    spec = model.input_spec
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(spec.mean)[:, None, None], torch.tensor(spec.std)[:, None, None]
+    return count_model_flops(model.raw_forward, (image - mean) / std, [(height, width)])
 
 
 def _cache_file(recipe: dict) -> Path:

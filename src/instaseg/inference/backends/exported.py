@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.export.graph import padded_size
-from instaseg.export.metadata import from_strings, spec_from_metadata
 from instaseg.inference.postprocess import RawDetections
+from instaseg.models.detector import padded_size
+from instaseg.models.metadata import from_strings, spec_from_metadata
 
 
 def graph_inputs(

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.export.graph import OUTPUT_NAMES
 from instaseg.inference.backends.exported import ExportedBackend
+from instaseg.models.detector import OUTPUT_NAMES
 
 
 def _providers(device: str | torch.device) -> list[str]:

@@ -7,20 +7,30 @@ plugin picks bf16 on CPUs that support it, and accuracy changes without anyone a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.export.graph import OUTPUT_NAMES
-from instaseg.export.openvino import inference_precision, read_metadata
 from instaseg.inference.backends.exported import ExportedBackend
+from instaseg.models.detector import OUTPUT_NAMES
+from instaseg.models.metadata import openvino_metadata
 
 
 def _ov_device(device: str | torch.device) -> str:
     if str(device) in ("cpu", "auto"):
         return "CPU"
     raise UserError(f"the OpenVINO backend runs on the CPU here, not {device} (use --device cpu)")
+
+
+def inference_precision(precision: str, core: Any) -> str:
+    """The CPU plugin's INFERENCE_PRECISION_HINT for an export precision."""
+    if precision == "bf16":
+        return "bf16"
+    if precision == "fp16" and "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return "f16"
+    return "f32"
 
 
 class OpenVinoBackend(ExportedBackend):
@@ -35,7 +45,7 @@ class OpenVinoBackend(ExportedBackend):
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
             raise UserError(f"cannot load OpenVINO model: {first}", path) from None
-        super().__init__(read_metadata(model), path)
+        super().__init__(openvino_metadata(model), path)
         config = {
             "INFERENCE_PRECISION_HINT": inference_precision(self.meta["precision"], core),
             "PERFORMANCE_HINT": "LATENCY",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from instaseg.errors import UserError
+from instaseg.models.detector import Architecture
 
 # size -> (deepen, widen, neck/head channels, neck CSP blocks), as the published configs set them
 SIZES: dict[str, tuple[float, float, int, int]] = {
@@ -24,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "architecture": "rtmdet_ins",
     "backbone": "cspnext_s",
     "weights": "none",  # none | PATH (no pretrained CSPNeXt weights are fetched)
+    "frozen_stages": 1,  # stem + this many backbone stages get no gradient when starting from a weights PATH
     "coco_weights": None,
     "deepen": None,  # null: from the backbone size
     "widen": None,
@@ -68,7 +70,10 @@ def build_rtmdet_ins(recipe: dict, num_classes: int, download_backbone: bool = F
         "nms_pre": int(cfg["nms_pre"]),
         "nms_iou": float(cfg["nms_iou"]),
     }
-    return RTMDetIns(num_classes, cfg, recipe["input"]["min_size"], recipe["input"]["max_size"], test_cfg)
+    model = RTMDetIns(num_classes, cfg, recipe["input"]["min_size"], recipe["input"]["max_size"], test_cfg)
+    if freeze:
+        model.freeze(int(cfg["frozen_stages"]))
+    return model
 
 
 def validate_model_section(cfg: dict, source: str | None = None) -> None:
@@ -92,5 +97,40 @@ def validate_model_section(cfg: dict, source: str | None = None) -> None:
         raise bad("mask_loss_stride", "must divide the prototype stride 8 (1, 2, 4 or 8)")
     if not 0 < cfg["nms_iou"] <= 1:
         raise bad("nms_iou", "must be in (0, 1]")
+    if cfg["frozen_stages"] < -1 or cfg["frozen_stages"] > 4:
+        raise bad("frozen_stages", "must be -1 (nothing frozen) to 4")
     if str(cfg["weights"]).lower() in ("imagenet", "coco"):
         raise bad("weights", "has no published download for rtmdet_ins here; use none or a checkpoint PATH")
+
+
+# The published 300-epoch recipe (mmdetection's rtmdet-ins_*_8xb32-300e_coco): 640 px, AdamW, warmup then
+# flat-cosine, EMA, Mosaic + MixUp with large-scale jitter switched to the light pipeline for the last 20 epochs.
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "input": {"min_size": 640, "max_size": 640},
+    "train": {
+        "epochs": 300,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 0.004,
+        "weight_decay": 0.05,
+        "lr_schedule": "flat_cosine",
+        "min_lr_ratio": 0.05,
+        "warmup_iters": 1000,
+        "ema": True,
+        "ema_decay": 0.9998,
+        "early_stop_patience": None,
+        "scale_jitter": [0.5, 2.0],
+        "mosaic": True,
+        "mixup": True,
+        "mosaic_until": 0.933,
+        "grad_clip": None,
+    },
+}
+
+ARCHITECTURE = Architecture(
+    build=build_rtmdet_ins,
+    model_defaults=DEFAULTS,
+    validate=validate_model_section,
+    small_recipe="rtmdet_ins_tiny_fast",
+    recipe_defaults=RECIPE_DEFAULTS,
+)

@@ -1,19 +1,21 @@
-"""RTMDet-Ins as a torchvision-style detector: ``model(images, targets) -> losses`` in training,
-``model(images) -> [{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation.
+"""RTMDet-Ins on the detector contract: ``model(images, targets) -> losses`` in training,
+``model(images) -> [{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation
+(torchvision's convention), and ``raw_forward`` for instaseg's predictor and export: image-frame mask
+probabilities at stride 8 (``mask_stride``), not pasted.
 
 Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet normalisation, which equals the published
-BGR mean/std, resize by the recipe rule, zero padding to a multiple of 32), so the shared predictor feeds it
-exactly as it feeds Mask R-CNN. ``raw_outputs`` / ``forward_raw`` stop before pasting: image-frame mask
-probabilities at stride 8, for the predictor's backends and for export.
+BGR mean/std, resize by the recipe rule, zero padding to a multiple of 32), the `InputSpec` every architecture
+shares.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from instaseg.models.backbones import freeze_stages
+from instaseg.models.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputSpec, RawOutput, clip_boxes
 from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner, mask_centers
 from instaseg.models.rtmdet_ins.cspnext import CSPNeXt
 from instaseg.models.rtmdet_ins.detect import (
@@ -27,15 +29,14 @@ from instaseg.models.rtmdet_ins.head import RTMDetInsHead, dynamic_mask_logits
 from instaseg.models.rtmdet_ins.losses import dice_loss, giou_loss, quality_focal_loss
 from instaseg.models.rtmdet_ins.pafpn import CSPNeXtPAFPN
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
-
-class RTMDetIns(nn.Module):
+class RTMDetIns(Detector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
-        self.transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD, size_divisible=32)
+        self.transform = GeneralizedRCNNTransform(
+            min_size, max_size, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32
+        )
         self.backbone = CSPNeXt(cfg["deepen"], cfg["widen"])
         self.neck = CSPNeXtPAFPN(self.backbone.out_channels, cfg["neck_channels"], cfg["neck_blocks"])
         self.head = RTMDetInsHead(
@@ -48,7 +49,15 @@ class RTMDetIns(nn.Module):
             num_dyconvs=cfg["num_dyconvs"],
         )
         self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
-        self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_outputs gives
+        self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_forward gives
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.of_transform(self.transform)
+
+    def freeze(self, frozen_stages: int) -> None:
+        """Stop gradients in the stem and the first ``frozen_stages`` backbone stages (pretrained starts)."""
+        freeze_stages(self.backbone, [f"stages.{i}" for i in range(len(self.backbone.stages))], frozen_stages)
 
     def _features(self, batch: torch.Tensor):
         cls, reg, kern, protos = self.head(self.neck(self.backbone(batch)))
@@ -81,17 +90,12 @@ class RTMDetIns(nn.Module):
             for b in range(batch.shape[0])
         ]
 
-    def forward_raw(
-        self, images: torch.Tensor, image_size: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Export entry, the signature of `instaseg.export.graph.DetectorGraph`: one normalised, padded image
-        [1,3,H,W] and its (h, w) before padding -> boxes [N,4] (clipped to it), scores [N], labels [N] (1..K) and
-        image-frame mask probabilities [N, H/8, W/8] (``RawDetections.mask_stride`` = `mask_stride`)."""
-        boxes, scores, labels, masks = self.raw_outputs(images)[0]
-        if image_size is not None:
-            limit = image_size.flip(0).repeat(2).to(boxes.dtype)  # (w, h, w, h)
-            boxes = torch.minimum(boxes.clamp(min=0), limit)
-        return boxes, scores, labels, masks
+    def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
+        """The contract's raw path: `raw_outputs` with each image's boxes clipped to its (h, w)."""
+        return [
+            RawOutput(clip_boxes(boxes, h, w), scores, labels, masks)
+            for (boxes, scores, labels, masks), (h, w) in zip(self.raw_outputs(batch), image_sizes, strict=True)
+        ]
 
     # ---- training ----
     def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -144,8 +148,5 @@ def pad_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
     """Boxes clipped to the resized image, then mapped to the original one (torchvision's resize_boxes ratios)."""
     h, w = input_size
-    boxes = torch.stack(
-        [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1
-    )
     ratio = boxes.new_tensor([image_size[1] / w, image_size[0] / h, image_size[1] / w, image_size[0] / h])
-    return boxes * ratio
+    return clip_boxes(boxes, h, w) * ratio

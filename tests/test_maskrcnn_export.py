@@ -10,7 +10,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import poolers
 
-from instaseg.export.graph import PerClassNMS, merge_levels, postprocess_detections
+from instaseg.models.maskrcnn.export import PerClassNMS, merge_levels, per_class_postprocess
 
 
 def _overlapping(k: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +74,7 @@ def test_postprocess_detections_equals_torchvision(score_thresh):
     regression[:5, 4:8] = torch.tensor([0.0, 0.0, -20.0, 0.0])  # collapsed boxes: removed as too small
     image_shapes = [(120, 110)]
     want = RoIHeads.postprocess_detections(heads, logits, regression, proposals, image_shapes)
-    got = postprocess_detections(heads, logits, regression, proposals, image_shapes)
+    got = per_class_postprocess(heads, logits, regression, proposals, image_shapes)
     assert len(got[0][0]) == len(want[0][0]) == 100
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a[0], b[0])
@@ -93,7 +93,7 @@ def test_scores_keep_their_order():
     """Detections come out best first, as torchvision returns them."""
     heads = RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, None, 0.0, 0.5, 50)
     g = torch.Generator().manual_seed(1)
-    boxes, scores, _ = postprocess_detections(
+    boxes, scores, _ = per_class_postprocess(
         heads, torch.randn(80, 5, generator=g), torch.zeros(80, 20), [_overlapping(1, 80, 2)[0][0]], [(200, 200)]
     )
     assert np.all(np.diff(scores[0].numpy()) <= 0)

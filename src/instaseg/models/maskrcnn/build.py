@@ -1,4 +1,4 @@
-"""Mask R-CNN: torchvision's `MaskRCNN` assembled from a recipe's `model` section.
+"""Mask R-CNN (He et al. 2017): `MaskRCNNDetector` assembled from a recipe's `model` section.
 
 Two designs:
 - FPN (`fpn: true`): backbone levels -> FPN -> RPN on every level; box and mask heads pool from the FPN maps
@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -25,6 +24,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from instaseg.errors import UserError
 from instaseg.models.backbones import FeaturePyramidBackbone, build_c4_backbone, build_feature_body, freeze_stages
+from instaseg.models.maskrcnn.model import MaskRCNNDetector
 
 # Every key a maskrcnn recipe may set; a recipe states only what differs. Values follow torchvision's
 # maskrcnn_resnet50_fpn so the defaults are that model.
@@ -135,14 +135,16 @@ def _c4_parts(cfg: dict, download: bool, freeze: bool) -> dict[str, nn.Module]:
     }
 
 
-def build_maskrcnn(recipe: dict, num_classes: int, download_backbone: bool = False, freeze: bool = False) -> MaskRCNN:
-    """torchvision MaskRCNN for `num_classes` foreground classes, randomly initialised unless the backbone is."""
+def build_maskrcnn(
+    recipe: dict, num_classes: int, download_backbone: bool = False, freeze: bool = False
+) -> MaskRCNNDetector:
+    """Mask R-CNN for `num_classes` foreground classes, randomly initialised unless the backbone is."""
     cfg = {**DEFAULTS, **recipe["model"]}
     build_parts = _fpn_parts if cfg["fpn"] else _c4_parts
     parts = build_parts(cfg, download_backbone, freeze)
     anchors = _anchor_generator(cfg)
     backbone = parts["backbone"]
-    return MaskRCNN(
+    return MaskRCNNDetector(
         backbone,
         num_classes=None,
         min_size=recipe["input"]["min_size"],

@@ -1,0 +1,134 @@
+"""The detector contract: what every architecture implements, and all that the rest of instaseg knows of one.
+
+An architecture is a `Detector` subclass in its own package under ``instaseg.models`` plus one registry entry
+(`instaseg.models.registry.Architecture`) plus its recipes. Training, the predictor's torch backend, export,
+the benchmark and evaluation call only what is defined here; none of them branches on an architecture.
+
+What a detector provides:
+
+- ``forward(images, targets)`` in training mode: ``images`` a list of float [3,H,W] tensors in [0, 1] at any
+  size, ``targets`` one dict per image (``boxes`` [N,4] xyxy, ``labels`` [N] in 1..K, ``masks`` [N,H,W] uint8)
+  -> a dict of named scalar losses, summed by the engine. The detector resizes, normalises and pads the images
+  itself (by its ``input_spec``), so every architecture sees the same training batches.
+- ``input_spec``: the resize rule (``min_size``/``max_size``), mean/std on [0, 1] RGB pixels and the padding
+  multiple. The shared pre-processing (`instaseg.inference.preprocess`) makes the batch ``raw_forward`` takes.
+- ``raw_forward(batch, image_sizes)``: ``batch`` [B,3,H,W] normalised and zero-padded at the bottom/right,
+  ``image_sizes`` each image's (h, w) before padding -> one `RawOutput` per image, in the batch's frame.
+- ``mask_stride``: the frame of ``RawOutput.masks``. ``None``: each mask [M,M] spans its own box (Mask R-CNN's
+  28x28 per RoI). An integer S: masks [N, H/S, W/S] cover the whole padded input, pixel (i, j) covering input
+  pixels [S*i, S*i+S) x [S*j, S*j+S) (one-stage models' prototype masks). Post-processing pastes either kind
+  into the original image one box at a time.
+- ``export_forward(images, image_size)``: the graph that is exported (ONNX, then OpenVINO): one image
+  [1,3,H,W] and its int64 (h, w) as a tensor -> (boxes, scores, labels, masks) as ``raw_forward`` gives them.
+  It must be traceable by torch's TorchScript-based ONNX exporter; the default calls ``raw_forward``.
+- ``make_outputs_busy()``: for a randomly initialised model, what makes its output look like a trained model's
+  on a busy picture (every detection kept, masks partly filled), so `instaseg benchmark` of a recipe name times
+  realistic post-processing. The default does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# the exported graph's inputs and outputs, by name (see `Detector.export_forward`)
+INPUT_NAMES = ("images", "image_size")
+OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
+
+
+@dataclass
+class InputSpec:
+    """What the network expects: the resize rule's sizes, normalisation and padding multiple."""
+
+    min_size: int
+    max_size: int
+    mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
+    std: tuple[float, ...] = field(default=IMAGENET_STD)
+    size_divisible: int = 32
+
+    @classmethod
+    def of_transform(cls, transform: Any) -> InputSpec:
+        """The settings of a torchvision `GeneralizedRCNNTransform` (the resize rule instaseg shares)."""
+        min_size = transform.min_size[-1] if isinstance(transform.min_size, (tuple, list)) else transform.min_size
+        return cls(
+            min_size=int(min_size),
+            max_size=int(transform.max_size),
+            mean=tuple(float(v) for v in transform.image_mean),
+            std=tuple(float(v) for v in transform.image_std),
+            size_divisible=int(transform.size_divisible),
+        )
+
+
+class RawOutput(NamedTuple):
+    """One image's detections before post-processing, in the network-input frame (the resized image).
+
+    boxes [N,4] xyxy float, clipped to the image's (h, w); scores [N]; labels [N] int64 in 1..K; masks float
+    probabilities in [0, 1], [N,M,M] per box or [N,H/S,W/S] over the padded input (see ``mask_stride``).
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+
+
+def padded_size(size: int, stride: int) -> int:
+    """``size`` rounded up to a multiple of ``stride`` (the padding the pre-processing applies)."""
+    return -(-int(size) // stride) * stride
+
+
+def clip_boxes(boxes: torch.Tensor, height: Any, width: Any) -> torch.Tensor:
+    """xyxy boxes clipped to [0, width] x [0, height]; the size may be Python numbers or (traced) 0-d tensors."""
+    if isinstance(height, torch.Tensor):
+        limit = torch.stack([width, height, width, height]).to(boxes.dtype)
+    else:
+        limit = boxes.new_tensor([width, height, width, height])
+    return torch.minimum(boxes.clamp(min=0), limit)
+
+
+class Detector(nn.Module):
+    """Base class of every architecture; see the module notes for the contract."""
+
+    mask_stride: int | None = None
+
+    @property
+    def input_spec(self) -> InputSpec:
+        raise NotImplementedError(f"{type(self).__name__} does not state its input_spec")
+
+    def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement raw_forward")
+
+    def export_forward(self, images: torch.Tensor, image_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.raw_forward(images, [(image_size[0], image_size[1])])[0])
+
+    def make_outputs_busy(self) -> None:
+        """Nothing to do unless the architecture says otherwise."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What an architecture package exports as ``ARCHITECTURE`` and the registry lists under its name.
+
+    ``build(recipe, num_classes, download_backbone, freeze) -> Detector``: random init, or an ImageNet backbone
+    when ``download_backbone``; ``freeze`` stops gradients in the first backbone stages (pretrained starts).
+    ``model_defaults``: every key of the recipe's model section, with its default (and so its type).
+    ``validate(model_section, source)``: value rules of a complete model section; raises UserError.
+    ``recipe_defaults``: the other sections (input, train, eval) where this architecture's published recipe
+    differs from `instaseg.config.DEFAULTS`, so its recipe files state only what differs from that.
+    ``small_recipe``: the shipped recipe sized for CPUs (tests, demos, `bench/`); ``tiny_overrides`` shrink it
+    further for the conformance suite (tests/test_conformance.py), which runs every registered architecture.
+    """
+
+    build: Callable[[dict, int, bool, bool], Detector]
+    model_defaults: dict[str, Any]
+    validate: Callable[[dict, str | None], None]
+    small_recipe: str
+    tiny_overrides: tuple[str, ...] = ()
+    recipe_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
