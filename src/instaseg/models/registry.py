@@ -24,6 +24,7 @@ log = logging.getLogger("instaseg")
 # name -> package exporting ARCHITECTURE; imported on first use, so listing recipes pays only for what it lists
 ARCHITECTURES: dict[str, str] = {
     "maskrcnn": "instaseg.models.maskrcnn",
+    "cascade_maskrcnn": "instaseg.models.cascade",
     "rtmdet_ins": "instaseg.models.rtmdet_ins",
 }
 
