@@ -4,7 +4,7 @@ The IR is converted from the same ONNX graph the ONNX Runtime backend runs (one 
 OpenVINO's CPU plugin computes in bf16 by default on CPUs that support it, which silently changes accuracy; the
 precision chosen at export is stored with the model and applied as ``INFERENCE_PRECISION_HINT`` when it is
 compiled: fp32 -> f32 (matches eager), bf16 -> bf16, fp16 -> weights stored as f16 (half the file) and computed in
-f16 where the CPU has native f16 arithmetic, in f32 elsewhere.
+f32 (see `instaseg.inference.backends.openvino.inference_precision` for why).
 """
 
 from __future__ import annotations
