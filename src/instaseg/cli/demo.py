@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="generate data, train the fast recipe for a fixed number of steps (minutes), evaluate")
+    p = sub.add_parser("demo", help="generate data, train the fast recipe for a fixed number of steps, evaluate")
     p.add_argument("--out", default="runs/demo", help="run folder")
     p.add_argument("--minutes", type=float, default=None, help="cap on training time (default 8; steps end it first)")
     p.add_argument("--seed", type=int, default=0)
