@@ -8,6 +8,7 @@ import yaml
 from instaseg.config import DEFAULTS, list_recipes, parse_override
 from instaseg.errors import UserError
 from instaseg.models.recipes import apply_overrides, load_recipe
+from instaseg.models.registry import ARCHITECTURES
 
 EXPECTED = {
     "maskrcnn_fast",
@@ -33,7 +34,7 @@ def test_shipped_recipes_are_complete_and_valid():
         assert recipe["name"] == name
         assert recipe["task"] == "instance_segmentation"
         assert set(DEFAULTS["train"]) <= set(recipe["train"])
-        assert recipe["model"]["architecture"] in ("maskrcnn", "rtmdet_ins")
+        assert recipe["model"]["architecture"] in ARCHITECTURES
         assert recipe["input"]["min_size"] <= recipe["input"]["max_size"]
 
 

@@ -30,7 +30,7 @@ import torch
 
 from instaseg import __version__
 from instaseg.config import list_recipes, recipe_to_yaml
-from instaseg.models.detector import Detector
+from instaseg.models.detector import Detector, padded_size
 from instaseg.models.recipes import load_recipe
 from instaseg.utils.flops import count_flops as count_model_flops
 from instaseg.utils.io import atomic_write_json
@@ -47,11 +47,15 @@ def weights_bytes(model: torch.nn.Module) -> int:
 
 
 def count_flops(model: Detector, height: int, width: int) -> int:
-    """FLOPs (convs and matmuls) of the detector's raw inference path on one random height x width input."""
+    """FLOPs (convs and matmuls) of the detector's raw inference path on one random height x width input, padded
+    as the pre-processing pads it."""
     spec = model.input_spec
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     mean, std = torch.tensor(spec.mean)[:, None, None], torch.tensor(spec.std)[:, None, None]
-    return count_model_flops(model.raw_forward, (image - mean) / std, [(height, width)])
+    stride = spec.size_divisible
+    batch = torch.zeros(1, 3, padded_size(height, stride), padded_size(width, stride))
+    batch[..., :height, :width] = (image - mean) / std
+    return count_model_flops(model.raw_forward, batch, [(height, width)])
 
 
 def _cache_file(recipe: dict) -> Path:
