@@ -26,6 +26,7 @@ ARCHITECTURES: dict[str, str] = {
     "maskrcnn": "instaseg.models.maskrcnn",
     "cascade_maskrcnn": "instaseg.models.cascade",
     "rtmdet_ins": "instaseg.models.rtmdet_ins",
+    "solov2": "instaseg.models.solov2",
 }
 
 

@@ -1,0 +1,112 @@
+"""SOLOv2's training targets: which grid cells of which level own which object.
+
+An object goes to every level whose scale range holds its scale, sqrt(box width x box height) in network-input
+pixels (the ranges overlap, so an object in between trains two levels). On a level with an S x S grid over the
+padded input, the cells it owns are those its centre region touches: the box scaled by ``sigma`` (0.2) about
+the mask's centre of mass, capped to the 3 x 3 cells around the centre cell. A cell two objects claim goes to
+the smaller one (the published code lets the later annotation take the label and trains the cell on both masks).
+
+Everything is tensor arithmetic over all objects of a level at once; there is no loop over objects or cells.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class Assignment(NamedTuple):
+    """One image's targets over all levels' cells (level after level, row-major): ``gt_index`` [A] is the owning
+    object's index or -1 (background); ``labels`` [A] its class in 0..K-1, or -1."""
+
+    gt_index: torch.Tensor
+    labels: torch.Tensor
+
+
+def mask_centers(masks: torch.Tensor) -> torch.Tensor:
+    """[N,2] (x, y) centres of mass of [N,H,W] masks, in pixels (pixel i's centre is i + 0.5)."""
+    m = masks.float()
+    total = m.sum(dim=(1, 2)).clamp(min=1)
+    ys = torch.arange(m.shape[1], dtype=m.dtype, device=m.device) + 0.5
+    xs = torch.arange(m.shape[2], dtype=m.dtype, device=m.device) + 0.5
+    cy = (m.sum(dim=2) * ys).sum(dim=1) / total
+    cx = (m.sum(dim=1) * xs).sum(dim=1) / total
+    return torch.stack([cx, cy], dim=1)
+
+
+def _cells(coord: torch.Tensor, extent: float, grid: int) -> torch.Tensor:
+    """Grid index of positions along one axis (truncation, so positions left of 0 land in cell 0)."""
+    return torch.div(coord / extent * grid, 1, rounding_mode="trunc").long()
+
+
+def center_region(
+    centers: torch.Tensor, boxes: torch.Tensor, grid: int, padded: tuple[int, int], sigma: float
+) -> tuple[torch.Tensor, ...]:
+    """(top, bottom, left, right) cell bounds, inclusive, of each object's centre region on an S x S grid."""
+    height, width = padded
+    cx, cy = centers[:, 0], centers[:, 1]
+    half_w = 0.5 * (boxes[:, 2] - boxes[:, 0]) * sigma
+    half_h = 0.5 * (boxes[:, 3] - boxes[:, 1]) * sigma
+    row, col = _cells(cy, height, grid), _cells(cx, width, grid)
+    top = torch.maximum(_cells(cy - half_h, height, grid).clamp(min=0), row - 1)
+    bottom = torch.minimum(_cells(cy + half_h, height, grid).clamp(max=grid - 1), row + 1)
+    left = torch.maximum(_cells(cx - half_w, width, grid).clamp(min=0), col - 1)
+    right = torch.minimum(_cells(cx + half_w, width, grid).clamp(max=grid - 1), col + 1)
+    return top, bottom, left, right
+
+
+def assign_level(
+    boxes: torch.Tensor,
+    centers: torch.Tensor,
+    eligible: torch.Tensor,
+    grid: int,
+    padded: tuple[int, int],
+    sigma: float,
+) -> torch.Tensor:
+    """[S*S] owning object per cell of one level (-1: none), among the ``eligible`` objects."""
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.full((grid * grid,), -1, dtype=torch.long, device=boxes.device)
+    top, bottom, left, right = center_region(centers, boxes, grid, padded, sigma)
+    idx = torch.arange(grid, device=boxes.device)
+    rows = (idx[None] >= top[:, None]) & (idx[None] <= bottom[:, None])  # [N, S]
+    cols = (idx[None] >= left[:, None]) & (idx[None] <= right[:, None])
+    member = rows[:, :, None] & cols[:, None, :] & eligible[:, None, None]  # [N, S, S]
+    scale = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)
+    cost = torch.where(member, scale[:, None, None], torch.full_like(member, float("inf"), dtype=scale.dtype))
+    owner = cost.argmin(dim=0)  # the smallest claimant
+    return torch.where(member.any(dim=0), owner, torch.full_like(owner, -1)).flatten()
+
+
+def assign(
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    grids: list[int],
+    scale_ranges: list[list[float]],
+    sigma: float,
+) -> Assignment:
+    """Targets of one image. ``boxes`` [N,4] xyxy, ``labels`` [N] in 0..K-1, ``masks`` [N,H,W] over the padded
+    input (its size is the frame the grids divide)."""
+    padded = (int(masks.shape[-2]), int(masks.shape[-1]))
+    centers = mask_centers(masks)
+    scale = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0).sqrt()
+    visible = masks.flatten(1).amax(dim=1) > 0 if masks.shape[0] else scale > 0
+    owners = []
+    for grid, (lo, hi) in zip(grids, scale_ranges, strict=True):
+        eligible = visible & (scale >= lo) & (scale <= hi)
+        owners.append(assign_level(boxes, centers, eligible, grid, padded, sigma))
+    gt_index = torch.cat(owners)
+    cell_labels = labels[gt_index.clamp(min=0)] if labels.numel() else torch.zeros_like(gt_index)
+    return Assignment(gt_index, torch.where(gt_index >= 0, cell_labels, torch.full_like(gt_index, -1)))
+
+
+def mask_targets(masks: torch.Tensor, stride: int, soft: bool) -> torch.Tensor:
+    """[N, H/stride, W/stride] mask targets at the mask feature's stride: the share of each cell an object
+    covers (``soft``), or whether it covers at least half of it (binary, as published)."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, masks.shape[-2] // stride, masks.shape[-1] // stride), dtype=torch.float32)
+    share = F.avg_pool2d(masks[:, None].float(), stride)[:, 0]
+    return share if soft else (share >= 0.5).float()
