@@ -12,6 +12,7 @@ COCO checkpoints load into the matching recipes by name.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,13 @@ def stage_features(body: nn.Module, x: torch.Tensor, nhwc: bool) -> dict[str, to
     if nhwc:
         feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
     return {f"c{level}": f for level, f in zip(LEVELS, feats, strict=True)}
+
+
+def check_backbone_and_norm(cfg: dict, bad: Callable[[str, str], Exception]) -> None:
+    """The backbone name is known and its BatchNorm mode one of NORMS (a model section's shared rules)."""
+    backbone_spec(cfg["backbone"])
+    if cfg["norm"] not in NORMS:
+        raise bad("norm", f"must be one of {', '.join(NORMS)}")
 
 
 def freeze_stages(body: nn.Module, stage_prefixes: list[str], frozen_stages: int) -> None:

@@ -112,6 +112,16 @@ class Detector(nn.Module):
         """Nothing to do unless the architecture says otherwise."""
 
 
+def key_error(cfg: dict, source: str | None) -> Callable[[str, str], Exception]:
+    """``bad(key, why)``: the UserError an architecture's ``validate`` raises for ``model.<key>`` of ``cfg``."""
+    from instaseg.errors import UserError
+
+    def bad(key: str, why: str) -> Exception:
+        return UserError(f"model.{key} {why}, got {cfg[key]!r}", source, f"model.{key}")
+
+    return bad
+
+
 @dataclass(frozen=True)
 class Architecture:
     """What an architecture package exports as ``ARCHITECTURE`` and the registry lists under its name.

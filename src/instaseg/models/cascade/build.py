@@ -15,10 +15,10 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from instaseg.errors import UserError
-from instaseg.models.backbones import NORMS, FeaturePyramidBackbone, backbone_spec, build_feature_body, freeze_stages
+from instaseg.models.backbones import FeaturePyramidBackbone, build_feature_body, check_backbone_and_norm, freeze_stages
 from instaseg.models.cascade.model import CascadeMaskRCNN
 from instaseg.models.cascade.roi_heads import CascadeRoIHeads, CascadeStage
+from instaseg.models.detector import key_error
 
 # Every key a cascade_maskrcnn recipe may set. Values follow the published R50-FPN 1x configs (PaddleDetection's
 # cascade_mask_rcnn_r50_fpn, mmdetection's cascade-mask-rcnn_r50_fpn) on torchvision's Mask R-CNN components.
@@ -120,12 +120,9 @@ def build_cascade_maskrcnn(
 def validate_model_section(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete cascade_maskrcnn model section (types are checked against DEFAULTS)."""
 
-    def bad(key: str, why: str) -> UserError:
-        return UserError(f"model.{key} {why}, got {cfg[key]!r}", source, f"model.{key}")
+    bad = key_error(cfg, source)
 
-    backbone_spec(cfg["backbone"])
-    if cfg["norm"] not in NORMS:
-        raise bad("norm", f"must be one of {', '.join(NORMS)}")
+    check_backbone_and_norm(cfg, bad)
     levels = cfg["levels"]
     if not levels or sorted(set(levels)) != levels or not set(levels) <= {2, 3, 4, 5}:
         raise bad("levels", "must be increasing stage numbers among 2, 3, 4, 5")

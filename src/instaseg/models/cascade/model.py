@@ -19,6 +19,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from instaseg.models.cascade.roi_heads import CascadeRoIHeads
 from instaseg.models.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputSpec, RawOutput
 from instaseg.models.maskrcnn.export import tracing_functions
+from instaseg.models.maskrcnn.model import busy_mask_logits
 
 
 class CascadeMaskRCNN(Detector):
@@ -70,8 +71,4 @@ class CascadeMaskRCNN(Detector):
             return tuple(self.raw_forward(images, [(image_size[0], image_size[1])])[0])
 
     def make_outputs_busy(self) -> None:
-        """Mask logits near 0.5 probability: random-init masks come out partly filled, as trained ones do."""
-        with torch.no_grad():
-            logits = self.roi_heads.mask_predictor.mask_fcn_logits
-            logits.weight.mul_(0.1)
-            logits.bias.add_(0.8)
+        busy_mask_logits(self.roi_heads.mask_predictor)

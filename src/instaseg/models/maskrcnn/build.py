@@ -23,7 +23,14 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from instaseg.errors import UserError
-from instaseg.models.backbones import FeaturePyramidBackbone, build_c4_backbone, build_feature_body, freeze_stages
+from instaseg.models.backbones import (
+    FeaturePyramidBackbone,
+    build_c4_backbone,
+    build_feature_body,
+    check_backbone_and_norm,
+    freeze_stages,
+)
+from instaseg.models.detector import key_error
 from instaseg.models.maskrcnn.model import MaskRCNNDetector
 
 # Every key a maskrcnn recipe may set; a recipe states only what differs. Values follow torchvision's
@@ -174,14 +181,9 @@ def build_maskrcnn(
 
 def validate_model_section(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete maskrcnn model section (types are checked against DEFAULTS by the config)."""
-    from instaseg.models.backbones import NORMS, backbone_spec
+    bad = key_error(cfg, source)
 
-    def bad(key: str, why: str) -> UserError:
-        return UserError(f"model.{key} {why}, got {cfg[key]!r}", source, f"model.{key}")
-
-    backbone_spec(cfg["backbone"])
-    if cfg["norm"] not in NORMS:
-        raise bad("norm", f"must be one of {', '.join(NORMS)}")
+    check_backbone_and_norm(cfg, bad)
     for key in ("fpn_norm", "head_norm"):
         _norm_layer(cfg[key], key)
     levels = cfg["levels"]

@@ -48,8 +48,11 @@ class MaskRCNNDetector(MaskRCNN, Detector):
             return tuple(self.raw_forward(images, [(image_size[0], image_size[1])])[0])
 
     def make_outputs_busy(self) -> None:
-        """Mask logits near 0.5 probability: random-init masks come out partly filled, as trained ones do."""
-        with torch.no_grad():
-            logits = self.roi_heads.mask_predictor.mask_fcn_logits
-            logits.weight.mul_(0.1)
-            logits.bias.add_(0.8)
+        busy_mask_logits(self.roi_heads.mask_predictor)
+
+
+def busy_mask_logits(mask_predictor: torch.nn.Module) -> None:
+    """Per-box mask logits near 0.5 probability: random-init masks come out partly filled, as trained ones do."""
+    with torch.no_grad():
+        mask_predictor.mask_fcn_logits.weight.mul_(0.1)
+        mask_predictor.mask_fcn_logits.bias.add_(0.8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from instaseg.errors import UserError
-from instaseg.models.detector import Architecture
+from instaseg.models.detector import Architecture, key_error
 
 # size -> (deepen, widen, neck/head channels, neck CSP blocks), as the published configs set them
 SIZES: dict[str, tuple[float, float, int, int]] = {
@@ -79,8 +79,7 @@ def build_rtmdet_ins(recipe: dict, num_classes: int, download_backbone: bool = F
 def validate_model_section(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete rtmdet_ins model section."""
 
-    def bad(key: str, why: str) -> UserError:
-        return UserError(f"model.{key} {why}, got {cfg[key]!r}", source, f"model.{key}")
+    bad = key_error(cfg, source)
 
     if cfg["backbone"] not in SIZES:
         raise bad("backbone", f"must be one of {', '.join(SIZES)}")

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from instaseg.errors import UserError
-from instaseg.models.detector import Architecture
+from instaseg.models.detector import Architecture, key_error
 
 DEFAULTS: dict[str, Any] = {
     "architecture": "solov2",
@@ -86,14 +85,11 @@ def _check_levels(cfg: dict, bad) -> None:
 
 def validate_model_section(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete solov2 model section (types are checked against DEFAULTS by the config)."""
-    from instaseg.models.backbones import NORMS, backbone_spec
+    from instaseg.models.backbones import check_backbone_and_norm
 
-    def bad(key: str, why: str) -> UserError:
-        return UserError(f"model.{key} {why}, got {cfg[key]!r}", source, f"model.{key}")
+    bad = key_error(cfg, source)
 
-    backbone_spec(cfg["backbone"])
-    if cfg["norm"] not in NORMS:
-        raise bad("norm", f"must be one of {', '.join(NORMS)}")
+    check_backbone_and_norm(cfg, bad)
     _check_levels(cfg, bad)
     for key in ("fpn_channels", "head_channels", "stacked_convs", "kernel_channels", "mask_feat_channels",
                 "gn_groups", "nms_pre"):  # fmt: skip
