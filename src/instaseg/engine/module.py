@@ -107,12 +107,12 @@ class InstanceSegModule(pl.LightningModule):
     # ---- validation ----
     def on_validation_epoch_start(self) -> None:
         self._val_records = {}
+        # every detection the model keeps (its recipe's eval.score_threshold and max_dets), as `instaseg eval`
+        self._val_predictor = Predictor(TorchBackend(self.model, self.device), self.class_names, threshold=0.0)
 
     def validation_step(self, batch: tuple[list, list], batch_idx: int) -> None:
         images, targets = batch
-        # every detection the model keeps (its recipe's eval.score_threshold and max_dets), as `instaseg eval`
-        predictor = Predictor(TorchBackend(self.model, self.device), self.class_names, threshold=0.0)
-        for target, det in zip(targets, predictor.detect(images), strict=True):
+        for target, det in zip(targets, self._val_predictor.detect(images), strict=True):
             image_id = int(target["image_id"])
             size = tuple(int(s) for s in target["orig_size"])
             output = {"boxes": det.boxes, "labels": det.labels, "scores": det.scores, "masks": det.rles}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,6 +83,12 @@ class RawOutput(NamedTuple):
 def padded_size(size: int, stride: int) -> int:
     """``size`` rounded up to a multiple of ``stride`` (the padding the pre-processing applies)."""
     return -(-int(size) // stride) * stride
+
+
+def pad_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Target masks [N,h,w] zero-padded (bottom, right) to the padded batch size, as the images are padded."""
+    h, w = masks.shape[-2:]
+    return F.pad(masks, (0, size[1] - w, 0, size[0] - h)) if (h, w) != tuple(size) else masks
 
 
 def clip_boxes(boxes: torch.Tensor, height: Any, width: Any) -> torch.Tensor:

@@ -7,7 +7,6 @@ shared with the exported backends.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,7 +46,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[TorchBac
     """Backend and checkpoint info (class_names, category_ids, input, recipe) from an instaseg checkpoint."""
     from instaseg.models.checkpoint import model_from_checkpoint
 
+    # the model is built with the checkpoint's recorded input size, so its input_spec is already the one to use
     model, info = model_from_checkpoint(path, device=str(resolve_device(device)))
-    input_size = info.get("input") or {}
-    spec = replace(model.input_spec, **{k: int(v) for k, v in input_size.items() if k in ("min_size", "max_size")})
-    return TorchBackend(model, device, spec), info
+    return TorchBackend(model, device), info

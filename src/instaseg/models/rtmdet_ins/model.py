@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from instaseg.models.backbones import freeze_stages
-from instaseg.models.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputSpec, RawOutput, clip_boxes
+from instaseg.models.detector import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Detector,
+    InputSpec,
+    RawOutput,
+    clip_boxes,
+    pad_masks,
+)
 from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner, mask_centers
 from instaseg.models.rtmdet_ins.cspnext import CSPNeXt
 from instaseg.models.rtmdet_ins.detect import (
@@ -137,12 +145,6 @@ class RTMDetIns(Detector):
         start = loss_stride // 2
         gt = gt_masks[:, start::loss_stride, start::loss_stride]
         return dice_loss(logits[:, : gt.shape[1], : gt.shape[2]], gt)
-
-
-def pad_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Masks [N,h,w] zero-padded (bottom, right) to the padded batch size."""
-    h, w = masks.shape[-2:]
-    return F.pad(masks, (0, size[1] - w, 0, size[0] - h)) if (h, w) != tuple(size) else masks
 
 
 def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:

@@ -21,6 +21,7 @@ from instaseg.models.detector import (
     InputSpec,
     RawOutput,
     clip_boxes,
+    pad_masks,
     padded_size,
 )
 from instaseg.models.solov2.head import LEVEL_STRIDES, MaskFeatureHead, SOLOv2Head, flatten_levels
@@ -153,12 +154,6 @@ class SOLOv2(Detector):
             "loss_cls": cfg["loss_cls_weight"] * loss_cls / (num_pos + 1),
             "loss_mask": cfg["loss_mask_weight"] * mask_sum / max(num_pos, 1),
         }
-
-
-def pad_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Masks [N,h,w] zero-padded (bottom, right) to the padded batch size."""
-    h, w = masks.shape[-2:]
-    return F.pad(masks, (0, size[1] - w, 0, size[0] - h)) if (h, w) != tuple(size) else masks
 
 
 def full_size_output(out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
