@@ -25,6 +25,7 @@ LAYER = {
     "inference": 2,
     "export": 2,
     "benchmark": 2,
+    "autobackend": 2,
     "cli": 3,
     "__main__": 3,
     "": 3,  # instaseg/__init__.py: the public API

@@ -225,7 +225,8 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
 
     def killed_midway(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        half = b"PK\x03\x04 half a checkpoint"
+        f.write(half) if hasattr(f, "write") else Path(f).write_bytes(half)  # a file object or a path
         raise KeyboardInterrupt  # the process dies while the new file is being written
 
     monkeypatch.setattr(torch, "save", killed_midway)
@@ -292,3 +293,24 @@ def test_seed_and_precision_come_from_the_recipe(shapes: Path, tmp_path: Path, m
     assert train_mod.build_trainer(recipe, tmp_path / "t", "cpu", 1, 1).precision == "32-true"
     with pytest.raises(UserError, match="train.precision"):
         resolve_recipe("maskrcnn_fast", overrides=["train.precision=fp8"])
+
+
+def test_run_cut_mid_epoch_by_max_steps_ends_cleanly(shapes: Path, tmp_path: Path) -> None:
+    """max_steps that ends training inside an epoch, before any validation, with early stopping on: no metric
+    exists yet, and the run must still end with its last checkpoint rather than crash on the missing metric."""
+    out = tmp_path / "cut"
+    overrides = [*TINY, "train.max_steps=2", "train.early_stop_patience=3"]
+    train("maskrcnn_fast", shapes, epochs=5, device="cpu", out=out, overrides=overrides)
+    assert (out / "last.ckpt").is_file()
+    model, info = model_from_checkpoint(out / "last.ckpt")
+    assert info["class_names"] == list(CLASSES[: len(info["class_names"])])
+
+
+def test_last_checkpoint_follows_every_epoch_with_or_without_validation(shapes: Path, tmp_path: Path) -> None:
+    """last.ckpt is the state after the latest epoch even when the AP did not improve (Lightning's save_last alone
+    skips those) and when no validation ran at all (a long val_interval)."""
+    for name, extra in (("stalled", ["train.lr=1e-12"]), ("unvalidated", ["train.val_interval=100"])):
+        out = tmp_path / name
+        train("maskrcnn_fast", shapes, epochs=2, device="cpu", out=out, overrides=[*TINY, *extra])
+        last = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
+        assert (last["epoch"], last["global_step"]) == (1, 6), name  # 3 steps per epoch

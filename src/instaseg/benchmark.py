@@ -19,8 +19,9 @@ import numpy as np
 
 from instaseg.errors import UserError
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-_EXPORTED = {".onnx": "onnxruntime", ".xml": "openvino"}
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+_EXPORTED = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt"}
+_EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
 
 
 class PeakMemory:
@@ -186,7 +187,7 @@ def load_predictor(
 
     exported = export_model(
         path,
-        format="onnx" if backend == "onnxruntime" else "openvino",
+        format=_EXPORT_FORMAT[backend],
         out=workdir / backend,
         img_size=img_size,
         dynamic=True,

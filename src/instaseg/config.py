@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
         "photometric": True,
         "copy_paste": False,
         "grad_clip": 10.0,  # max gradient norm, or null
+        "max_nonfinite_steps": 5,  # steps in a row with a NaN/Inf loss or gradient (each skipped) before the run stops
+        "backbone_lr_mult": 1.0,  # learning rate of the parameters under model.backbone, as a multiple of lr
         "val_interval": 1,  # validate every this many epochs
         "num_workers": 2,
         "max_minutes": None,  # wall-clock training budget, or null
@@ -185,6 +187,8 @@ def validate_sections(recipe: dict, model_defaults: dict, source: str | None = N
     )
     if recipe["input"]["min_size"] > recipe["input"]["max_size"]:
         raise UserError("input.min_size must not exceed input.max_size", source, "input")
+    if recipe["train"]["backbone_lr_mult"] < 0:
+        raise UserError("train.backbone_lr_mult must not be negative", source, "train.backbone_lr_mult")
     if not 0.0 < recipe["train"]["ema_decay"] < 1.0:
         raise UserError("train.ema_decay must be in (0, 1)", source, "train.ema_decay")
     jitter = recipe["train"]["scale_jitter"]

@@ -6,9 +6,11 @@ The command line prints its one-line message and exits with status 2; it never s
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
+EXIT_RUN_STOPPED = 3
 
 
 class UserError(Exception):
@@ -25,3 +27,13 @@ class UserError(Exception):
         if self.record:
             where = f"{where} [{self.record}]" if where else f"[{self.record}]"
         return f"{where}: {self.detail}" if where else self.detail
+
+
+class RunStopped(Exception):
+    """A training run stopped early by a fault (diverging loss, a dead data worker) in a state that
+    ``--resume`` continues from; the command line prints its one-line message and exits with status 3."""
+
+
+def disk_full(error: OSError) -> bool:
+    """True for 'no space left' and 'quota exceeded': a full disk, not a bug, reported in one line."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from instaseg import __version__
-from instaseg.errors import EXIT_USER_ERROR, UserError
+from instaseg.errors import EXIT_RUN_STOPPED, EXIT_USER_ERROR, RunStopped, UserError, disk_full
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except RunStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return EXIT_RUN_STOPPED
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        # a write that did not go through atomic_write (a copied image, a library's own file)
+        print(f"error: {e.filename or 'output'}: no space left on the device (or quota exceeded)", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

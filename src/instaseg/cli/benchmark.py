@@ -12,9 +12,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend",
         nargs="+",
-        choices=("torch", "onnxruntime", "openvino"),
-        help="one or more (default: torch, or the exported file's runtime)",
+        choices=("torch", "onnxruntime", "openvino", "tensorrt", "auto"),
+        help="one or more (default: torch, or the exported file's runtime); auto: every runtime and precision "
+        "available here, measured for mask AP on --val-data and latency, the fastest accurate one chosen",
     )
+    p.add_argument("--val-data", help="dataset root (val split: accuracy; train split: INT8 calibration) for auto")
+    p.add_argument("--tolerance", type=float, default=0.5, help="mask AP points auto may lose against fp32 eager")
+    p.add_argument("--refresh", action="store_true", help="auto: measure again instead of reading the cached decision")
     p.add_argument("--img-size", type=int, help="input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
@@ -29,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     from instaseg.benchmark import benchmark, print_benchmark
 
+    if args.backend and "auto" in args.backend:
+        return _auto(args)
     result = benchmark(
         args.model,
         backends=args.backend,
@@ -44,4 +50,24 @@ def _benchmark(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print_benchmark(result)
+    return 0
+
+
+def _auto(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from instaseg.autobackend import choose_backend, print_choice
+    from instaseg.errors import UserError
+
+    if args.backend != ["auto"]:
+        raise UserError("--backend auto measures every backend itself: give it alone")
+    if not args.val_data:
+        raise UserError("--backend auto needs --val-data: a dataset root whose val split measures accuracy")
+    result = choose_backend(
+        args.model, args.val_data, device=args.device, tolerance=args.tolerance, iters=args.iters, refresh=args.refresh
+    )
+    if args.json:
+        print(json.dumps({**result, "choice": asdict(result["choice"]), "rows": [asdict(r) for r in result["rows"]]}))
+    else:
+        print_choice(result)
     return 0

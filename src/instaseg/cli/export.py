@@ -1,4 +1,4 @@
-"""`instaseg export`: a checkpoint -> a self-contained ONNX or OpenVINO model, optionally INT8."""
+"""`instaseg export`: a checkpoint -> a self-contained ONNX, OpenVINO (optionally INT8) or TensorRT model."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or OpenVINO (fp32, fp16, bf16, INT8)")
+    p = sub.add_parser(
+        "export", help="export a checkpoint to ONNX, OpenVINO (fp32, fp16, bf16, INT8) or TensorRT (fp32, fp16)"
+    )
     p.add_argument("--checkpoint", required=True, help="instaseg checkpoint (.ckpt/.pt)")
-    p.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    p.add_argument(
+        "--format", choices=("onnx", "openvino", "tensorrt"), default="onnx", help="tensorrt: an engine for this GPU"
+    )
     p.add_argument("--out", help="output folder (default: export/ beside the checkpoint)")
     p.add_argument("--img-size", type=int, help="input size (min and max side); default the checkpoint's")
     p.add_argument("--dynamic", action="store_true", help="any input height and width (default: one fixed square)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="fp16/bf16: OpenVINO")
+    p.add_argument(
+        "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="fp16: OpenVINO, TensorRT; bf16: OpenVINO"
+    )
     p.add_argument("--int8", action="store_true", help="NNCF post-training INT8 quantization (OpenVINO)")
     p.add_argument(
         "--calib-data",

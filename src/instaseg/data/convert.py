@@ -13,7 +13,7 @@ from pathlib import Path
 from instaseg.data.coco import CocoData
 from instaseg.data.formats import ImportedDataset, read_dataset
 from instaseg.data.formats.common import log
-from instaseg.data.writer import place_image, prepare_output_dir, write_coco_dataset
+from instaseg.data.writer import place_image, prepare_output_dir, staged_output, write_coco_dataset
 from instaseg.errors import UserError
 from instaseg.utils.io import atomic_write_bytes
 
@@ -41,12 +41,15 @@ def convert_dataset(
         dataset = split_off_val(dataset, val_fraction)
     roots = [src if src.is_dir() else src.parent] + [data.image_root for data in dataset.splits.values()]
     out = prepare_output_dir(out, roots)
-    if dst_format == "yolo":
-        from instaseg.data.formats.yolo import write_yolo_dataset
+    with staged_output(out) as staging:
+        if dst_format == "yolo":
+            from instaseg.data.formats.yolo import write_yolo_dataset
 
-        return write_yolo_dataset(dataset, out, lambda source, dst: place_file(source, dst, link_images))
-    for split, data in dataset.splits.items():
-        write_coco_dataset({split: data}, out, link_images, image_source=_image_source(dataset, split, out))
+            write_yolo_dataset(dataset, staging, lambda source, dst: place_file(source, dst, link_images))
+        else:
+            for split, data in dataset.splits.items():
+                source = _image_source(dataset, split, staging)
+                write_coco_dataset({split: data}, staging, link_images, image_source=source)
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from instaseg.data.coco import CocoData, dataset_root, load_dataset
-from instaseg.data.writer import prepare_output_dir, write_coco_dataset
+from instaseg.data.writer import prepare_output_dir, staged_output, write_coco_dataset
 from instaseg.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def split_dataset(
                 part.info["split_name"] = name
             parts[name] = part
     # each record's own source split knows where its file lives
-    write_coco_dataset(parts, out, link_images, image_source=lambda _, im: origin[id(im)].image_path(im))
+    with staged_output(out) as staging:
+        write_coco_dataset(parts, staging, link_images, image_source=lambda _, im: origin[id(im)].image_path(im))
     return out
 
 

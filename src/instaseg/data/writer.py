@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from instaseg.data.coco import CocoData, save_coco, split_file
-from instaseg.errors import UserError
+from instaseg.errors import UserError, disk_full
+from instaseg.utils.io import disk_full_error
 from instaseg.utils.progress import track
 
 
@@ -34,15 +36,39 @@ def prepare_output_dir(out: str | Path, sources: list[Path]) -> Path:
     return out
 
 
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A hidden sibling folder to write a whole dataset into, renamed onto the (empty) ``out`` when the block
+    ends without an error: a killed or failed run never leaves a folder that looks like a finished dataset."""
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():  # left by a killed run: ours by its name, and never a finished dataset
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()  # prepare_output_dir made it and it is still empty (rmdir refuses otherwise)
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def place_image(src: Path, dst: Path, link: bool) -> None:
     """Copy (default) or symlink ``src`` to ``dst``; never moves or alters the source."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         return
-    if link:
-        os.symlink(src.resolve(), dst)
-    else:
-        shutil.copy2(src, dst)
+    try:
+        if link:
+            os.symlink(src.resolve(), dst)
+        else:
+            shutil.copy2(src, dst)
+    except OSError as e:
+        if disk_full(e):
+            dst.unlink(missing_ok=True)  # a partial copy must not pass for the image
+            raise disk_full_error(dst) from None
+        raise
 
 
 def write_coco_dataset(

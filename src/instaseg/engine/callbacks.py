@@ -28,7 +28,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        atomic_write(Path(path), lambda tmp: _save_to_file(checkpoint, tmp))
+
+
+def _save_to_file(checkpoint: dict[str, Any], tmp: Path) -> None:
+    # through a Python file object a full disk surfaces as OSError(ENOSPC); torch's own writer turns it
+    # into an anonymous RuntimeError that could not be told from a bug
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
 
 
 class ModelEMA:

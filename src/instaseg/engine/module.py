@@ -20,6 +20,7 @@ import torch.distributed as dist
 from instaseg.data.coco import CocoData
 from instaseg.engine.callbacks import EMACallback, find_callback
 from instaseg.engine.evaluate import CocoEvaluator, predictions_to_coco_results
+from instaseg.engine.faults import NonFiniteGuard
 from instaseg.engine.schedules import build_optimizer
 from instaseg.inference.backends.torch import TorchBackend
 from instaseg.inference.predictor import Predictor
@@ -54,7 +55,7 @@ class InstanceSegModule(pl.LightningModule):
         self.category_ids = [int(c) for c in category_ids]
         self.val_gt = val_gt
         self.max_dets = int(recipe["eval"]["max_dets"])
-        self.strict_finite = True  # AMP skips overflowing steps itself; in fp32 a non-finite loss is divergence
+        self.finite_guard = NonFiniteGuard(int(recipe["train"].get("max_nonfinite_steps", 5)))
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_count = 0
         self._val_records: dict[int, list[dict]] = {}
@@ -80,11 +81,10 @@ class InstanceSegModule(pl.LightningModule):
         images, targets = batch
         losses = self.model(images, targets)
         loss = sum(losses.values())
-        if self.strict_finite and not torch.isfinite(loss):
-            detail = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
-            raise RuntimeError(
-                f"training diverged at step {self.global_step} ({detail}); lower train.lr or raise train.warmup_iters"
-            )
+        self.finite_guard.see_batch([int(t["image_id"]) for t in targets], losses)
+        if not torch.isfinite(loss):
+            # still returned: every process then runs backward (DDP needs it) and the guard drops the gradients
+            return loss
         for name, value in losses.items():
             self._loss_sums[name] = self._loss_sums.get(name, 0.0) + value.detach()
         self._loss_sums["loss"] = self._loss_sums.get("loss", 0.0) + loss.detach()
@@ -93,6 +93,18 @@ class InstanceSegModule(pl.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, batch_size=len(images))
         self.log("lr", lr, prog_bar=True, batch_size=len(images))
         return loss
+
+    @property
+    def strict_finite(self) -> bool:
+        """Whether non-finite steps stop the run: AMP skips overflowing steps itself; in fp32 they are divergence."""
+        return self.finite_guard.stop_enabled
+
+    @strict_finite.setter
+    def strict_finite(self, value: bool) -> None:
+        self.finite_guard.stop_enabled = bool(value)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.finite_guard.check_gradients(self.model, self.global_step)
 
     def epoch_train_losses(self) -> dict[str, float]:
         """Mean of each loss over this epoch's steps so far, averaged over processes (a collective call)."""
@@ -159,3 +171,8 @@ class InstanceSegModule(pl.LightningModule):
         ema = find_callback(self.trainer, EMACallback) if self._trainer is not None else None
         weights = ema.ema.state if ema is not None and ema.ema.state else self.model.state_dict()
         checkpoint["instaseg"] = checkpoint_payload(weights, self.recipe, self.class_names, self.category_ids)
+        checkpoint["nonfinite_steps"] = self.finite_guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "nonfinite_steps" in checkpoint:
+            self.finite_guard.load_state_dict(checkpoint["nonfinite_steps"])

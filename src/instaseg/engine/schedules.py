@@ -36,22 +36,32 @@ def _no_decay(name: str, param: torch.nn.Parameter, module_types: dict[str, type
     return param.ndim <= 1 and (is_norm or name.endswith(".bias"))
 
 
+def _is_backbone(name: str) -> bool:
+    return name.startswith("backbone.")
+
+
 def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    """The recipe's optimizer over the trainable parameters (shared ones once)."""
+    """The recipe's optimizer over the trainable parameters (shared ones once). Parameters under
+    ``model.backbone`` learn at ``backbone_lr_mult`` x lr (DETR-style recipes fine-tune a pretrained backbone
+    slowly); the schedules scale every group's own base lr, so the ratio holds throughout."""
     kind = cfg["optimizer"]
     lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd)
-    if kind != "adamw":
+    mult = float(cfg["backbone_lr_mult"])
+    if kind not in OPTIMIZERS:
         raise UserError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}", record="train")
     types = {name: type(m) for name, m in model.named_modules()}
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():  # named_parameters lists a shared parameter once
         if p.requires_grad:
-            (no_decay if _no_decay(name, p, types) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+            exempt = kind == "adamw" and _no_decay(name, p, types)  # SGD decays every weight
+            groups.setdefault((_is_backbone(name) and mult != 1.0, exempt), []).append(p)
+    param_groups = [
+        {"params": params, "lr": lr * (mult if backbone else 1.0), "weight_decay": 0.0 if exempt else wd}
+        for (backbone, exempt), params in sorted(groups.items(), key=lambda item: item[0])
+    ]  # the head's decayed group first: the lr that is logged
+    if kind == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd)
+    return torch.optim.AdamW(param_groups, lr=lr)
 
 
 def training_progress(trainer: pl.Trainer) -> float:

@@ -24,6 +24,14 @@ from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
 from instaseg.data.transforms import build_transforms
 from instaseg.engine.callbacks import VAL_METRIC, AtomicCheckpointIO, EMACallback
+from instaseg.engine.faults import (
+    ResumableOnFault,
+    check_resume_fits,
+    is_worker_death,
+    read_resume_point,
+    reconcile_run_records,
+    worker_death_stop,
+)
 from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.outputs import FILES, RunRecorder, attach_log, detach_log, run_paths
 from instaseg.engine.schedules import make_schedule_callbacks
@@ -65,8 +73,13 @@ def train(
     (False in the extra processes of a multi-process run, which should stay quiet).
     """
     recipe, out_dir = _prepare_run(model, out, resume, epochs, batch_size, img_size, lr, overrides)
-    handler = attach_log(out_dir / FILES["log"])
+    point = read_resume_point(out_dir / FILES["last"]) if resume else None
+    note = reconcile_run_records(out_dir, point, FILES["metrics"], FILES["log"]) if _launching_rank_zero() else None
+    # on a cluster every rank runs this; one writer keeps train.log free of each line repeated per process
+    handler = attach_log(out_dir / FILES["log"]) if _launching_rank_zero() else None
     try:
+        if note:
+            logger.info(note)
         splits = _load_splits(data)
         train_data, val_data = splits["train"], splits["val"]
         logger.info(
@@ -80,12 +93,19 @@ def train(
         # a resumed run takes its weights from last.ckpt: build without fetching any pretrained ones
         net = build_model(recipe, num_classes=len(train_data.class_names), weights="none" if resume else weights)
         module = InstanceSegModule(net, recipe, train_data.class_names, train_data.category_ids, val_gt=val_data)
+        if point is not None:
+            check_resume_fits(point, module, train_data.class_names)
         trainer = build_trainer(recipe, out_dir, device, devices, num_nodes)
         module.strict_finite = trainer.precision == "32-true"
         loaders = make_loaders(recipe, train_data, val_data)
         ckpt = str(out_dir / FILES["last"]) if resume else None
         start = time.monotonic()
-        trainer.fit(module, *loaders, ckpt_path=ckpt)
+        try:
+            trainer.fit(module, *loaders, ckpt_path=ckpt)
+        except RuntimeError as e:
+            if is_worker_death(e):
+                raise worker_death_stop(e) from None
+            raise
         logger.info("training stopped after %.0f s", time.monotonic() - start)
         return _result(trainer, out_dir)
     finally:
@@ -140,10 +160,12 @@ def _default_out(name: str) -> Path:
 
 
 def _launching_rank_zero() -> bool:
-    """Before the Trainer exists: is this the process that will be (or launch) global rank 0?"""
-    return (
-        int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0 and os.environ.get("NODE_RANK", "0") == "0"
-    )
+    """Before the Trainer exists: is this the process that will be (or launch) global rank 0? torchrun sets RANK,
+    SLURM's srun SLURM_PROCID and SLURM_NODEID, Lightning's own launcher LOCAL_RANK and NODE_RANK."""
+    env = os.environ
+    rank = env.get("RANK") or env.get("SLURM_PROCID") or env.get("LOCAL_RANK") or "0"
+    node = env.get("NODE_RANK") or env.get("SLURM_NODEID") or "0"
+    return int(rank) == 0 and int(node) == 0
 
 
 def _load_splits(data: str | Path) -> dict[str, CocoData]:
@@ -214,21 +236,35 @@ def make_callbacks(recipe: dict, out: Path) -> list[pl.Callback]:
         callbacks.append(EMACallback(decay=float(cfg["ema_decay"])))
     callbacks += make_schedule_callbacks(cfg)  # warmup + plateau or flat-cosine lr; Mosaic/MixUp switch-off
     callbacks.append(RunRecorder(out))
+    callbacks.append(ResumableOnFault(out / FILES["last"]))
     patience = cfg["early_stop_patience"]
     if patience:
-        callbacks.append(EarlyStopping(monitor=VAL_METRIC, mode="max", patience=int(patience), check_finite=False))
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=str(out),
-            filename="best",
-            monitor=VAL_METRIC,
-            mode="max",
-            save_top_k=1,
-            save_last=True,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
+        # judged after each validation only: a run cut mid-epoch (max_steps, max_minutes) has no new metric to judge
+        early = EarlyStopping(
+            monitor=VAL_METRIC, mode="max", patience=int(patience), check_finite=False, check_on_train_epoch_end=False
         )
+        callbacks.append(early)
+    best = ModelCheckpoint(
+        dirpath=str(out),
+        filename="best",
+        monitor=VAL_METRIC,
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
+    # last.ckpt by a checkpoint of its own, written at the end of every training epoch (after that epoch's
+    # validation, if any, and also when max_steps or max_minutes cut an epoch short): Lightning's save_last writes it
+    # only in a step where the best one improved, so a run whose AP stalled would resume epochs behind where it stopped
+    last = ModelCheckpoint(
+        dirpath=str(out),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )
+    callbacks += [best, last]  # best first: trainer.checkpoint_callback is the first
     return callbacks
 
 

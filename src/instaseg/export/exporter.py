@@ -1,4 +1,4 @@
-"""`export_model`: an instaseg checkpoint -> a self-contained ONNX or OpenVINO model (+ optional INT8)."""
+"""`export_model`: an instaseg checkpoint -> a self-contained ONNX, OpenVINO (+ optional INT8) or TensorRT model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from instaseg.inference.preprocess import preprocess
 from instaseg.models.detector import INPUT_NAMES, OUTPUT_NAMES, InputSpec, padded_size
 from instaseg.utils.flops import count_flops
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "tensorrt")
 logger = logging.getLogger(__name__)
 
 
@@ -29,6 +29,10 @@ def _check_options(fmt: str, precision: str, int8: bool, calib_data: Any) -> Non
         raise UserError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if fmt == "onnx" and precision != "fp32":
         raise UserError("ONNX Runtime's CPU kernels compute in fp32: use --format openvino for fp16 or bf16")
+    if fmt == "tensorrt":
+        from instaseg.export.tensorrt import check_tensorrt
+
+        check_tensorrt(precision, int8)
     if int8 and fmt != "openvino":
         raise UserError("INT8 quantization is done with NNCF on the OpenVINO model: use --format openvino")
     if int8 and calib_data is None:
@@ -40,7 +44,7 @@ def _check_options(fmt: str, precision: str, int8: bool, calib_data: Any) -> Non
 def output_name(fmt: str, precision: str, int8: bool) -> str:
     """model.onnx / model.xml, with the precision in the name when it is not fp32."""
     stem = "model" + ("" if precision == "fp32" else f"_{precision}") + ("_int8" if int8 else "")
-    return stem + (".onnx" if fmt == "onnx" else ".xml")
+    return stem + {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}[fmt]
 
 
 def example_inputs(spec: InputSpec, dynamic: bool, image: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
@@ -93,8 +97,9 @@ def export_model(
 
     ``out``: folder (default: ``export/`` beside the checkpoint). ``img_size``: input size (min and max side);
     default the checkpoint's. ``dynamic``: any input height and width; otherwise one fixed square graph that every
-    resized image is padded into. ``precision``: fp32 | fp16 | bf16 (fp16/bf16: OpenVINO). ``int8``: NNCF
-    post-training quantization (OpenVINO) calibrated on up to ``calib_size`` images from ``calib_data``.
+    resized image is padded into. ``precision``: fp32 | fp16 | bf16 (fp16/bf16: OpenVINO; fp16: TensorRT).
+    ``int8``: NNCF post-training quantization (OpenVINO) calibrated on up to ``calib_size`` images from
+    ``calib_data``. ``format="tensorrt"`` builds an engine for this machine's NVIDIA GPU from the same ONNX graph.
     """
     from instaseg.models.checkpoint import model_from_checkpoint
 
@@ -151,6 +156,14 @@ def _write(
 
     if fmt == "onnx":
         write_onnx(graph_module, example, meta, path, dynamic)
+        return
+    if fmt == "tensorrt":
+        from instaseg.export.tensorrt import write_engine
+
+        side = padded_size(spec.max_size, spec.size_divisible)
+        with tempfile.TemporaryDirectory(prefix="instaseg_export_") as tmp:
+            onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic)
+            write_engine(onnx_path, meta, path, precision, dynamic, spec.size_divisible, side)
         return
     from instaseg.export.openvino import convert_onnx, save_ir
 

@@ -44,6 +44,19 @@ def _summary(predictor: Predictor, images: int, instances: int, skipped: int, ou
     return f"{images} images, {instances} instances{skip}{where} (per batch: {stages})"
 
 
+def _load_predictor(args: argparse.Namespace) -> Predictor:
+    device = getattr(args, "device", "cpu")
+    if getattr(args, "backend", None) != "auto":
+        return create_model(args.checkpoint, device=device, threshold=args.threshold, amp=getattr(args, "amp", False))
+    if not args.val_data:
+        raise UserError("--backend auto needs --val-data: a dataset root whose val split measures accuracy")
+    from instaseg.autobackend import create_auto_model, print_choice
+
+    predictor, decision = create_auto_model(args.checkpoint, args.val_data, device=device, threshold=args.threshold)
+    print_choice(decision, Console(stderr=True))
+    return predictor
+
+
 def run_predict(args: argparse.Namespace) -> dict:
     """Run the command; returns counts. Unreadable images are reported on stderr, one line each, and skipped."""
     save_json = args.save_json or not args.save_img
@@ -51,7 +64,7 @@ def run_predict(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if save_json or save_img:  # outputs inside an input folder would alter it, and be read back on the next run
         refuse_inside_sources(out, [Path(p) for p in args.input if Path(p).is_dir()])
-    predictor = create_model(args.checkpoint, device=getattr(args, "device", "cpu"), threshold=args.threshold)
+    predictor = _load_predictor(args)
     total = count_inputs(args.input)  # also fails early, in one line, on an input that does not exist
     skipped: list[UserError] = []
     coco: list[dict] = []
@@ -80,4 +93,69 @@ def run_predict(args: argparse.Namespace) -> dict:
     console.print(
         _summary(predictor, images, instances, len(skipped), out if save_json or save_img else None), soft_wrap=True
     )
-    return {"images": images, "instances": instances, "skipped": len(skipped)}
+    reasons = skip_reasons(skipped)
+    if reasons:
+        # beside the summary (stdout): stderr holds one line per skipped file, which scripts read
+        console.print("skipped " + ", ".join(f"{n} {why}" for why, n in reasons.items()), soft_wrap=True)
+    return {"images": images, "instances": instances, "skipped": len(skipped), "skip_reasons": reasons}
+
+
+def skip_reasons(errors: list[UserError]) -> dict[str, int]:
+    """How many inputs were skipped for each reason (the error's text without its particulars), most first."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        reason = error.detail.split(" (", 1)[0]
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def run_predict_ray(args: argparse.Namespace) -> dict:
+    """`--engine ray`: sharded, resumable results files under ``--out``, with images/s as shards finish."""
+    from instaseg.inference.ray_engine import predict_ray
+
+    options = {
+        "--save-img": args.save_img,
+        "--coco-results": args.coco_results,
+        "--backend auto": args.backend == "auto",
+        "--amp": args.amp,
+    }
+    unsupported = [flag for flag, given in options.items() if given]
+    if unsupported:
+        raise UserError(f"{unsupported[0]} is not available with --engine ray (it writes sharded results files)")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UserError("--engine ray needs Ray Data: pip install 'instaseg[ray]'") from None
+    out = Path(args.out)
+    refuse_inside_sources(out, [Path(p) for p in args.input if Path(p).is_dir()])
+    console = Console()
+    columns = (TextColumn("[bold]predicting on ray"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, TextColumn("{task.fields[rate]}"), console=console) as progress:
+        task = progress.add_task("ray", total=None, rate="")
+        seen = 0
+
+        def advance(images: int, seconds: float) -> None:
+            nonlocal seen
+            seen += images
+            progress.update(task, advance=images, rate=f"{seen / max(seconds, 1e-9):.1f} images/s")
+
+        summary = predict_ray(
+            args.checkpoint,
+            args.input,
+            out,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            gpus_per_actor=args.gpus_per_worker,
+            threshold=args.threshold,
+            fmt=args.results_format,
+            shard_size=args.shard_size,
+            address=args.ray_address,
+            progress=advance,
+        )
+    skipped = f", {summary['skipped']} unreadable (their records name the reason)" if summary["skipped"] else ""
+    console.print(
+        f"{summary['images']} images in {summary['shards']} shards ({summary['shards_run']} run now, the rest "
+        f"already written){skipped} -> {out}",
+        soft_wrap=True,
+    )
+    return summary

@@ -36,6 +36,7 @@ _BACKENDS = {
     ".pth": "instaseg.inference.backends.torch",
     ".onnx": "instaseg.inference.backends.onnxruntime",
     ".xml": "instaseg.inference.backends.openvino",
+    ".engine": "instaseg.inference.backends.tensorrt",
 }
 
 
@@ -203,12 +204,18 @@ def _image_size(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
 
 
 def create_model(
-    name_or_path: str | Path, device: str = "cpu", threshold: float | None = None, mask_threshold: float = 0.5
+    name_or_path: str | Path,
+    device: str = "cpu",
+    threshold: float | None = None,
+    mask_threshold: float = 0.5,
+    amp: bool = False,
 ) -> Predictor:
-    """Load a checkpoint (.ckpt/.pt/.pth from instaseg training) as a Predictor.
+    """Load a checkpoint (.ckpt/.pt/.pth from instaseg training) or an exported model (.onnx, .xml, .engine) as a
+    Predictor.
 
     ``device``: "cpu", "cuda", "cuda:1" or "auto". ``threshold``: score threshold (default 0.5); it filters the
     model's own output, so values below the recipe's ``eval.score_threshold`` (its box score cut) change nothing.
+    ``amp``: a checkpoint on CUDA runs under fp16 autocast (an exported model's precision is in its file).
     """
     path = Path(name_or_path)
     if not path.is_file():
@@ -222,7 +229,9 @@ def create_model(
         if e.name != module_name:
             raise
         raise UserError(f"{path.suffix} models are not supported by this version of instaseg", path) from None
-    backend, info = module.load(path, device)
+    if amp and not module_name.endswith(".torch"):
+        raise UserError("amp applies to checkpoints; an exported model's precision was chosen at export", path)
+    backend, info = module.load(path, device, amp=True) if amp else module.load(path, device)
     return Predictor(
         backend,
         class_names=info["class_names"],

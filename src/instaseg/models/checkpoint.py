@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,7 @@ from instaseg.errors import UserError
 from instaseg.utils.io import atomic_write_bytes
 
 REQUIRED_KEYS = ("recipe", "class_names", "category_ids", "model_state_dict")
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def checkpoint_payload(
@@ -60,16 +63,23 @@ def read_torch_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint file not found", path)
+    if path.stat().st_size == 0:
+        raise UserError("empty checkpoint file (0 bytes)", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's remarks on pickle protocols say nothing to a user
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses pickled code; say so in one line rather than the long torch message
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        msg = f"not loadable with weights_only=True (corrupt, or holds pickled objects): {first}"
+        found = _UNSAFE_GLOBAL.search(str(e))
+        what = f" ({found.group(1)})" if found else ""
+        msg = f"refused: holds pickled code or objects{what}; weights_only=True loads tensors and plain data only"
         raise UserError(msg, path) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"corrupt or unreadable checkpoint: {first}", path) from None
+        if "central directory" in first or isinstance(e, EOFError):
+            first = "the file ends early (truncated, or still being written)"
+        raise UserError(f"corrupt or unreadable checkpoint: {first[:200]}", path) from None
 
 
 def _check_payload(part: Any, source: str | None) -> dict:
@@ -109,13 +119,28 @@ def model_from_checkpoint(
         info, source = load_checkpoint(path_or_dict), str(path_or_dict)
     recipe = load_recipe(dict(info["recipe"], input=dict(info["input"])))
     model = build_architecture(recipe, len(info["class_names"]))
-    try:
-        model.load_state_dict(info["model_state_dict"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"checkpoint weights do not fit its recipe's model: {first}", source) from None
+    problem = state_mismatch(model.state_dict(), info["model_state_dict"])
+    if problem:
+        raise UserError(f"checkpoint weights do not fit its recipe's model ({problem})", source)
+    model.load_state_dict(info["model_state_dict"])
     info = {k: v for k, v in info.items() if k != "model_state_dict"}
     info["recipe"] = recipe
     if source:
         info["path"] = source
     return model.to(device).eval(), info
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> str | None:
+    """None when ``found`` fits a model whose state is ``expected``; else what differs, briefly (another
+    architecture shows as missing keys, another class count as a shape mismatch in the heads)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing or unexpected:
+        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        return f"{len(missing)} missing and {len(unexpected)} unexpected tensors, e.g. {first}: another architecture?"
+    for key, value in expected.items():
+        other = found[key]
+        if not isinstance(other, torch.Tensor) or other.shape != value.shape:
+            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+            return f"{key} is {shape}, the model needs {tuple(value.shape)}: another class count or model size?"
+    return None

@@ -54,3 +54,29 @@ def openvino_metadata(model: Any) -> dict[str, str]:
         return {}
     section = model.get_rt_info([RT_SECTION]).astype(dict)
     return {str(k): v.astype(str) if hasattr(v, "astype") else str(v) for k, v in section.items()}
+
+
+# A TensorRT engine has no place for metadata: instaseg's .engine file is this magic, the length of the metadata
+# (8 bytes, little-endian), the metadata as JSON string pairs, then the serialised engine.
+ENGINE_MAGIC = b"INSTASEG-TRT\x00"
+
+
+def pack_engine(meta_strings: dict[str, str], engine: bytes) -> bytes:
+    header = json.dumps(meta_strings).encode()
+    return ENGINE_MAGIC + len(header).to_bytes(8, "little") + header + engine
+
+
+def unpack_engine(data: bytes, source: str | Path) -> tuple[dict[str, str], bytes]:
+    """(metadata string pairs, serialised engine) of an instaseg .engine file."""
+    start = len(ENGINE_MAGIC)
+    if not data.startswith(ENGINE_MAGIC) or len(data) < start + 8:
+        raise UserError("not an instaseg TensorRT engine (export it with instaseg export --format tensorrt)", source)
+    length = int.from_bytes(data[start : start + 8], "little")
+    try:
+        strings = json.loads(data[start + 8 : start + 8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError("corrupt instaseg TensorRT engine: unreadable metadata", source) from None
+    engine = data[start + 8 + length :]
+    if not isinstance(strings, dict) or not engine:
+        raise UserError("corrupt instaseg TensorRT engine: truncated", source)
+    return strings, engine

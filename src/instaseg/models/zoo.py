@@ -21,7 +21,6 @@ import copy
 import functools
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from instaseg import __version__
 from instaseg.config import list_recipes, recipe_to_yaml
 from instaseg.models.detector import Detector, padded_size
 from instaseg.models.recipes import load_recipe
+from instaseg.utils.cache import cache_root
 from instaseg.utils.flops import count_flops as count_model_flops
 from instaseg.utils.io import atomic_write_json
 
@@ -60,8 +60,7 @@ def count_flops(model: Detector, height: int, width: int) -> int:
 
 def _cache_file(recipe: dict) -> Path:
     key = json.dumps([recipe, __version__, torch.__version__, MEASURE_CLASSES], sort_keys=True, default=str)
-    root = Path(os.environ.get("INSTASEG_CACHE") or Path.home() / ".cache" / "instaseg")
-    return root / "zoo" / f"{recipe['name']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    return cache_root() / "zoo" / f"{recipe['name']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 @functools.cache

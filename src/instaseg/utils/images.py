@@ -43,8 +43,22 @@ def read_image(path: str | Path) -> np.ndarray:
             img.load()  # force full decode so truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
+    except Image.DecompressionBombError as e:  # over PIL's pixel limit: refused before any memory is taken
+        raise UserError(f"image too large to decode ({e})", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"corrupt or unreadable image ({e})", path) from None
+
+
+def decode_image(data: bytes, source: str | Path) -> np.ndarray:
+    """Image bytes (e.g. an object read from a store) -> HxWx3 uint8 RGB like `read_image`; ``source`` names it."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return _to_rgb(ImageOps.exif_transpose(img))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"corrupt or unreadable image ({e})", source) from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from instaseg.errors import UserError
+from instaseg.errors import UserError, disk_full
 
 
 def _umask() -> int:
@@ -21,22 +21,32 @@ def _umask() -> int:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file.
 
-    The temporary file lives in the destination folder so the final rename stays on one filesystem.
+    The temporary file lives in the destination folder so the final rename stays on one filesystem. A full disk
+    (or quota) becomes a UserError naming ``path``; whatever ``path`` held before is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         write(tmp_path)
         # mkstemp makes the file private (0600); give it the permissions a plain open() would have
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as e:
+        if disk_full(e):
+            raise disk_full_error(path) from None
+        raise
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
     return path
+
+
+def disk_full_error(path: str | Path) -> UserError:
+    return UserError("no space left on the device (or quota exceeded) while writing; nothing was replaced", path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
