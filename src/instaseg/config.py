@@ -64,6 +64,16 @@ DEFAULTS: dict[str, Any] = {
         "precision": "16-mixed",  # on a GPU: 16-mixed | bf16-mixed | 32-true; CPUs always train in 32-true
     },
     "eval": {"max_dets": 100, "score_threshold": 0.05},
+    # tiles for objects small against the image: training on tiles, prediction on tiles plus the whole image
+    "tiling": {
+        "size": None,  # tile side in image pixels, or null: no tiling
+        "overlap": 0.2,  # share of the tile shared with its neighbour
+        "full_image_pass": True,  # prediction also runs on the whole image, for objects larger than a tile
+        "empty_tile_fraction": 0.1,  # training: share of the tiles without objects that are kept
+        "merge_iou": 0.5,  # prediction: same-class instances overlapping this much (mask IoU) are one
+    },
+    # the dataset-aware choices `instaseg train` makes (`instaseg.engine.auto_config`), recorded with the run
+    "auto": {"enabled": True, "statistics": None, "choices": None},
 }
 
 _EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -197,7 +207,18 @@ def validate_sections(recipe: dict, model_defaults: dict, source: str | None = N
     for key, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS)):
         if recipe["train"][key] not in allowed:
             raise UserError(f"train.{key} must be one of {', '.join(allowed)}", source, f"train.{key}")
+    _check_tiling(recipe["tiling"], source)
     _check_types(recipe["model"], model_defaults, "model", source)
+
+
+def _check_tiling(tiling: dict, source: str | None) -> None:
+    size = tiling["size"]
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 32):
+        why = f"tiling.size must be null or a whole number of pixels >= 32, got {size!r}"
+        raise UserError(why, source, "tiling.size")
+    for key, hi in (("overlap", 0.9), ("empty_tile_fraction", 1.0), ("merge_iou", 1.0)):
+        if not 0.0 <= tiling[key] <= hi:
+            raise UserError(f"tiling.{key} must be in [0, {hi}], got {tiling[key]!r}", source, f"tiling.{key}")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="dataset folder or annotation json")
     p.add_argument("--out", help="report folder (default DATA_check/ beside the dataset)")
     p.add_argument("--samples", type=int, default=4, help="images drawn per split")
+    p.add_argument(
+        "--model",
+        default="maskrcnn_fast",
+        help="recipe whose dataset-aware training configuration is shown (default maskrcnn_fast)",
+    )
     p.set_defaults(func=_check)
 
     p = data_sub.add_parser("split", help="re-split a COCO dataset into new train/val files")
@@ -46,7 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=int, default=5, help="use the first N of circle, triangle, square, star, ring")
     p.add_argument("--background", default="textured", help="textured (default) or plain (flat grey, no clutter)")
-    p.add_argument("--max-instances", type=int, default=8, help="shapes per image, at most")
+    p.add_argument("--max-instances", type=int, default=None, help="shapes per image, at most (8; small-objects 300)")
+    p.add_argument(
+        "--style",
+        choices=("shapes", "small-objects"),
+        default="shapes",
+        help="shapes: 16-38%% of a --img-size image; small-objects: many 6-20 px shapes on 1024-2048 px images",
+    )
     p.set_defaults(func=_synth)
 
 
@@ -72,7 +83,26 @@ def _check(args: argparse.Namespace) -> int:
 
     report = check_dataset(args.data, out=args.out, num_samples=args.samples)
     print_summary(report)
+    if "train_statistics" in report["attributes"]:
+        _show_training_choices(args.data, args.model)
     return 0 if report["check_pass"] else 1
+
+
+def _show_training_choices(data: str, model: str) -> None:
+    """What `instaseg train --model MODEL` will choose for this dataset's training split."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from instaseg.data.coco import find_split_files, load_coco
+    from instaseg.data.statistics import DatasetStatistics
+    from instaseg.engine.auto_config import auto_configure, choices_table
+    from instaseg.models.recipes import load_recipe
+
+    path = Path(data)
+    train_file = path if path.is_file() else find_split_files(path)["train"]
+    recipe = auto_configure(load_recipe(model), DatasetStatistics.of(load_coco(train_file)))
+    Console(highlight=False).print(choices_table(recipe, f"what `instaseg train --model {model}` will choose"))
 
 
 def _split(args: argparse.Namespace) -> int:
@@ -84,9 +114,12 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from instaseg.data.synthetic import SynthStyle, generate_synthetic
+    from instaseg.data.synthetic import MAX_INSTANCES, SynthStyle, generate_synthetic, small_objects_style
 
-    style = SynthStyle(num_classes=args.classes, background=args.background, max_instances=args.max_instances)
+    if args.style == "small-objects":
+        style = small_objects_style(args.classes, args.background, args.max_instances or 300)
+    else:
+        style = SynthStyle(args.classes, args.background, args.max_instances or MAX_INSTANCES)
     out = generate_synthetic(args.out, num_images=args.images, img_size=args.img_size, seed=args.seed, style=style)
     print(f"wrote {out}")
     return 0

@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--val-data", help="dataset root whose val split --backend auto measures accuracy on")
     p.add_argument("--amp", action="store_true", help="a checkpoint on CUDA: fp16 autocast, channels-last weights")
+    p.add_argument(
+        "--tile",
+        default="auto",
+        type=_tile_choice,
+        help="auto (what the model was trained with), off, or a tile size in pixels: large images are predicted "
+        "on overlapping tiles plus the whole image, merged",
+    )
     p.add_argument("--save-json", action="store_true")
     p.add_argument("--save-img", action="store_true")
     p.add_argument("--coco-results", help="also write all detections as one COCO results json")
@@ -36,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ray.add_argument("--results-format", choices=("jsonl", "parquet"), default="jsonl")
     ray.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://host:10001); default a local one")
     p.set_defaults(func=_predict)
+
+
+def _tile_choice(value: str) -> str | int:
+    if value in ("auto", "off"):
+        return value
+    if not value.isdigit() or int(value) < 32:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a tile size of at least 32 pixels, got {value!r}")
+    return int(value)
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -20,6 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     p.add_argument(
+        "--auto",
+        choices=("on", "off"),
+        default=None,
+        help="fit input size, tiling, anchors and detections per image to the training data (default: on); "
+        "off keeps the recipe as written",
+    )
+    p.add_argument(
         "-o",
         "--override",
         action="append",
@@ -47,6 +54,7 @@ def _train(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
         overrides=args.override,
+        auto=None if args.auto is None else args.auto == "on",
     )
     if result.get("is_global_zero", True):
         print(f"best mask AP {result['best_metrics'].get('mask_AP', float('nan')):.4f}  run folder: {result['out']}")

@@ -30,6 +30,7 @@ from instaseg.data.check_problems import (
     check_images,
 )
 from instaseg.data.coco import CocoData, dataset_root, find_split_files, load_coco
+from instaseg.data.statistics import DatasetStatistics
 from instaseg.data.writer import refuse_inside_sources
 from instaseg.utils.io import atomic_write_json
 
@@ -60,6 +61,8 @@ def check_dataset(data: str | Path, out: str | Path | None = None, num_samples: 
             tables[split] = (images, check_annotations(coco, split, images, problems))
     _check_across_splits(splits, tables, problems)
     attributes = _attributes(splits, tables)
+    if "train" in splits:  # what training's dataset-aware configuration reads (instaseg.engine.auto_config)
+        attributes["train_statistics"] = DatasetStatistics.of(splits["train"]).summary()
     out_dir.mkdir(parents=True, exist_ok=True)
     histogram = draw_histogram(attributes["instances_per_class"], out_dir / "histogram.png")
     samples = draw_samples(splits, tables, out_dir / "samples", num_samples)
@@ -206,6 +209,8 @@ def print_summary(report: dict, console: Console | None = None, examples: int = 
         row += [attrs[f"{split}_images_without_annotations"], sizes["small"], sizes["medium"], sizes["large"]]
         table.add_row(split, *(str(v) for v in row))
     console.print(table)
+    if "train_statistics" in attrs:
+        console.print(statistics_table(attrs["train_statistics"]))
     by_kind: dict[str, list[dict]] = {}
     for p in report["problems"]:
         by_kind.setdefault(p["kind"], []).append(p)
@@ -217,3 +222,18 @@ def print_summary(report: dict, console: Console | None = None, examples: int = 
             console.print(f"    {p['file'] or ''}{f' [{ids}]' if ids else ''}: {p['message']}", markup=False)
     verdict = "[green]PASS[/]" if report["check_pass"] else "[red]FAIL[/] (errors would break training)"
     console.print(f"check: {verdict}; report in {report['out_dir']}")
+
+
+def statistics_table(summary: dict) -> Table:
+    """The training split's object sizes (sqrt of box area, px), crowding and image sizes, per class too."""
+    columns = ("train split", "p10", "median", "p90", "max")
+    table = Table(*columns, title="object and image sizes (px)", title_justify="left")
+    sizes, per_image, images = summary["object_size_px"], summary["instances_per_image"], summary["image_long_side_px"]
+    p99 = f"{sizes['p99']} (p99)"
+    table.add_row("object size, all", str(sizes["p10"]), str(sizes["median"]), str(sizes["p90"]), p99)
+    for name, row in summary["per_class"].items():
+        size = row["size_px"]
+        table.add_row(f"  {name} ({row['instances']})", str(size["p10"]), str(size["median"]), str(size["p90"]), "")
+    table.add_row("instances per image", "", str(per_image["median"]), "", str(per_image["max"]))
+    table.add_row("image long side", str(images["min"]) + " (min)", str(images["median"]), "", str(images["max"]))
+    return table

@@ -114,7 +114,8 @@ def anchor_shapes(sizes_per_level: list[list[float]], aspect_ratios: list[float]
 
 def centred_iou(box_wh: np.ndarray, anchor_wh: np.ndarray) -> np.ndarray:
     """[N,A] IoU of each box with each anchor when both share one centre."""
-    inter = np.minimum(box_wh[:, None, 0], anchor_wh[None, :, 0]) * np.minimum(box_wh[:, None, 1], anchor_wh[None, :, 1])
+    overlap = np.minimum(box_wh[:, None, :], anchor_wh[None, :, :])
+    inter = overlap[..., 0] * overlap[..., 1]
     union = box_wh.prod(axis=1)[:, None] + anchor_wh.prod(axis=1)[None, :] - inter
     return inter / np.maximum(union, 1e-9)
 
@@ -159,21 +160,29 @@ def fit_anchors(
     aspect_ratios: list[float],
     target: float = COVERAGE_TARGET,
     max_per_level: int = 4,
+    max_ratios: int = 5,
 ) -> AnchorFit:
-    """Anchors of the same layout (levels, ratio count) fitted to ``box_wh`` (at the network's input scale).
+    """Anchors of the same layout (levels, shared ratios) fitted to ``box_wh`` (at the network's input scale).
 
     Sizes: k-means on log sqrt(w h), sorted and handed out small-to-large, the same number per level, so the
-    finest level gets the smallest. Sizes per level grow from the recipe's count until ``target`` is covered.
+    finest level gets the smallest; ratios: k-means on log(h / w). Counts grow from the recipe's (sizes per level
+    up to ``max_per_level``, ratios up to ``max_ratios``), fewest anchors first, until ``target`` is covered.
     """
     levels = len(sizes_per_level)
     before = anchor_coverage(box_wh, anchor_shapes(sizes_per_level, aspect_ratios))
     if len(box_wh) == 0:
         return AnchorFit([[int(s) for s in lv] for lv in sizes_per_level], list(aspect_ratios), before, before)
     log_ratio = np.log(box_wh[:, 1] / box_wh[:, 0])
-    ratios = [round(float(r), 3) for r in np.exp(kmeans_1d(log_ratio, len(aspect_ratios)))]
     log_side = np.log(np.sqrt(box_wh.prod(axis=1)))
+    first_sizes, first_ratios = max(len(lv) for lv in sizes_per_level), len(aspect_ratios)
+    layouts = [
+        (k, r)
+        for k in range(first_sizes, max(first_sizes, max_per_level) + 1)
+        for r in range(first_ratios, max(first_ratios, max_ratios) + 1)
+    ]
     best: AnchorFit | None = None
-    for per_level in range(max(len(lv) for lv in sizes_per_level), max_per_level + 1):
+    for per_level, num_ratios in sorted(layouts, key=lambda kr: (kr[0] * kr[1], kr)):
+        ratios = [round(float(r), 3) for r in np.exp(kmeans_1d(log_ratio, num_ratios))]
         centres = np.exp(kmeans_1d(log_side, levels * per_level))
         sizes = [[max(2, int(round(s))) for s in centres[i * per_level : (i + 1) * per_level]] for i in range(levels)]
         after = anchor_coverage(box_wh, anchor_shapes(sizes, ratios))

@@ -40,23 +40,37 @@ _SUBPIXEL = 4  # cv2 fixed-point bits: vertices placed at 1/16 pixel
 
 
 BACKGROUNDS = ("textured", "plain")
+SMALL_OBJECTS_PX = (6, 20)  # the small-object style: object sizes ...
+SMALL_OBJECTS_IMAGE_PX = (1024, 2048)  # ... on large images
 
 
 @dataclass(frozen=True)
 class SynthStyle:
-    """How hard the data are: how many of CLASSES (the first ``num_classes``), which background, how crowded."""
+    """How hard the data are: how many of CLASSES (the first ``num_classes``), which background, how crowded.
+
+    ``object_px`` (lo, hi): objects of a fixed pixel size range (equal-area diameter) instead of a share of the
+    image, and ``image_px`` (lo, hi): each image's side drawn from this range instead of the dataset's one size;
+    with ``min_instances``, what `SMALL_OBJECTS` sets: many small objects on large images (aerial, microscopy).
+    """
 
     num_classes: int = len(CLASSES)
     background: str = "textured"
     max_instances: int = MAX_INSTANCES
+    min_instances: int = 1
+    object_px: tuple[int, int] | None = None
+    image_px: tuple[int, int] | None = None
 
     def validate(self, out: str | Path | None = None) -> None:
         if not 1 <= self.num_classes <= len(CLASSES):
             raise UserError(f"the number of classes must be 1 to {len(CLASSES)}, got {self.num_classes}", out)
         if self.background not in BACKGROUNDS:
             raise UserError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}", out)
-        if self.max_instances < 1:
-            raise UserError(f"max instances per image must be at least 1, got {self.max_instances}", out)
+        if not 1 <= self.min_instances <= self.max_instances:
+            why = f"instances per image must satisfy 1 <= min <= max, got {self.min_instances}, {self.max_instances}"
+            raise UserError(why, out)
+        for name, pair, least in (("object_px", self.object_px, 3), ("image_px", self.image_px, 32)):
+            if pair is not None and not (len(pair) == 2 and least <= pair[0] <= pair[1]):
+                raise UserError(f"{name} must be (lo, hi) with {least} <= lo <= hi, got {pair!r}", out)
 
 
 def _regular_polygon(n: int, radius: float, phase: float = 0.0) -> np.ndarray:
@@ -93,8 +107,13 @@ def _shape_outline(name: str, radius: float, rng: np.random.Generator) -> list[n
 
 def _rasterise(outlines: list[np.ndarray], center: np.ndarray, angle: float, size: int) -> np.ndarray:
     """Anti-aliased coverage (float32 HxW in [0, 1]) of the outline, holes cut out."""
+    return _rasterise_at(outlines, center, angle, (size, size))
+
+
+def _rasterise_at(outlines: list[np.ndarray], center: np.ndarray, angle: float, shape: tuple[int, int]) -> np.ndarray:
+    """`_rasterise` into an array of ``shape`` (h, w), ``center`` in its pixels: a window of a larger image."""
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    coverage = np.zeros((size, size), dtype=np.uint8)
+    coverage = np.zeros(shape, dtype=np.uint8)
     for k, outline in enumerate(outlines):
         pts = np.round((outline @ rot.T + center) * (1 << _SUBPIXEL)).astype(np.int32)
         # the first outline is the shape, later ones are holes painted back to zero
@@ -162,6 +181,10 @@ def synth_image(
     index: int, size: int, seed: int, style: SynthStyle = SynthStyle()
 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Image ``index`` of the dataset for ``seed``: (HxWx3 uint8 RGB, [(class index, visible uint8 mask)])."""
+    if style.object_px is not None or style.image_px is not None:
+        from instaseg.data.synthetic_small import synth_small_objects_image
+
+        return synth_small_objects_image(index, size, seed, style)
     rng = np.random.default_rng([seed, index])
     image = _background(size, rng, style.background)
     masks: list[np.ndarray] = []
@@ -225,7 +248,8 @@ def generate_synthetic(
             raise RuntimeError(f"JPEG encoding failed for {file_name}")
         atomic_write_bytes(images_dir / file_name, encoded.tobytes())
         images, anns = splits["train" if index < n_train else "val"]
-        images.append({"id": image_id, "file_name": file_name, "height": img_size, "width": img_size})
+        height, width = pixels.shape[:2]
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for cls, mask in instances:
             anns.append(_annotation(ann_id, image_id, cls, mask))
             ann_id += 1
@@ -234,3 +258,17 @@ def generate_synthetic(
         data = CocoData(images, anns, categories, image_root=images_dir, info=info)
         save_coco(data, split_file(out, split))
     return out
+
+
+def small_objects_style(
+    num_classes: int = len(CLASSES), background: str = "textured", max_instances: int = 300
+) -> SynthStyle:
+    """Many 6-20 px objects on 1024-2048 px images: the data that needs dataset-aware sizes and tiling."""
+    return SynthStyle(
+        num_classes=num_classes,
+        background=background,
+        max_instances=max_instances,
+        min_instances=max(1, max_instances // 3),
+        object_px=SMALL_OBJECTS_PX,
+        image_px=SMALL_OBJECTS_IMAGE_PX,
+    )

@@ -24,6 +24,7 @@ from instaseg.engine.faults import NonFiniteGuard
 from instaseg.engine.schedules import build_optimizer
 from instaseg.inference.backends.torch import TorchBackend
 from instaseg.inference.predictor import Predictor
+from instaseg.inference.tiling import TilingOptions
 from instaseg.models.checkpoint import checkpoint_payload
 from instaseg.models.detector import Detector
 
@@ -120,7 +121,10 @@ class InstanceSegModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_records = {}
         # every detection the model keeps (its recipe's eval.score_threshold and max_dets), as `instaseg eval`
-        self._val_predictor = Predictor(TorchBackend(self.model, self.device), self.class_names, threshold=0.0)
+        # a model trained on tiles is validated as it will predict: on tiles plus the whole image, merged
+        tiling = TilingOptions.from_info({"recipe": self.recipe})
+        backend = TorchBackend(self.model, self.device)
+        self._val_predictor = Predictor(backend, self.class_names, threshold=0.0, tiling=tiling)
 
     def validation_step(self, batch: tuple[list, list], batch_idx: int) -> None:
         images, targets = batch

@@ -22,7 +22,10 @@ from torch.utils.data import DataLoader
 from instaseg.config import recipe_to_yaml
 from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
+from instaseg.data.statistics import DatasetStatistics
+from instaseg.data.tiles import TiledInstanceDataset
 from instaseg.data.transforms import build_transforms
+from instaseg.engine.auto_config import auto_configure, render_choices
 from instaseg.engine.callbacks import VAL_METRIC, AtomicCheckpointIO, EMACallback
 from instaseg.engine.faults import (
     ResumableOnFault,
@@ -64,11 +67,15 @@ def train(
     out: str | Path | None = None,
     resume: bool = False,
     overrides: list[str] | None = None,
+    auto: bool | None = None,
 ) -> dict[str, Any]:
     """Train recipe ``model`` (a name or a yaml) on the COCO dataset folder ``data``; returns the train result.
 
     Command-line values override the recipe (``img_size`` sets input.min_size and input.max_size), then the
-    dotted ``overrides`` ("train.epochs=3"). The result (also OUT/train_result.json) holds ``done_flag``,
+    dotted ``overrides`` ("train.epochs=3"). ``auto`` (default: the recipe's ``auto.enabled``, true) fits input
+    size, tiling, anchors and detections per image to the training split (`instaseg.engine.auto_config`); values
+    given here or in ``overrides`` keep theirs, and ``auto=False`` keeps the recipe as written.
+    The result (also OUT/train_result.json) holds ``done_flag``,
     ``best_epoch``, ``best_metrics`` (mask_AP, box_AP, ...), ``out`` and ``paths``, plus ``is_global_zero``
     (False in the extra processes of a multi-process run, which should stay quiet).
     """
@@ -82,6 +89,9 @@ def train(
             logger.info(note)
         splits = _load_splits(data)
         train_data, val_data = splits["train"], splits["val"]
+        if not resume:  # a resumed run keeps the choices its config.yaml recorded
+            explicit = _explicit_keys(img_size, overrides)
+            recipe = _configure_for_data(recipe, train_data, auto, explicit, weights, out_dir)
         logger.info(
             "recipe %s on %s: %d train / %d val images",
             recipe["name"],
@@ -153,6 +163,29 @@ def _prepare_run(model, out, resume, epochs, batch_size, img_size, lr, overrides
     return recipe, out_dir
 
 
+def _explicit_keys(img_size: int | None, overrides: list[str] | None) -> set[str]:
+    """Dotted recipe keys the caller set: dataset-aware choices leave them alone."""
+    keys = {item.split("=", 1)[0].strip() for item in overrides or []}
+    return keys | ({"input.min_size", "input.max_size"} if img_size is not None else set())
+
+
+def _configure_for_data(
+    recipe: dict, train_data: CocoData, auto: bool | None, explicit: set[str], weights: str | None, out_dir: Path
+) -> dict:
+    """The recipe fitted to the training split (or as written when auto is off), recorded in config.yaml."""
+    enabled = bool(recipe["auto"]["enabled"]) if auto is None else bool(auto)
+    if enabled:
+        stats = DatasetStatistics.of(train_data)
+        recipe = auto_configure(recipe, stats, explicit, weights=weights)
+        logger.info("dataset-aware configuration (--auto off keeps the recipe):\n%s", render_choices(recipe))
+    else:
+        recipe = {**recipe, "auto": {**recipe["auto"], "enabled": False}}
+        logger.info("dataset-aware configuration off: the recipe as written")
+    if _launching_rank_zero():
+        atomic_write_text(out_dir / FILES["config"], recipe_to_yaml(recipe))
+    return recipe
+
+
 def _default_out(name: str) -> Path:
     if _OUT_ENV not in os.environ:
         os.environ[_OUT_ENV] = str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -185,7 +218,7 @@ def make_loaders(recipe: dict, train_data: CocoData, val_data: CocoData) -> tupl
     cfg = recipe["train"]
     workers = int(cfg["num_workers"])
     batch = int(cfg["batch_size"])
-    train_ds = InstanceDataset(train_data, build_transforms(recipe["input"], cfg, train=True), train=True)
+    train_ds = _train_dataset(recipe, train_data)
     # validation images keep their size: the model resizes them and pastes predictions back at full resolution
     val_ds = InstanceDataset(val_data, build_transforms(recipe["input"], None, train=False, resize=False), train=False)
     common = {"collate_fn": collate_fn, "num_workers": workers, "persistent_workers": workers > 0}
@@ -193,6 +226,23 @@ def make_loaders(recipe: dict, train_data: CocoData, val_data: CocoData) -> tupl
         DataLoader(train_ds, batch_size=batch, shuffle=True, drop_last=len(train_ds) > batch, **common),
         DataLoader(val_ds, batch_size=batch, shuffle=False, **common),
     )
+
+
+def _train_dataset(recipe: dict, train_data: CocoData) -> InstanceDataset:
+    transforms = build_transforms(recipe["input"], recipe["train"], train=True)
+    tiling = recipe["tiling"]
+    if not tiling["size"]:
+        return InstanceDataset(train_data, transforms, train=True)
+    tiles = TiledInstanceDataset(
+        train_data,
+        transforms,
+        tile=int(tiling["size"]),
+        overlap=float(tiling["overlap"]),
+        empty_fraction=float(tiling["empty_tile_fraction"]),
+        seed=int(recipe["train"]["seed"]),
+    )
+    logger.info("training on %d tiles of %d px from %d images", len(tiles), tiling["size"], len(train_data.images))
+    return tiles
 
 
 def build_trainer(recipe: dict, out: Path, device: str, devices: int, num_nodes: int) -> pl.Trainer:

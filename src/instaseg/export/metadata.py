@@ -37,6 +37,7 @@ def build_metadata(
         # in the graph: boxes scoring below this never leave it, and at most max_dets per image
         "box_score_thresh": evaluation.get("score_threshold"),
         "max_dets": evaluation.get("max_dets"),
+        "tiling": recipe.get("tiling"),  # the predictor tiles large images as the model was trained
         "input": {"min_size": spec.min_size, "max_size": spec.max_size},
         "preprocess": {
             "color": "RGB",

@@ -47,12 +47,14 @@ def _summary(predictor: Predictor, images: int, instances: int, skipped: int, ou
 def _load_predictor(args: argparse.Namespace) -> Predictor:
     device = getattr(args, "device", "cpu")
     if getattr(args, "backend", None) != "auto":
-        return create_model(args.checkpoint, device=device, threshold=args.threshold, amp=getattr(args, "amp", False))
+        amp, tile = getattr(args, "amp", False), getattr(args, "tile", "auto")
+        return create_model(args.checkpoint, device=device, threshold=args.threshold, amp=amp, tile=tile)
     if not args.val_data:
         raise UserError("--backend auto needs --val-data: a dataset root whose val split measures accuracy")
     from instaseg.autobackend import create_auto_model, print_choice
 
     predictor, decision = create_auto_model(args.checkpoint, args.val_data, device=device, threshold=args.threshold)
+    predictor.tiling = predictor.tiling.choose(getattr(args, "tile", "auto"))
     print_choice(decision, Console(stderr=True))
     return predictor
 

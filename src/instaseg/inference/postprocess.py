@@ -212,6 +212,52 @@ def paste_image_mask(
     return rows @ mask.astype(np.float32, copy=False) @ cols.T > threshold, x0, y0
 
 
+@dataclass
+class CropDetections:
+    """Detections whose masks are each a bool crop at (x0, y0) of its box: sparse, before RLE encoding.
+
+    What tiled prediction shifts and merges: memory is the boxes' areas, never the image's per instance.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    crops: list[tuple[np.ndarray, int, int]]
+
+    def to_detections(self, image_size: tuple[int, int]) -> Detections:
+        rles = [crop_to_rle(crop, x0, y0, *image_size) for crop, x0, y0 in self.crops]
+        return Detections(boxes=self.boxes, scores=self.scores, labels=self.labels, rles=rles)
+
+
+def postprocess_crops(
+    raw: RawDetections,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    score_threshold: float = 0.0,
+    mask_threshold: float = 0.5,
+) -> CropDetections:
+    """`postprocess` up to the masks' crops (each in ``image_size`` pixels), before RLE encoding."""
+    keep = np.asarray(raw.scores) >= score_threshold
+    h, w = input_size
+    boxes = np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, np.array([w, h, w, h], dtype=np.float32))
+    boxes = scale_boxes(boxes, input_size, image_size)
+    masks = np.asarray(raw.masks)[keep]
+    im_h, im_w = image_size
+    if raw.mask_stride:
+        crops = [
+            paste_image_mask(m, b, raw.mask_stride, input_size, image_size, mask_threshold)
+            for m, b in zip(masks, boxes, strict=True)
+        ]
+    else:
+        crops = [paste_mask(m, b, im_h, im_w, mask_threshold) for m, b in zip(masks, boxes, strict=True)]
+    return CropDetections(
+        boxes=boxes,
+        scores=np.asarray(raw.scores, dtype=np.float32)[keep],
+        labels=np.asarray(raw.labels, dtype=np.int64)[keep],
+        crops=crops,
+    )
+
+
 def postprocess(
     raw: RawDetections,
     input_size: tuple[int, int],

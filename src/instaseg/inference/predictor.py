@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.inference.postprocess import Detections, RawDetections, postprocess
+from instaseg.inference.postprocess import CropDetections, Detections, RawDetections, postprocess_crops
 from instaseg.inference.preprocess import InputSpec, preprocess
 from instaseg.inference.result import Result
 from instaseg.inference.sources import InputItem, iter_inputs
+from instaseg.inference.tiling import TilingOptions, tiled_detect
 
 DEFAULT_THRESHOLD = 0.5  # score below which instances are dropped; lower it (e.g. 0.05) for COCO AP
 STAGES = ("read", "preprocess", "model", "postprocess")
@@ -58,6 +59,8 @@ class Predictor:
     ``timings`` maps each stage (read, preprocess, model, postprocess) to seconds per batch, accumulated over
     calls until `reset_timings`. ``skipped`` lists the (path, reason) of each image the last `predict` call
     skipped as unreadable (see its ``on_error``); it is reset when a call starts iterating.
+    ``tiling``: how images larger than a tile are predicted (`instaseg.inference.tiling`): on overlapping
+    tiles plus the whole image, merged; by default what the checkpoint's recipe recorded.
     """
 
     def __init__(
@@ -67,8 +70,10 @@ class Predictor:
         category_ids: list[int] | None = None,
         threshold: float | None = None,
         mask_threshold: float = 0.5,
+        tiling: TilingOptions | None = None,
     ):
         self.backend = backend
+        self.tiling = tiling or TilingOptions()
         self.class_names = list(class_names)
         self.category_ids = list(category_ids) if category_ids is not None else None
         self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
@@ -102,6 +107,7 @@ class Predictor:
         threshold: float | None = None,
         bgr: bool = False,
         on_error: str | Callable[[UserError], None] = "skip",
+        tile: str | int | None = None,
     ) -> Iterator[Result]:
         """Yield one Result per image, lazily, in input order.
 
@@ -115,6 +121,7 @@ class Predictor:
         its UserError stops the call. A callable: it is called with the UserError (no warning) and the image
         skipped. Skipped images are listed in ``self.skipped`` as (path, reason). Missing inputs (a path or glob
         that names nothing) raise UserError whatever ``on_error`` says.
+        ``tile``: "auto" or None (the predictor's ``tiling``), "off", or a tile size in pixels.
         """
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
@@ -122,6 +129,7 @@ class Predictor:
             raise ValueError(f"on_error must be 'skip', 'raise' or a callable, got {on_error!r}")
         self.skipped = []
         threshold = self.threshold if threshold is None else float(threshold)
+        tiling = self.tiling.choose(tile)
         batch: list[tuple[InputItem, np.ndarray]] = []
         items = iter_inputs(inputs, bgr=bgr)
         while True:
@@ -134,10 +142,10 @@ class Predictor:
                 continue
             batch.append((item, image))
             if len(batch) == batch_size:
-                yield from self._run_batch(batch, threshold)
+                yield from self._run_batch(batch, threshold, tiling)
                 batch = []
         if batch:
-            yield from self._run_batch(batch, threshold)
+            yield from self._run_batch(batch, threshold, tiling)
 
     __call__ = predict
 
@@ -156,11 +164,39 @@ class Predictor:
         self.timings["read"].append(time.perf_counter() - start)
         return image
 
-    def detect(self, images: list[np.ndarray | torch.Tensor], threshold: float | None = None) -> list[Detections]:
+    def detect(
+        self,
+        images: list[np.ndarray | torch.Tensor],
+        threshold: float | None = None,
+        tiling: TilingOptions | None = None,
+    ) -> list[Detections]:
         """The core of every prediction (and of validation and `instaseg eval`), timed stage by stage:
         pre-processing, the backend, post-processing. ``images``: HxWx3 uint8 RGB arrays, or [3,H,W] float tensors
-        in [0, 1]; each image's detections come back in its own pixels, masks as compressed RLE."""
+        in [0, 1]; each image's detections come back in its own pixels, masks as compressed RLE. Images larger
+        than a tile of ``tiling`` (default: the predictor's) are predicted tile by tile and merged."""
         threshold = self.threshold if threshold is None else float(threshold)
+        tiling = tiling or self.tiling
+        sizes = [_image_size(image) for image in images]
+        whole = [i for i, size in enumerate(sizes) if not tiling.applies_to(*size)]
+        found: dict[int, CropDetections] = {}
+        if whole:
+            crops = self._detect_crops([images[i] for i in whole], [sizes[i] for i in whole], threshold)
+            found.update(zip(whole, crops, strict=True))
+        spec = self.backend.spec
+        for i, image in enumerate(images):
+            if i not in found:
+                run = lambda tiles, tile_sizes: self._detect_crops(tiles, tile_sizes, threshold)  # noqa: E731
+                found[i] = tiled_detect(run, image, tiling, (spec.min_size, spec.max_size))
+        start = time.perf_counter()
+        detections = [found[i].to_detections(size) for i, size in enumerate(sizes)]
+        if self.timings["postprocess"]:  # RLE encoding: part of the last batch's post-processing
+            self.timings["postprocess"][-1] += time.perf_counter() - start
+        return detections
+
+    def _detect_crops(
+        self, images: list[np.ndarray | torch.Tensor], out_sizes: list[tuple[int, int]], threshold: float
+    ) -> list[CropDetections]:
+        """Pre-processing, backend, post-processing up to per-box mask crops in each ``out_sizes`` frame."""
         start = time.perf_counter()
         tensor, sizes = preprocess(images, self.backend.spec, self.backend.device)
         self.backend.synchronize()
@@ -172,15 +208,17 @@ class Predictor:
         self.timings["model"].append(time.perf_counter() - start)
 
         start = time.perf_counter()
-        detections = [
-            postprocess(r, size, _image_size(image), threshold, self.mask_threshold)
-            for image, r, size in zip(images, raw, sizes, strict=True)
+        crops = [
+            postprocess_crops(r, size, out, threshold, self.mask_threshold)
+            for r, size, out in zip(raw, sizes, out_sizes, strict=True)
         ]
         self.timings["postprocess"].append(time.perf_counter() - start)
-        return detections
+        return crops
 
-    def _run_batch(self, batch: list[tuple[InputItem, np.ndarray]], threshold: float) -> Iterator[Result]:
-        detections = self.detect([image for _, image in batch], threshold)
+    def _run_batch(
+        self, batch: list[tuple[InputItem, np.ndarray]], threshold: float, tiling: TilingOptions
+    ) -> Iterator[Result]:
+        detections = self.detect([image for _, image in batch], threshold, tiling)
         for (item, image), det in zip(batch, detections, strict=True):
             yield Result(
                 boxes=det.boxes,
@@ -209,6 +247,7 @@ def create_model(
     threshold: float | None = None,
     mask_threshold: float = 0.5,
     amp: bool = False,
+    tile: str | int | None = "auto",
 ) -> Predictor:
     """Load a checkpoint (.ckpt/.pt/.pth from instaseg training) or an exported model (.onnx, .xml, .engine) as a
     Predictor.
@@ -216,6 +255,8 @@ def create_model(
     ``device``: "cpu", "cuda", "cuda:1" or "auto". ``threshold``: score threshold (default 0.5); it filters the
     model's own output, so values below the recipe's ``eval.score_threshold`` (its box score cut) change nothing.
     ``amp``: a checkpoint on CUDA runs under fp16 autocast (an exported model's precision is in its file).
+    ``tile``: "auto" (what the checkpoint's recipe or the export's metadata recorded: ``tiling.size``), "off",
+    or a tile size in pixels; images larger than a tile are predicted on tiles plus the whole image, merged.
     """
     path = Path(name_or_path)
     if not path.is_file():
@@ -238,4 +279,5 @@ def create_model(
         category_ids=info.get("category_ids"),
         threshold=threshold,
         mask_threshold=mask_threshold,
+        tiling=TilingOptions.from_info(info).choose(tile),
     )

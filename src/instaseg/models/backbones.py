@@ -236,3 +236,9 @@ def build_c4_backbone(name: str, norm: str, pretrained: bool, frozen_stages: int
     body = IntermediateLayerGetter(net, {"layer3": "0"})  # drops layer4, avgpool and fc
     freeze_stages(body, ["layer1.", "layer2.", "layer3."], min(frozen_stages, 3))
     return C4Backbone(body, _stage_channels(net.layer3)), res5
+
+
+def no_pretrained_weights(family: str) -> Exception:
+    """The error of a from-scratch family asked for ImageNet weights that nobody publishes in a form we load."""
+    why = f"no ImageNet-pretrained {family} weights are available; use --weights none or a PATH"
+    return UserError(why, record="weights")

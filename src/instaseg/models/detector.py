@@ -119,6 +119,47 @@ class Detector(nn.Module):
         """Nothing to do unless the architecture says otherwise."""
 
 
+class TransformDetector(Detector):
+    """A Detector that pre-processes with torchvision's `GeneralizedRCNNTransform` (``self.transform``, which
+    resizes, normalises and pads images and targets alike) and computes its training losses in
+    ``losses(batch, targets)``. Its eval-mode ``forward`` gives torchvision-style outputs in each image's own
+    pixels (``full_size``), for tests and for users who call the module directly."""
+
+    transform: nn.Module
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.of_transform(self.transform)
+
+    def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement losses")
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None) -> Any:
+        if self.training and targets is None:
+            raise ValueError("targets are needed in training mode")
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, targets = self.transform(images, targets)
+        if self.training:
+            return self.losses(image_list.tensors, targets)
+        raw = self.raw_forward(image_list.tensors, image_list.image_sizes)
+        sizes = zip(raw, image_list.image_sizes, original_sizes, strict=True)
+        return [self.full_size(out, tuple(in_size), size) for out, in_size, size in sizes]
+
+    def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
+        """One raw output in the original image: boxes scaled, the image-frame masks [N,1,H,W] resampled in one
+        bilinear step (output pixel centres mapped through the resize, the shared post-processing's geometry)."""
+        (in_h, in_w), (h, w) = input_size, image_size
+        ratio = out.boxes.new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
+        if out.masks.shape[0] == 0:
+            masks = out.masks.new_zeros((0, 1, h, w))
+        else:
+            stride = int(self.mask_stride)
+            scale = (stride * h / in_h, stride * w / in_w)
+            masks = F.interpolate(out.masks[:, None], scale_factor=scale, mode="bilinear", align_corners=False)
+            masks = masks[..., :h, :w]
+        return {"boxes": out.boxes * ratio, "labels": out.labels, "scores": out.scores, "masks": masks}
+
+
 def key_error(cfg: dict, source: str | None) -> Callable[[str, str], Exception]:
     """``bad(key, why)``: the UserError an architecture's ``validate`` raises for ``model.<key>`` of ``cfg``."""
     from instaseg.errors import UserError
@@ -141,6 +182,11 @@ class Architecture:
     differs from `instaseg.config.DEFAULTS`, so its recipe files state only what differs from that.
     ``small_recipe``: the shipped recipe sized for CPUs (tests, demos, `bench/`); ``tiny_overrides`` shrink it
     further for the conformance suite (tests/test_conformance.py), which runs every registered architecture.
+    ``anchor_keys``: for anchor-based models, the model keys of (sizes, aspect ratios): sizes one list per
+    pyramid level, finest first, ratios h / w shared by every level (torchvision's `AnchorGenerator`); training
+    fits them to the data (`instaseg.engine.auto_config`). ``candidate_keys``: model keys counting candidates
+    kept before the final detections (proposals, queries, pre-NMS boxes) -> the least multiple of detections per
+    image each must be, so raising ``eval.max_dets`` for crowded images is not undone upstream.
     """
 
     build: Callable[[dict, int, bool, bool], Detector]
@@ -149,3 +195,5 @@ class Architecture:
     small_recipe: str
     tiny_overrides: tuple[str, ...] = ()
     recipe_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    anchor_keys: tuple[str, str] | None = None
+    candidate_keys: dict[str, float] = field(default_factory=dict)

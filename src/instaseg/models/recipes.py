@@ -60,3 +60,15 @@ def apply_overrides(recipe: dict, overrides: list[str] | None) -> dict:
     out = set_overrides(recipe, overrides)
     validate_recipe(out, "overrides")
     return out
+
+
+def inference_settings(recipe: dict, cfg: dict | None = None) -> dict:
+    """What a one-stage detector's inference keeps: the recipe's score cut and detections per image, and where the
+    model section has them, its candidates before NMS (``nms_pre``) and NMS IoU."""
+    settings = {
+        "score_threshold": float(recipe["eval"]["score_threshold"]),
+        "max_dets": int(recipe["eval"]["max_dets"]),
+    }
+    if cfg is not None:
+        settings.update(nms_pre=int(cfg["nms_pre"]), nms_iou=float(cfg["nms_iou"]))
+    return settings

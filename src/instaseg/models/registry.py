@@ -27,6 +27,8 @@ ARCHITECTURES: dict[str, str] = {
     "cascade_maskrcnn": "instaseg.models.cascade",
     "rtmdet_ins": "instaseg.models.rtmdet_ins",
     "solov2": "instaseg.models.solov2",
+    "mask_rtdetr": "instaseg.models.mask_rtdetr",
+    "ppyoloe_seg": "instaseg.models.ppyoloe_seg",
 }
 
 

@@ -9,7 +9,7 @@ own. No COCO-trained cascade is published for torchvision; see the recipes for w
 
 from __future__ import annotations
 
-from instaseg.models.cascade.build import DEFAULTS, build_cascade_maskrcnn, validate_model_section
+from instaseg.models.cascade.build import DEFAULTS, RPN_CANDIDATES, build_cascade_maskrcnn, validate_model_section
 from instaseg.models.cascade.model import CascadeMaskRCNN
 from instaseg.models.detector import Architecture
 
@@ -20,4 +20,6 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate_model_section,
     small_recipe="cascade_maskrcnn_fast",
+    anchor_keys=("anchor_sizes", "aspect_ratios"),
+    candidate_keys=RPN_CANDIDATES,
 )

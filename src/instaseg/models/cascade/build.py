@@ -53,6 +53,15 @@ DEFAULTS: dict[str, Any] = {
     "mask_dim_reduced": 256,
 }
 
+# proposals kept before the box head, as multiples of the detections per image (eval.max_dets): a crowded image
+# needs at least as many proposals as objects, and a margin for the ones the box head rejects
+RPN_CANDIDATES: dict[str, float] = {
+    "rpn_pre_nms_top_n_test": 2.0,
+    "rpn_post_nms_top_n_test": 2.0,
+    "rpn_pre_nms_top_n_train": 2.0,
+    "rpn_post_nms_top_n_train": 1.0,
+}
+
 
 def _anchor_generator(cfg: dict) -> AnchorGenerator:
     n = len(cfg["levels"]) + int(cfg["extra_pool"])

@@ -6,7 +6,7 @@ The recipe defaults are the documented recipe of `instaseg.config.DEFAULTS` (SGD
 from __future__ import annotations
 
 from instaseg.models.detector import Architecture
-from instaseg.models.maskrcnn.build import DEFAULTS, build_maskrcnn, validate_model_section
+from instaseg.models.maskrcnn.build import DEFAULTS, RPN_CANDIDATES, build_maskrcnn, validate_model_section
 from instaseg.models.maskrcnn.model import MaskRCNNDetector
 
 __all__ = ["ARCHITECTURE", "DEFAULTS", "MaskRCNNDetector", "build_maskrcnn", "validate_model_section"]
@@ -16,4 +16,6 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate_model_section,
     small_recipe="maskrcnn_fast",
+    anchor_keys=("anchor_sizes", "aspect_ratios"),
+    candidate_keys=RPN_CANDIDATES,
 )

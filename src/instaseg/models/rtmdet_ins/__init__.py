@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from instaseg.errors import UserError
+from instaseg.models.backbones import no_pretrained_weights
 from instaseg.models.detector import Architecture, key_error
+from instaseg.models.recipes import inference_settings
 
 # size -> (deepen, widen, neck/head channels, neck CSP blocks), as the published configs set them
 SIZES: dict[str, tuple[float, float, int, int]] = {
@@ -60,16 +61,9 @@ def build_rtmdet_ins(recipe: dict, num_classes: int, download_backbone: bool = F
     from instaseg.models.rtmdet_ins.model import RTMDetIns
 
     if download_backbone:
-        raise UserError(
-            "no ImageNet-pretrained CSPNeXt weights are available; use --weights none or a PATH", record="weights"
-        )
+        raise no_pretrained_weights("CSPNeXt")
     cfg = resolved_model_section(recipe["model"])
-    test_cfg = {
-        "score_threshold": float(recipe["eval"]["score_threshold"]),
-        "max_dets": int(recipe["eval"]["max_dets"]),
-        "nms_pre": int(cfg["nms_pre"]),
-        "nms_iou": float(cfg["nms_iou"]),
-    }
+    test_cfg = inference_settings(recipe, cfg)
     model = RTMDetIns(num_classes, cfg, recipe["input"]["min_size"], recipe["input"]["max_size"], test_cfg)
     if freeze:
         model.freeze(int(cfg["frozen_stages"]))
@@ -131,5 +125,6 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate_model_section,
     small_recipe="rtmdet_ins_tiny_fast",
+    candidate_keys={"nms_pre": 2.0},  # boxes into NMS, as a multiple of eval.max_dets
     recipe_defaults=RECIPE_DEFAULTS,
 )

@@ -18,9 +18,8 @@ from instaseg.models.backbones import freeze_stages
 from instaseg.models.detector import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    Detector,
-    InputSpec,
     RawOutput,
+    TransformDetector,
     clip_boxes,
     pad_masks,
 )
@@ -38,7 +37,7 @@ from instaseg.models.rtmdet_ins.losses import dice_loss, giou_loss, quality_foca
 from instaseg.models.rtmdet_ins.pafpn import CSPNeXtPAFPN
 
 
-class RTMDetIns(Detector):
+class RTMDetIns(TransformDetector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
@@ -59,10 +58,6 @@ class RTMDetIns(Detector):
         self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
         self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_forward gives
 
-    @property
-    def input_spec(self) -> InputSpec:
-        return InputSpec.of_transform(self.transform)
-
     def freeze(self, frozen_stages: int) -> None:
         """Stop gradients in the stem and the first ``frozen_stages`` backbone stages (pretrained starts)."""
         freeze_stages(self.backbone, [f"stages.{i}" for i in range(len(self.backbone.stages))], frozen_stages)
@@ -72,21 +67,8 @@ class RTMDetIns(Detector):
         priors = make_priors([tuple(c.shape[-2:]) for c in cls], self.head.strides, batch.device)
         return flatten_levels(cls), flatten_levels(reg), flatten_levels(kern), protos, priors
 
-    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        if self.training and targets is None:
-            raise ValueError("targets are needed in training mode")
-        original_sizes = [tuple(int(s) for s in img.shape[-2:]) for img in images]
-        image_list, targets = self.transform(images, targets)
-        if self.training:
-            return self.losses(image_list.tensors, targets)
-        outputs = []
-        for (boxes, scores, labels, probs), in_size, size in zip(
-            self.raw_outputs(image_list.tensors), image_list.image_sizes, original_sizes, strict=True
-        ):
-            boxes = clip_and_scale(boxes, in_size, size)
-            masks = paste_image_masks(probs, boxes, self.mask_stride, in_size, size)
-            outputs.append({"boxes": boxes, "labels": labels, "scores": scores, "masks": masks})
-        return outputs
+    def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
+        return box_cropped_output(out, self.mask_stride, input_size, image_size)
 
     def raw_outputs(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """Per image of a normalised, padded batch: (boxes [N,4] in the batch frame, scores [N], labels [N] 1..K,
@@ -152,3 +134,12 @@ def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size:
     h, w = input_size
     ratio = boxes.new_tensor([image_size[1] / w, image_size[0] / h, image_size[1] / w, image_size[0] / h])
     return clip_boxes(boxes, h, w) * ratio
+
+
+def box_cropped_output(
+    out: RawOutput, mask_stride: int, input_size: tuple[int, int], image_size: tuple[int, int]
+) -> dict:
+    """A raw output in the original image, each image-frame mask pasted inside its own box (RTMDet-Ins's crop)."""
+    boxes = clip_and_scale(out.boxes, input_size, image_size)
+    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size)
+    return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}

@@ -17,9 +17,8 @@ from instaseg.models.backbones import FeaturePyramidBackbone
 from instaseg.models.detector import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    Detector,
-    InputSpec,
     RawOutput,
+    TransformDetector,
     clip_boxes,
     pad_masks,
     padded_size,
@@ -32,7 +31,7 @@ from instaseg.models.solov2.targets import assign, mask_targets
 MASK_STRIDE = 4
 
 
-class SOLOv2(Detector):
+class SOLOv2(TransformDetector):
     mask_stride = MASK_STRIDE
 
     def __init__(
@@ -64,10 +63,6 @@ class SOLOv2(Detector):
         strides = [torch.full((s * s,), float(st)) for s, st in zip(cfg["num_grids"], LEVEL_STRIDES, strict=True)]
         self.register_buffer("cell_strides", torch.cat(strides), persistent=False)
 
-    @property
-    def input_spec(self) -> InputSpec:
-        return InputSpec.of_transform(self.transform)
-
     def _features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class logits [B,A,K], kernels [B,A,E], mask features [B,E,H/4,W/4]) over all A grid cells."""
         feats = list(self.backbone(batch).values())  # P2..P5 and the pooled P6
@@ -75,19 +70,6 @@ class SOLOv2(Detector):
         scale = float(self.cfg["kernel_scale"])
         kernels = [k * scale for k in kernels] if scale != 1.0 else kernels
         return cls, kernels, self.mask_head(feats[:4])
-
-    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        if self.training and targets is None:
-            raise ValueError("targets are needed in training mode")
-        original_sizes = [tuple(int(s) for s in img.shape[-2:]) for img in images]
-        image_list, targets = self.transform(images, targets)
-        if self.training:
-            return self.losses(image_list.tensors, targets)
-        outputs = []
-        raw = self.raw_forward(image_list.tensors, image_list.image_sizes)
-        for out, in_size, size in zip(raw, image_list.image_sizes, original_sizes, strict=True):
-            outputs.append(full_size_output(out, in_size, size))
-        return outputs
 
     def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
         """The contract's raw path. The grids divide the padded input, so an image padded beyond its own multiple
@@ -155,16 +137,3 @@ class SOLOv2(Detector):
             "loss_mask": cfg["loss_mask_weight"] * mask_sum / max(num_pos, 1),
         }
 
-
-def full_size_output(out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
-    """A raw output mapped to the original image: boxes scaled, masks [N,1,H,W] resampled in one bilinear step
-    (the geometry of the shared post-processing: output pixel centres mapped through the resize)."""
-    (in_h, in_w), (h, w) = input_size, image_size
-    ratio = out.boxes.new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
-    if out.masks.shape[0] == 0:
-        masks = out.masks.new_zeros((0, 1, h, w))
-    else:
-        scale = (MASK_STRIDE * h / in_h, MASK_STRIDE * w / in_w)
-        masks = F.interpolate(out.masks[:, None], scale_factor=scale, mode="bilinear", align_corners=False)
-        masks = masks[..., :h, :w]
-    return {"boxes": out.boxes * ratio, "labels": out.labels, "scores": out.scores, "masks": masks}

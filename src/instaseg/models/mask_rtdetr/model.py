@@ -1,0 +1,116 @@
+"""Mask-RT-DETR on the detector contract: ``model(images, targets) -> losses`` in training, ``model(images) ->
+[{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation (torchvision's
+convention), and ``raw_forward`` for instaseg's predictor and export: no NMS, the best ``eval.max_dets``
+(query, class) pairs, masks as probabilities over the padded input at stride 4 (``mask_stride``).
+
+Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet mean/std on [0, 1] RGB, resize by the recipe
+rule, zero padding to a multiple of 32), the `InputSpec` every architecture shares. Boxes inside the network are
+(cx, cy, w, h) normalised to the padded batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from instaseg.models.detector import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RawOutput,
+    TransformDetector,
+    clip_boxes,
+    pad_masks,
+)
+from instaseg.models.mask_rtdetr.decoder import MaskTransformer
+from instaseg.models.mask_rtdetr.denoising import build_denoising
+from instaseg.models.mask_rtdetr.encoder import MaskHybridEncoder
+from instaseg.models.mask_rtdetr.hgnetv2 import HGNetV2
+from instaseg.models.mask_rtdetr.losses import SetCriterion
+from instaseg.models.mask_rtdetr.matcher import HungarianMatcher, cxcywh_to_xyxy
+
+MASK_STRIDE = 4
+
+
+class MaskRTDETR(TransformDetector):
+    mask_stride = MASK_STRIDE
+
+    def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
+        super().__init__()
+        self.cfg, self.test_cfg, self.num_classes = dict(cfg), dict(test_cfg), num_classes
+        self.transform = GeneralizedRCNNTransform(
+            min_size, max_size, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32
+        )
+        dim = int(cfg["hidden_dim"])
+        self.backbone = HGNetV2(cfg["arch"], frozen_norm=cfg["norm"] == "frozen_bn")
+        self.encoder = MaskHybridEncoder(
+            self.backbone.out_channels, dim, int(cfg["encoder_level"]), int(cfg["encoder_layers"]), 8,
+            int(cfg["encoder_ffn"]), float(cfg["expansion"]), int(cfg["csp_blocks"]),
+            tuple(cfg["mask_feat_channels"]), int(cfg["num_prototypes"]),
+        )  # fmt: skip
+        self.transformer = MaskTransformer(
+            num_classes, dim, 3, int(cfg["num_queries"]), int(cfg["decoder_layers"]), int(cfg["decoder_heads"]),
+            int(cfg["decoder_ffn"]), int(cfg["decoder_points"]), int(cfg["num_prototypes"]),
+            bool(cfg["mask_enhanced"]),
+        )  # fmt: skip
+        weights = {k: float(cfg[f"loss_{k}_weight"]) for k in ("class", "bbox", "giou", "mask", "dice")}
+        matcher = HungarianMatcher(weights, int(cfg["num_sample_points"]))
+        self.criterion = SetCriterion(num_classes, weights, matcher, int(cfg["num_sample_points"]))
+
+    def _run(self, batch: torch.Tensor, dn=None):
+        fused, mask_feat = self.encoder(self.backbone(batch))
+        return self.transformer(fused, mask_feat, dn)
+
+    def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
+        """The contract's raw path: the best ``max_dets`` (query, class) pairs by score (no NMS: the set loss
+        taught one query per object), those above ``score_threshold`` kept."""
+        layers, _, _ = self._run(batch)
+        final = layers[-1]
+        scale = torch.stack([torch.tensor(batch.shape[-1]), torch.tensor(batch.shape[-2])]).to(batch).repeat(2)
+        outputs = []
+        for b, (h, w) in enumerate(image_sizes):
+            scores = final.logits[b].sigmoid()
+            k = min(int(self.test_cfg["max_dets"]), scores.numel())
+            top_scores, top = scores.flatten().topk(k)
+            keep = top_scores > self.test_cfg["score_threshold"]
+            top_scores, top = top_scores[keep], top[keep]
+            query = torch.div(top, self.num_classes, rounding_mode="floor")
+            labels = top - query * self.num_classes + 1
+            boxes = clip_boxes(cxcywh_to_xyxy(final.boxes[b, query]) * scale, h, w)
+            outputs.append(RawOutput(boxes, top_scores, labels, final.masks[b, query].sigmoid()))
+        return outputs
+
+    def make_outputs_busy(self) -> None:
+        """Every query confident in every class, masks partly filled: a random-init model then keeps
+        ``max_dets`` detections per image, as a trained one does on a busy picture."""
+        with torch.no_grad():
+            self.transformer.score_head.bias.fill_(3.0)
+
+    # ---- training ----
+    def _network_targets(self, batch: torch.Tensor, targets: list[dict]) -> list[dict]:
+        """Labels 0..K-1, boxes (cx, cy, w, h) / padded size, masks float over the padded batch."""
+        h, w = batch.shape[-2:]
+        scale = batch.new_tensor([w, h, w, h])
+        out = []
+        for t in targets:
+            boxes = t["boxes"].float() / scale
+            cxcywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], dim=1)
+            masks = pad_masks(t["masks"], (h, w)).float()
+            out.append({"labels": t["labels"].long() - 1, "boxes": cxcywh, "masks": masks})
+        return out
+
+    def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        targets = self._network_targets(batch, targets)
+        cfg = self.cfg
+        h, w = batch.shape[-2:]
+        queries = min(int(cfg["num_queries"]), sum((h // s) * (w // s) for s in (8, 16, 32)))  # as selected
+        dn = build_denoising(
+            [t["labels"] for t in targets], [t["boxes"] for t in targets],
+            self.transformer.denoising_class_embed.weight, queries, int(cfg["num_denoising"]),
+            float(cfg["label_noise_ratio"]), float(cfg["box_noise_scale"]),
+        )  # fmt: skip
+        layers, encoder_out, initial = self._run(batch, dn)
+        losses = self.criterion(layers, encoder_out, initial, dn, targets)
+        if dn is None:  # the denoising embedding in the graph all the same (DDP wants all gradients)
+            losses["loss_class_dn"] = losses["loss_class_dn"] + self.transformer.denoising_class_embed.weight.sum() * 0
+        return losses
+

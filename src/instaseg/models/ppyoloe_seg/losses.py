@@ -1,0 +1,43 @@
+"""PP-YOLOE-seg losses: varifocal (classification), distribution focal (box sides), prototype-mask BCE. The box's
+GIoU term is RTMDet-Ins's `giou_loss` (summed, weighted 1 - GIoU)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def varifocal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.75, gamma: float = 2.0
+) -> torch.Tensor:
+    """Summed VFL (Zhang et al., VarifocalNet) over [A,K] logits against soft targets [A,K] (0 off the label).
+
+    Where the target is positive, BCE towards it weighted by the target itself (confident, well-localised points
+    count most); elsewhere BCE towards 0 weighted by alpha x p^gamma (easy negatives fade)."""
+    prob = logits.sigmoid()
+    positive = (targets > 0).to(logits.dtype)
+    weight = alpha * prob.pow(gamma) * (1 - positive) + targets * positive
+    return (F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * weight).sum()
+
+
+def distribution_focal_loss(logits: torch.Tensor, distances: torch.Tensor, reg_max: int) -> torch.Tensor:
+    """Per box [N]: mean over its 4 sides of DFL (Li et al., Generalized Focal Loss): cross-entropy towards the two
+    bins around each true distance [N,4] (in strides), weighted by nearness, so the distribution's mean lands there.
+
+    ``logits`` [N, 4(reg_max+1)]; distances are clipped to just under ``reg_max`` (the last bin is the farthest
+    a point can reach)."""
+    target = distances.clamp(0, reg_max - 0.01)
+    left = target.floor().long()
+    weight_right = target - left
+    logits = logits.reshape(-1, reg_max + 1)
+    left, weight_right = left.reshape(-1), weight_right.reshape(-1)
+    loss = F.cross_entropy(logits, left, reduction="none") * (1 - weight_right)
+    loss = loss + F.cross_entropy(logits, left + 1, reduction="none") * weight_right
+    return loss.reshape(-1, 4).mean(1)
+
+
+def cropped_mask_bce(logits: torch.Tensor, targets: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
+    """Per instance [N]: mean BCE of mask logits [N,h,w] against targets over the pixels of ``crop`` [N,h,w] (its
+    box): a mask is judged inside its box only, and a small object's few pixels weigh as much as a large one's."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    return (bce * crop).sum((1, 2)) / crop.sum((1, 2)).clamp(min=1)
