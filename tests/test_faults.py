@@ -26,24 +26,7 @@ from instaseg.engine import train as train_mod
 from instaseg.engine.faults import NonFiniteGuard, read_resume_point
 from instaseg.errors import RunStopped
 from instaseg.models.checkpoint import load_checkpoint, save_checkpoint
-
-TINY = [
-    "input.min_size=64",
-    "input.max_size=64",
-    "model.fpn_channels=16",
-    "model.representation_size=64",
-    "model.mask_head_layers=[16]",
-    "model.mask_dim_reduced=16",
-    "model.rpn_pre_nms_top_n_train=100",
-    "model.rpn_post_nms_top_n_train=50",
-    "model.rpn_pre_nms_top_n_test=50",
-    "model.rpn_post_nms_top_n_test=30",
-    "train.batch_size=2",
-    "train.num_workers=0",
-    "train.warmup_iters=2",
-    "train.lr=0.01",
-]
-TINY_ARGS = [arg for o in TINY for arg in ("-o", o)]
+from tiny import TINY, TINY_ARGS
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,7 @@ import pytest
 import torch
 
 from instaseg.data.synthetic import generate_synthetic
-
-TINY = [
-    "input.min_size=64",
-    "input.max_size=64",
-    "model.fpn_channels=16",
-    "model.representation_size=64",
-    "model.mask_head_layers=[16]",
-    "model.mask_dim_reduced=16",
-    "train.batch_size=2",
-    "train.num_workers=0",
-    "train.warmup_iters=2",
-    "train.max_minutes=null",
-]
+from tiny import TINY_ARGS
 
 
 def _free_port() -> int:
@@ -43,13 +31,12 @@ def test_two_nodes_one_process_each_over_gloo(tmp_path: Path) -> None:
     out = tmp_path / "run"
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    overrides = [arg for o in TINY for arg in ("-o", o)]
     nodes = [
         subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
              f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}",
              "-m", "instaseg", "train", "--model", "maskrcnn_fast", "--data", str(data), "--device", "cpu",
-             "--devices", "1", "--num-nodes", "2", "--epochs", "2", "--out", str(out), *overrides],
+             "--devices", "1", "--num-nodes", "2", "--epochs", "2", "--out", str(out), *TINY_ARGS],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         for rank in (0, 1)

@@ -30,24 +30,7 @@ from instaseg.engine.train import resolve_recipe, train
 from instaseg.models.checkpoint import model_from_checkpoint
 from instaseg.models.recipes import load_recipe
 from instaseg.models.registry import build_model
-
-SMALL_MODEL = [
-    "model.fpn_channels=16",
-    "model.representation_size=64",
-    "model.mask_head_layers=[16]",
-    "model.mask_dim_reduced=16",
-    "model.rpn_pre_nms_top_n_train=100",
-    "model.rpn_post_nms_top_n_train=50",
-    "model.rpn_pre_nms_top_n_test=50",
-    "model.rpn_post_nms_top_n_test=30",
-    "train.batch_size=2",
-    "train.num_workers=0",
-    "train.warmup_iters=2",
-    "train.max_minutes=null",
-    "train.ema=true",
-    "train.lr=0.01",
-]
-TINY = ["input.min_size=64", "input.max_size=64", *SMALL_MODEL]
+from tiny import SMALL_MODEL, TINY
 
 
 @pytest.fixture(scope="module")
