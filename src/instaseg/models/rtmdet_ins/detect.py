@@ -49,10 +49,23 @@ def detect_single(
     Every (point, class) pair above the score threshold is a candidate (multi-label); the best ``nms_pre`` go
     through class-aware NMS and the best ``max_dets`` survivors get masks.
     """
+    point, out_boxes, out_scores, labels = select_detections(scores, boxes, cfg)
+    stride = head.strides[0]
+    logits = dynamic_mask_logits(
+        prototypes, kernels[point], priors[point, :2], priors[point, 2], head.dyn_sizes, stride
+    )
+    return out_boxes, out_scores, labels, logits.sigmoid()
+
+
+def select_detections(
+    scores: torch.Tensor, boxes: torch.Tensor, cfg: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(point index, box, score, label 1..K) of each detection kept from per-point class scores [A,K] and boxes
+    [A,4]: every (point, class) pair above ``score_threshold`` is a candidate (multi-label), the best ``nms_pre``
+    go through class-aware NMS at ``nms_iou`` and the best ``max_dets`` survive. Traceable, zero kept included."""
     num_classes = scores.shape[1]
     flat = scores.reshape(-1)
-    k = min(int(cfg["nms_pre"]), flat.shape[0])
-    top_scores, top_idx = flat.topk(k)
+    top_scores, top_idx = flat.topk(min(int(cfg["nms_pre"]), flat.shape[0]))
     keep = top_scores > cfg["score_threshold"]
     top_scores, top_idx = top_scores[keep], top_idx[keep]
     point = torch.div(top_idx, num_classes, rounding_mode="floor")
@@ -60,12 +73,7 @@ def detect_single(
     cand_boxes = boxes[point]
     kept = class_separated_nms(cand_boxes, top_scores, label, cfg["nms_iou"], boxes.abs().max())
     kept = kept[: int(cfg["max_dets"])]
-    point = point[kept]
-    stride = head.strides[0]
-    logits = dynamic_mask_logits(
-        prototypes, kernels[point], priors[point, :2], priors[point, 2], head.dyn_sizes, stride
-    )
-    return cand_boxes[kept], top_scores[kept], label[kept] + 1, logits.sigmoid()
+    return point[kept], cand_boxes[kept], top_scores[kept], label[kept] + 1
 
 
 def class_separated_nms(
