@@ -182,9 +182,9 @@ class Predictor:
         if whole:
             crops = self._detect_crops([images[i] for i in whole], [sizes[i] for i in whole], threshold)
             found.update(zip(whole, crops, strict=True))
-        spec = self.backend.spec
         for i, image in enumerate(images):
             if i not in found:
+                spec = self.backend.spec
                 run = lambda tiles, tile_sizes: self._detect_crops(tiles, tile_sizes, threshold)  # noqa: E731
                 found[i] = tiled_detect(run, image, tiling, (spec.min_size, spec.max_size))
         start = time.perf_counter()
