@@ -239,6 +239,7 @@ def postprocess_crops(
     """`postprocess` up to the masks' crops (each in ``image_size`` pixels), before RLE encoding."""
     keep = np.asarray(raw.scores) >= score_threshold
     h, w = input_size
+    # the contract has boxes clipped to the image already; a graph exported by another version may not
     boxes = np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, np.array([w, h, w, h], dtype=np.float32))
     boxes = scale_boxes(boxes, input_size, image_size)
     masks = np.asarray(raw.masks)[keep]
@@ -266,22 +267,4 @@ def postprocess(
     mask_threshold: float = 0.5,
 ) -> Detections:
     """Keep detections above ``score_threshold``, map boxes from ``input_size`` to ``image_size``, paste masks."""
-    keep = np.asarray(raw.scores) >= score_threshold
-    h, w = input_size
-    # the contract has boxes clipped to the image already; a graph exported by another version may not
-    boxes = np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, np.array([w, h, w, h], dtype=np.float32))
-    boxes = scale_boxes(boxes, input_size, image_size)
-    masks = np.asarray(raw.masks)[keep]
-    if raw.mask_stride:
-        rles = [
-            crop_to_rle(*paste_image_mask(m, b, raw.mask_stride, input_size, image_size, mask_threshold), *image_size)
-            for m, b in zip(masks, boxes, strict=True)
-        ]
-    else:
-        rles = masks_to_rles(masks, boxes, image_size, mask_threshold)
-    return Detections(
-        boxes=boxes,
-        scores=np.asarray(raw.scores, dtype=np.float32)[keep],
-        labels=np.asarray(raw.labels, dtype=np.int64)[keep],
-        rles=rles,
-    )
+    return postprocess_crops(raw, input_size, image_size, score_threshold, mask_threshold).to_detections(image_size)
