@@ -7,6 +7,7 @@ data). Prints mean +- std of val mask AP per arm and whether the gap exceeds the
 predicts one 8000 x 8000 picture holding 5,000 small objects on tiles and prints the peak RSS.
 
     python3 bench/auto_config_vs_fixed.py --seeds 0 1 2 --minutes 3
+    python3 bench/auto_config_vs_fixed.py --datasets small_objects --seeds 0 1 2 --minutes 3
     python3 bench/auto_config_vs_fixed.py --memory-only
 """
 
@@ -33,19 +34,22 @@ def _train_ap(recipe: str, data: Path, out: Path, seed: int, minutes: float, aut
     return float(result["best_metrics"].get("mask_AP", float("nan")))
 
 
-def _datasets(work: Path, images: int) -> dict[str, Path]:
+def _datasets(work: Path, images: int, names: list[str]) -> dict[str, Path]:
     from instaseg.data.synthetic import generate_synthetic, small_objects_style
 
-    out = {"small_objects": generate_synthetic(work / "small", images, seed=7, style=small_objects_style(2, "plain"))}
-    if (TINY_COCO / "annotations" / "instances_train.json").is_file():
+    out = {}
+    if "small_objects" in names:
+        style = small_objects_style(2, "plain")
+        out["small_objects"] = generate_synthetic(work / "small", images, seed=7, style=style)
+    if "tiny_coco" in names and (TINY_COCO / "annotations" / "instances_train.json").is_file():
         out["tiny_coco"] = TINY_COCO
     return out
 
 
-def compare(recipe: str, seeds: list[int], minutes: float, images: int) -> None:
+def compare(recipe: str, seeds: list[int], minutes: float, images: int, names: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name, data in _datasets(work, images).items():
+        for name, data in _datasets(work, images, names).items():
             arms: dict[str, list[float]] = {"fixed": [], "auto": []}
             for seed in seeds:
                 for arm in arms:
@@ -92,12 +96,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per run")
     parser.add_argument("--images", type=int, default=20, help="synthetic images (80/20 train/val)")
+    parser.add_argument("--datasets", nargs="+", choices=("small_objects", "tiny_coco"), default=["small_objects",
+                        "tiny_coco"])  # fmt: skip
     parser.add_argument("--memory", action="store_true", help="also run the 8000 x 8000 memory check")
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if not args.memory_only:
-        compare(args.recipe, args.seeds, args.minutes, args.images)
+        compare(args.recipe, args.seeds, args.minutes, args.images, args.datasets)
     if args.memory or args.memory_only:
         memory_check()
 

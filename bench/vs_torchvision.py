@@ -8,8 +8,10 @@ COCO pictures of ../shared/datasets/tiny_coco (or shapes pictures). To give post
 on a busy picture, the box score cut is 0 (100 detections per image) and mask logits are centred near 0 (partly
 filled masks). The same weights are loaded into instaseg's `maskrcnn_r50_fpn` recipe and exported; every instaseg
 backend is timed end to end through the predictor (pre-processing, model, box mapping, mask pasting, RLE), and
-torchvision eager as a user runs it (`model([tensor])`, then masks > 0.5). Every contender runs each picture once
-untimed first. Agreement with torchvision's own detections is reported per backend (random weights make AP
+torchvision eager as a user runs it (`model([tensor])`, then masks > 0.5). OpenVINO runs its static graph per
+picture size (`--static-shapes first`, what a stream of one size runs after its first few dozen images, see
+instaseg/inference/backends/openvino.py); `--static-shapes off` times the dynamic graph. Every contender runs each
+picture once untimed first. Agreement with torchvision's own detections is reported per backend (random weights make AP
 meaningless here).
 
 accuracy: the same comparison of COCO box/mask AP on a trained checkpoint and its validation split: torchvision's
@@ -131,7 +133,7 @@ def speed(args: argparse.Namespace, work: Path) -> None:
     for label, path in [("instaseg torch", ckpt), *paths.items()]:
         if args.only and label not in args.only:
             continue
-        predictor = _predictor(path, args.threads)
+        predictor = _predictor(path, args.threads, args.static_shapes)
         stats = time_predictor(predictor, images, 1, warmup, len(images))
         ours = [next(predictor.predict(i)) for i in images]
         agree = [compare_results(a, b, 0.5, margin=0.0) for a, b in zip(tv_results, ours, strict=True)]
@@ -151,11 +153,11 @@ def speed(args: argparse.Namespace, work: Path) -> None:
     _print_speed(rows, reference)
 
 
-def _predictor(path: Path, threads: int):
+def _predictor(path: Path, threads: int, static_shapes: str = "first"):
     from instaseg.benchmark import torch_predictor
 
     if path.suffix in (".onnx", ".xml"):
-        return exported_predictor(path, "cpu", threads, 0.0)[0]
+        return exported_predictor(path, "cpu", threads, 0.0, static_shapes)[0]
     return torch_predictor(path, None, "cpu", 0.0)[0]
 
 
@@ -226,6 +228,13 @@ def main() -> None:
     parser.add_argument("--work", help="folder for exports (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="time the exports already in --work again")
     parser.add_argument("--only", nargs="+", help="time only these rows, e.g. 'openvino int8'")
+    parser.add_argument(
+        "--static-shapes",
+        choices=("first", "auto", "off"),
+        default="first",
+        help="OpenVINO: first (default) times the static graph per picture size that a stream of one size runs "
+        "after a few dozen images; off times the dynamic graph",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()}, cpus {os.cpu_count()}, threads {args.threads}")

@@ -86,13 +86,21 @@ def test_detection_weights_keep_the_anchor_count(tiny_coco: Path) -> None:
     assert len(fitted["model"]["aspect_ratios"]) == 3
 
 
-def test_architectures_without_anchors_get_the_rest(small_objects: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "candidates", "factor"), [("solov2_fast", "nms_pre", 2), ("mask_rtdetr_fast", "num_queries", 1)]
+)
+def test_architectures_without_anchors_get_the_rest(small_objects: Path, name: str, candidates: str, factor: int):
+    """Their candidate counts follow the detections per image: NMS inputs, or DETR queries (one per object)."""
     stats = DatasetStatistics.of(load_coco(small_objects / "annotations" / "instances_train.json"))
-    fitted = auto_configure(load_recipe("solov2_fast"), stats)
+    recipe = load_recipe(name)
+    fitted = auto_configure(recipe, stats)
     keys = {c["key"] for c in fitted["auto"]["choices"]}
-    assert {"input.min_size", "tiling.size", "eval.max_dets", "model.nms_pre"} <= keys
+    assert {"input.min_size", "tiling.size", "eval.max_dets", f"model.{candidates}"} <= keys
     assert not any("anchor" in k for k in keys)
-    assert fitted["eval"]["max_dets"] >= int(stats.per_image.max())
+    assert fitted["eval"]["max_dets"] >= int(stats.per_image.max()) > recipe["eval"]["max_dets"]
+    assert fitted["model"][candidates] >= max(factor * fitted["eval"]["max_dets"], recipe["model"][candidates])
+    if name == "mask_rtdetr_fast":  # 100 queries could not hold the busiest image's objects: raised
+        assert fitted["model"][candidates] > recipe["model"][candidates]
     assert "eval.max_dets" in render_choices(fitted)
 
 

@@ -95,6 +95,28 @@ def test_ray_results_match_the_single_process_predictor_and_resume(job: dict, lo
         predict_ray(job["ckpt"], [str(job["images"])], out, shard_size=SHARD + 1)
 
 
+def test_tiling_reaches_the_actors(job: dict, local_ray, tmp_path: Path) -> None:
+    """``tile`` is the actors' as the single-process predictor's: tiled results, not the whole-image ones."""
+    chosen = sorted(str(p) for p in job["images"].glob("img_000?.png"))  # 10 images of 48 px
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("\n".join(chosen) + "\n")
+    predict_ray(job["ckpt"], [str(listing)], tmp_path / "tiled", shard_size=5, concurrency=1, tile=32)
+    records = _jsonl(tmp_path / "tiled")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as the one actor
+    try:
+        tiled, whole = create_model(job["ckpt"], tile=32), create_model(job["ckpt"], tile="off")
+        expected = {p: result_record(r, p) for p, r in zip(chosen, tiled.predict(chosen), strict=True)}
+        untiled = {p: result_record(r, p) for p, r in zip(chosen, whole.predict(chosen), strict=True)}
+    finally:
+        torch.set_num_threads(threads)
+    expected, untiled = json.loads(json.dumps(expected)), json.loads(json.dumps(untiled))  # as the shards hold them
+    assert [records[p]["masks"] for p in chosen] == [expected[p]["masks"] for p in chosen]
+    assert [expected[p]["masks"] for p in chosen] != [untiled[p]["masks"] for p in chosen]
+    manifest = json.loads((tmp_path / "tiled" / "manifest.json").read_text())
+    assert manifest["settings"]["tile"] == 32
+
+
 @pytest.mark.slow
 def test_parquet_and_list_file_inputs(job: dict, local_ray, tmp_path: Path) -> None:
     import pyarrow.parquet as pq

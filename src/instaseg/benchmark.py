@@ -148,13 +148,19 @@ def torch_predictor(checkpoint: Path, img_size: int | None, device: str, thresho
     return predictor, {"model_mb": size / 2**20, "gflops": gflops, "threads": torch.get_num_threads()}
 
 
-def exported_predictor(path: Path, device: str, threads: int | None, threshold: float | None) -> tuple:
+def exported_predictor(
+    path: Path, device: str, threads: int | None, threshold: float | None, static_shapes: str = "first"
+) -> tuple:
+    """A predictor on an exported model. OpenVINO graphs with a dynamic input size are timed in their steady state
+    for the pictures' size, ``static_shapes="first"``: the static graph that the default ("auto") compiles once a
+    few dozen images of one size have run (`instaseg.inference.backends.openvino`); warm-up pays its compile."""
     import importlib
 
     from instaseg.inference.predictor import Predictor
 
     module = importlib.import_module(f"instaseg.inference.backends.{_EXPORTED[path.suffix]}")
-    backend, info = module.load(path, device, threads=threads)
+    options = {"static_shapes": static_shapes} if path.suffix == ".xml" else {}
+    backend, info = module.load(path, device, threads=threads, **options)
     predictor = Predictor(backend, info["class_names"], info.get("category_ids"), threshold)
     return predictor, {"model_mb": file_size(path) / 2**20, "gflops": info.get("gflops"), "threads": threads}
 

@@ -153,6 +153,7 @@ def run_predict_ray(args: argparse.Namespace) -> dict:
             shard_size=args.shard_size,
             address=args.ray_address,
             progress=advance,
+            tile=getattr(args, "tile", "auto"),
         )
     skipped = f", {summary['skipped']} unreadable (their records name the reason)" if summary["skipped"] else ""
     console.print(

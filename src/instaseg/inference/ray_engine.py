@@ -142,14 +142,22 @@ class ShardPredictor:
     """A Ray actor: one predictor for its lifetime; each call predicts whole shards and writes them."""
 
     def __init__(
-        self, model: str, device: str, threshold: float | None, batch_size: int, threads: int, out: str, fmt: str
+        self,
+        model: str,
+        device: str,
+        threshold: float | None,
+        batch_size: int,
+        threads: int,
+        out: str,
+        fmt: str,
+        tile: str | int | None = "auto",
     ):
         import torch
 
         from instaseg.inference.predictor import create_model
 
         torch.set_num_threads(threads)
-        self.predictor = create_model(model, device=device, threshold=threshold)
+        self.predictor = create_model(model, device=device, threshold=threshold, tile=tile)
         self.batch_size, self.out, self.fmt = batch_size, Path(out), fmt
 
     def _predict(self, paths: list[str]) -> list[dict]:
@@ -237,12 +245,13 @@ def predict_ray(
     shard_size: int = 256,
     address: str | None = None,
     progress: Any = None,
+    tile: str | int | None = "auto",
 ) -> dict:
     """Predict every image of ``inputs`` on Ray Data into shard files under ``out``; returns the manifest's totals.
 
     ``concurrency`` actors, each with one model (on a GPU share of ``gpus_per_actor`` when above 0, else on
     CPU threads split evenly), predicting ``batch_size`` images per call. ``address``: an existing Ray cluster
-    ("auto", "ray://host:10001"); default a local instance."""
+    ("auto", "ray://host:10001"); default a local instance. ``tile``: as `create_model`'s (large images on tiles)."""
     import ray
 
     if fmt not in FORMATS:
@@ -254,7 +263,7 @@ def predict_ray(
         raise UserError("model file not found", model)
     paths = list_inputs(inputs)
     shards = plan_shards(paths, shard_size)
-    settings = {"threshold": threshold, "format": fmt, "shard_size": shard_size}
+    settings = {"threshold": threshold, "format": fmt, "shard_size": shard_size, "tile": tile}
     out = Path(out)
     key = job_key(model, paths, settings)
     done = _check_manifest(out, key)
@@ -267,7 +276,7 @@ def predict_ray(
             ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         cpus = int(ray.available_resources().get("CPU", os.cpu_count() or 1))
         device = "cuda" if gpus_per_actor > 0 else "cpu"
-        actor_args = (model, device, threshold, batch_size, max(1, cpus // concurrency), str(out), fmt)
+        actor_args = (model, device, threshold, batch_size, max(1, cpus // concurrency), str(out), fmt, tile)
         items = [{"shard": i, "paths": shards[i]} for i in todo]
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ShardPredictor,

@@ -2,11 +2,23 @@
 
 The precision stored at export is applied explicitly (``INFERENCE_PRECISION_HINT``): left to itself the CPU
 plugin picks bf16 on CPUs that support it, and accuracy changes without anyone asking for it.
+
+Shape specialisation: a graph exported with a dynamic input size also runs as a copy reshaped to one input shape,
+which the CPU plugin compiles with static shapes (blocked layouts and kernels picked once, no per-call shape
+inference): 1.1-1.3x faster on ResNet-50-FPN INT8 at 800x1088 on a 2-core Xeon. fp32 outputs are unchanged;
+INT8 ones can differ a little (other integer kernels), as between two machines. A compile costs
+about as much as a few inferences (2 s for that model), so ``static_shapes="auto"`` pays it the way one decides to
+buy rather than rent: once the time already spent at a shape, times the saving, exceeds the compile time. A camera
+or a dataset of one resolution is specialised after a few dozen images; a folder of mixed sizes never pays for
+compiles it cannot win back. At most `MAX_STATIC` shapes are compiled per model (memory stays bounded and a stream
+of varying sizes cannot cause compile after compile).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +27,10 @@ from instaseg.errors import UserError
 from instaseg.inference.backends.exported import ExportedBackend
 from instaseg.models.detector import OUTPUT_NAMES
 from instaseg.models.metadata import openvino_metadata
+
+STATIC_SHAPES = ("auto", "first", "off")  # "first": specialise a shape on first sight (a fixed camera); "off": never
+MAX_STATIC = 4
+EXPECTED_SAVING = 0.15  # the share of a dynamic-shape inference a static graph saves (measured 0.1-0.25, see above)
 
 
 def _ov_device(device: str | torch.device) -> str:
@@ -35,35 +51,71 @@ def inference_precision(precision: str) -> str:
 class OpenVinoBackend(ExportedBackend):
     name = "openvino"
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        threads: int | None = None,
+        static_shapes: str = "auto",
+    ):
         import openvino as ov
 
-        core = ov.Core()
+        if static_shapes not in STATIC_SHAPES:
+            raise ValueError(f"static_shapes must be one of {STATIC_SHAPES}, got {static_shapes!r}")
+        self.core = ov.Core()
+        self.path = Path(path)
         try:
-            model = core.read_model(str(path))
+            model = self.core.read_model(str(path))
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
             raise UserError(f"cannot load OpenVINO model: {first}", path) from None
         super().__init__(openvino_metadata(model), path)
-        config = {
+        self.config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": inference_precision(self.meta["precision"]),
             "PERFORMANCE_HINT": "LATENCY",
         }
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = core.compile_model(model, _ov_device(device), config)
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.ov_device = _ov_device(device)
+        start = time.perf_counter()
+        self.compiled = self.core.compile_model(model, self.ov_device, self.config)
+        self.compile_seconds = time.perf_counter() - start
         self.request = self.compiled.create_infer_request()
-        self.outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        # a graph exported with a fixed size is static already
+        self.static_shapes = static_shapes if self.graph.get("dynamic", True) else "off"
+        self.specialised: dict[tuple[int, ...], Any] = {}  # input shape -> infer request of its static graph
+        self.seconds_at: dict[tuple[int, ...], float] = {}  # input shape -> inference time spent at it, dynamic
 
     def run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        result = self.request.infer(feed)
-        # copies: the request reuses its output buffers on the next call
-        return tuple(np.array(result[out]) for out in self.outputs)
+        shape = tuple(feed["images"].shape)
+        request = self.specialised.get(shape)
+        if request is None and self._worth_specialising(shape):
+            request = self.specialised[shape] = self._compile_static(shape)
+        if request is None:
+            start = time.perf_counter()
+            result = self.request.infer(feed)
+            self.seconds_at[shape] = self.seconds_at.get(shape, 0.0) + time.perf_counter() - start
+        else:
+            result = request.infer(feed)
+        # by name: a static graph's output ports are not the dynamic one's; copies: the request reuses its buffers
+        return tuple(np.array(result[name]) for name in OUTPUT_NAMES)
+
+    def _worth_specialising(self, shape: tuple[int, ...]) -> bool:
+        if self.static_shapes == "off" or len(self.specialised) >= MAX_STATIC:
+            return False
+        if self.static_shapes == "first":
+            return True
+        return self.seconds_at.get(shape, 0.0) * EXPECTED_SAVING >= self.compile_seconds
+
+    def _compile_static(self, shape: tuple[int, ...]) -> Any:
+        model = self.core.read_model(str(self.path))
+        model.reshape({"images": list(shape)})
+        return self.core.compile_model(model, self.ov_device, self.config).create_infer_request()
 
 
 def load(
-    path: str | Path, device: str | torch.device = "cpu", threads: int | None = None
+    path: str | Path, device: str | torch.device = "cpu", threads: int | None = None, static_shapes: str = "auto"
 ) -> tuple[OpenVinoBackend, dict]:
-    backend = OpenVinoBackend(path, device, threads)
+    backend = OpenVinoBackend(path, device, threads, static_shapes)
     return backend, backend.info()
