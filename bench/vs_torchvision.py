@@ -9,7 +9,7 @@ on a busy picture, the box score cut is 0 (100 detections per image) and mask lo
 filled masks). The same weights are loaded into instaseg's `maskrcnn_r50_fpn` recipe and exported; every instaseg
 backend is timed end to end through the predictor (pre-processing, model, box mapping, mask pasting, RLE), and
 torchvision eager as a user runs it (`model([tensor])`, then masks > 0.5). OpenVINO runs its static graph per
-picture size (`--static-shapes first`, what a stream of one size runs after its first few dozen images, see
+picture size (`--static-shapes first`, what a stream of one size runs once it has run long enough, see
 instaseg/inference/backends/openvino.py); `--static-shapes off` times the dynamic graph. Every contender runs each
 picture once untimed first. Agreement with torchvision's own detections is reported per backend (random weights make AP
 meaningless here).
@@ -233,7 +233,7 @@ def main() -> None:
         choices=("first", "auto", "off"),
         default="first",
         help="OpenVINO: first (default) times the static graph per picture size that a stream of one size runs "
-        "after a few dozen images; off times the dynamic graph",
+        "once it has run long enough; off times the dynamic graph",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -153,7 +153,7 @@ def exported_predictor(
 ) -> tuple:
     """A predictor on an exported model. OpenVINO graphs with a dynamic input size are timed in their steady state
     for the pictures' size, ``static_shapes="first"``: the static graph that the default ("auto") compiles once a
-    few dozen images of one size have run (`instaseg.inference.backends.openvino`); warm-up pays its compile."""
+    stream of one size has run long enough (`instaseg.inference.backends.openvino`); warm-up pays its compile."""
     import importlib
 
     from instaseg.inference.predictor import Predictor
