@@ -17,6 +17,7 @@ of varying sizes cannot cause compile after compile).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,17 @@ from instaseg.models.metadata import openvino_metadata
 STATIC_SHAPES = ("auto", "first", "off")  # "first": specialise a shape on first sight (a fixed camera); "off": never
 MAX_STATIC = 4
 EXPECTED_SAVING = 0.15  # the share of a dynamic-shape inference a static graph saves (measured 0.1-0.25, see above)
+
+
+@functools.cache
+def _core() -> Any:
+    """One OpenVINO Core for the process, as OpenVINO advises. With a Core per model (and more per model once static
+    copies were compiled), a later, unrelated error message crashed the process: after a test had created and dropped
+    several Cores, a DataLoader worker killed in the next test made Python decode "Connection reset by peer", and
+    glibc's locale conversion segfaulted (gdb backtrace in mbsrtowcs). With one Core it did not, in repeated runs."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def _ov_device(device: str | torch.device) -> str:
@@ -59,11 +71,9 @@ class OpenVinoBackend(ExportedBackend):
         threads: int | None = None,
         static_shapes: str = "auto",
     ):
-        import openvino as ov
-
         if static_shapes not in STATIC_SHAPES:
             raise ValueError(f"static_shapes must be one of {STATIC_SHAPES}, got {static_shapes!r}")
-        self.core = ov.Core()
+        self.core = _core()
         self.path = Path(path)
         try:
             model = self.core.read_model(str(path))
