@@ -60,9 +60,9 @@ class Row:
 
 def _cpu_has_bf16() -> bool:
     try:
-        import openvino as ov
+        from instaseg.inference.backends.openvino import openvino_core
 
-        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # no OpenVINO, or a plugin that does not answer: offer no bf16
         return False
 

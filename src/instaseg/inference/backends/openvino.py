@@ -36,11 +36,12 @@ EXPECTED_SAVING = 0.15  # the share of a dynamic-shape inference a static graph 
 
 
 @functools.cache
-def _core() -> Any:
-    """One OpenVINO Core for the process, as OpenVINO advises. With a Core per model (and more per model once static
-    copies were compiled), a later, unrelated error message crashed the process: after a test had created and dropped
-    several Cores, a DataLoader worker killed in the next test made Python decode "Connection reset by peer", and
-    glibc's locale conversion segfaulted (gdb backtrace in mbsrtowcs). With one Core it did not, in repeated runs."""
+def openvino_core() -> Any:
+    """One OpenVINO Core for the process (every model, and the CPU query of `--backend auto`), as OpenVINO advises.
+    With a Core per model (and more per model once static copies were compiled), a later, unrelated error message
+    crashed the process: after a test had created and dropped several Cores, a DataLoader worker killed in the next
+    test made Python decode "Connection reset by peer", and glibc's locale conversion segfaulted (gdb backtrace in
+    mbsrtowcs). With one Core it did not, in repeated runs."""
     import openvino as ov
 
     return ov.Core()
@@ -73,10 +74,9 @@ class OpenVinoBackend(ExportedBackend):
     ):
         if static_shapes not in STATIC_SHAPES:
             raise ValueError(f"static_shapes must be one of {STATIC_SHAPES}, got {static_shapes!r}")
-        self.core = _core()
         self.path = Path(path)
         try:
-            model = self.core.read_model(str(path))
+            model = openvino_core().read_model(str(path))
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
             raise UserError(f"cannot load OpenVINO model: {first}", path) from None
@@ -89,7 +89,7 @@ class OpenVinoBackend(ExportedBackend):
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.ov_device = _ov_device(device)
         start = time.perf_counter()
-        self.compiled = self.core.compile_model(model, self.ov_device, self.config)
+        self.compiled = openvino_core().compile_model(model, self.ov_device, self.config)
         self.compile_seconds = time.perf_counter() - start
         self.request = self.compiled.create_infer_request()
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -120,9 +120,11 @@ class OpenVinoBackend(ExportedBackend):
         return self.seconds_at.get(shape, 0.0) * EXPECTED_SAVING >= self.compile_seconds
 
     def _compile_static(self, shape: tuple[int, ...]) -> Any:
-        model = self.core.read_model(str(self.path))
+        # read again rather than kept from __init__: holding the source model would keep its weights for the
+        # backend's lifetime to serve at most MAX_STATIC compiles
+        model = openvino_core().read_model(str(self.path))
         model.reshape({"images": list(shape)})
-        return self.core.compile_model(model, self.ov_device, self.config).create_infer_request()
+        return openvino_core().compile_model(model, self.ov_device, self.config).create_infer_request()
 
 
 def load(
