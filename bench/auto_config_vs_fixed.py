@@ -70,8 +70,8 @@ def memory_check(size: int = 8000, objects: int = 5000) -> None:
     from instaseg.inference.backends.torch import TorchBackend
     from instaseg.inference.predictor import Predictor
     from instaseg.inference.tiling import TilingOptions
+    from instaseg.models.factory import build_model
     from instaseg.models.recipes import apply_overrides, load_recipe
-    from instaseg.models.registry import build_model
 
     rng = np.random.default_rng(0)
     image = np.full((size, size, 3), 40, dtype=np.uint8)

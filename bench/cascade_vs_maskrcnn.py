@@ -48,8 +48,8 @@ def _batches(data: Path, recipe: dict, count: int) -> list[tuple[list, list]]:
 
 def cpu_seconds_per_step(data: Path, steps: int, warmup: int = 3) -> dict[str, float]:
     """Median CPU seconds of one training step per recipe, the recipes interleaved step by step."""
+    from instaseg.models.factory import build_model
     from instaseg.models.recipes import load_recipe
-    from instaseg.models.registry import build_model
 
     recipes = {name: load_recipe(name) for name in RECIPES}
     batches = _batches(data, recipes[RECIPES[0]], warmup + steps)

@@ -30,8 +30,8 @@ import instaseg
 from instaseg.inference.postprocess import masks_to_rles, scale_boxes
 from instaseg.inference.preprocess import preprocess
 from instaseg.models.checkpoint import save_checkpoint
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
 
 TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny_coco" / "images"
 

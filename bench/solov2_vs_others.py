@@ -37,8 +37,8 @@ def cpu_seconds_per_step(recipe_name: str, data: Path, threads: int) -> float:
     from instaseg.data.dataset import InstanceDataset, collate_fn
     from instaseg.data.transforms import build_transforms
     from instaseg.engine.schedules import build_optimizer
+    from instaseg.models.factory import build_model
     from instaseg.models.recipes import load_recipe
-    from instaseg.models.registry import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -21,8 +21,8 @@ import torch
 
 from instaseg.data.synthetic import SynthStyle, synth_image
 from instaseg.data.transforms import boxes_from_masks
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
 
 
 def batch(recipe: dict, size: int, index: int) -> tuple[list[torch.Tensor], list[dict]]:

@@ -58,9 +58,9 @@ def torchvision_r50(folder: Path) -> tuple[torch.nn.Module, Path]:
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.factory import build_model
     from instaseg.models.recipes import apply_overrides, load_recipe
-    from instaseg.models.registry import build_model
-    from instaseg.models.weights import load_matching
+    from instaseg.models.weights.loading import load_matching
 
     torch.manual_seed(0)
     tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, box_score_thresh=0.0).eval()
@@ -189,7 +189,7 @@ def accuracy(args: argparse.Namespace, work: Path) -> None:
     from instaseg.data.coco import load_dataset
     from instaseg.engine.coco_eval import CocoEvaluator
     from instaseg.export.quantize import calibration_images
-    from instaseg.models.checkpoint import model_from_checkpoint
+    from instaseg.models.factory import model_from_checkpoint
     from instaseg.utils.images import read_image
 
     gt = load_dataset(args.data)["val"]

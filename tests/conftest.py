@@ -73,8 +73,8 @@ def tiny_maskrcnn():
     def build(num_classes: int, overrides: list[str]):
         import torch
 
+        from instaseg.models.factory import build_model
         from instaseg.models.recipes import apply_overrides, load_recipe
-        from instaseg.models.registry import build_model
 
         torch.manual_seed(0)
         recipe = apply_overrides(load_recipe("maskrcnn_fast"), overrides)

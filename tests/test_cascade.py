@@ -8,8 +8,8 @@ import pytest
 import torch
 from torchvision.models.detection.image_list import ImageList
 
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
 
 SIZE = 96
 pytestmark = pytest.mark.usefixtures("one_thread")

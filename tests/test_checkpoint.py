@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from instaseg.errors import UserError
-from instaseg.models.checkpoint import checkpoint_payload, load_checkpoint, model_from_checkpoint, save_checkpoint
+from instaseg.models.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
+from instaseg.models.factory import build_model, model_from_checkpoint
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
 
 CLASSES = ["cat", "dog"]
 IDS = [17, 18]

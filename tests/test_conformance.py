@@ -19,8 +19,9 @@ import torch
 
 from instaseg.data.synthetic import SynthStyle, synth_image
 from instaseg.models.detector import Detector
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import ARCHITECTURES, architecture, build_model
+from instaseg.models.registry import ARCHITECTURES, architecture
 
 SIZE = 96
 STYLE = SynthStyle(num_classes=2, background="plain", max_instances=3)

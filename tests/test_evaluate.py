@@ -576,8 +576,8 @@ def test_evaluate_checkpoint_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_evaluate_real_checkpoint(tmp_path: Path, cli) -> None:
     """A real (untrained) Mask R-CNN checkpoint end to end: its masks come back at original size and are scored."""
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.factory import build_model
     from instaseg.models.recipes import apply_overrides, load_recipe
-    from instaseg.models.registry import build_model
 
     gt = make_gt(seed=2, num_images=4, crowded_image=3)
     data = _write_dataset(tmp_path, gt)

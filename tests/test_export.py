@@ -202,8 +202,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from instaseg.data.dataset import InstanceDataset
     from instaseg.data.synthetic import generate_synthetic
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.factory import build_model
     from instaseg.models.recipes import apply_overrides, load_recipe
-    from instaseg.models.registry import build_model
 
     root = tmp_path_factory.mktemp("trained")
     data = generate_synthetic(root / "data", num_images=10, img_size=64, seed=0)

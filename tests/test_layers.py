@@ -18,6 +18,7 @@ LAYER = {
     "errors": 0,
     "utils": 0,
     "config": 0,
+    "version": 0,
     "__version__": 0,  # `from instaseg import __version__`
     "data": 1,
     "models": 1,

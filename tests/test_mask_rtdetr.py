@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from instaseg.errors import UserError
-from instaseg.models.mask_rtdetr.decoder import masks_to_boxes_normalised
-from instaseg.models.mask_rtdetr.deformable import MSDeformableAttention, deformable_sampling
+from instaseg.models.factory import build_model
+from instaseg.models.mask_rtdetr.assigner import HungarianMatcher
+from instaseg.models.mask_rtdetr.attention import MSDeformableAttention, deformable_sampling
+from instaseg.models.mask_rtdetr.backbone import HGNetV2
 from instaseg.models.mask_rtdetr.denoising import build_denoising
-from instaseg.models.mask_rtdetr.hgnetv2 import HGNetV2
-from instaseg.models.mask_rtdetr.matcher import HungarianMatcher
+from instaseg.models.mask_rtdetr.heads import masks_to_boxes_normalised
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WEIGHTS = {"class": 4.0, "bbox": 5.0, "giou": 2.0, "mask": 5.0, "dice": 5.0}

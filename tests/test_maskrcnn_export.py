@@ -10,7 +10,9 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import poolers
 
-from instaseg.models.maskrcnn.export import PerClassNMS, merge_levels, per_class_postprocess
+from instaseg.models.common.nms import PerClassNMS
+from instaseg.models.common.rcnn_export import merge_levels
+from instaseg.models.maskrcnn.heads import per_class_postprocess
 
 
 def _overlapping(k: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

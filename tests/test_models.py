@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from instaseg.config import list_recipes
+from instaseg.models.factory import build_architecture, build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_architecture, build_model
 
 LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
 # tiny inputs and fewer RoIs keep a train step of the biggest backbones to a few seconds on a CPU

@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
+from instaseg.models.common.losses import varifocal_loss
+from instaseg.models.factory import build_architecture, build_model
 from instaseg.models.ppyoloe_seg.assigner import ATSSAssigner, TaskAlignedAssigner
-from instaseg.models.ppyoloe_seg.cspresnet import RepVGGUnit
-from instaseg.models.ppyoloe_seg.losses import cropped_mask_bce, distribution_focal_loss, varifocal_loss
+from instaseg.models.ppyoloe_seg.layers import RepVGGUnit
+from instaseg.models.ppyoloe_seg.losses import cropped_mask_bce, distribution_focal_loss
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_architecture, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["input.min_size=96", "input.max_size=96"]
@@ -109,10 +110,11 @@ def test_varifocal_loss_rewards_the_soft_target():
     targets = torch.tensor([[0.8, 0.0], [0.0, 0.0]])
     good = torch.tensor([[math.log(0.8 / 0.2), -8.0], [-8.0, -8.0]])
     bad = torch.tensor([[-8.0, 3.0], [3.0, -8.0]])
-    assert varifocal_loss(good, targets) < varifocal_loss(bad, targets)
-    assert varifocal_loss(torch.full((3, 2), -12.0), torch.zeros(3, 2)) < 1e-9  # easy negatives fade
+    assert varifocal_loss(good, targets, targets > 0) < varifocal_loss(bad, targets, targets > 0)
+    negatives = torch.zeros(3, 2)
+    assert varifocal_loss(torch.full((3, 2), -12.0), negatives, negatives > 0) < 1e-9  # easy negatives fade
     logits = torch.zeros(1, 1, requires_grad=True)
-    varifocal_loss(logits, torch.tensor([[0.8]])).backward()
+    varifocal_loss(logits, torch.tensor([[0.8]]), torch.tensor([[True]])).backward()
     assert logits.grad.item() < 0  # the positive is pushed up towards its target
 
 

@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+from instaseg.models.common.losses import dice_loss
+from instaseg.models.factory import build_architecture, build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_architecture, build_model
 from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner
-from instaseg.models.rtmdet_ins.head import dynamic_mask_logits, relative_coordinates
-from instaseg.models.rtmdet_ins.losses import dice_loss, quality_focal_loss
+from instaseg.models.rtmdet_ins.heads import dynamic_mask_logits, relative_coordinates
+from instaseg.models.rtmdet_ins.losses import quality_focal_loss
+from instaseg.models.rtmdet_ins.model import DICE_EPS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["input.min_size=64", "input.max_size=96"]
@@ -115,7 +117,8 @@ def test_losses_reward_the_right_answer():
     assert good < 0.01 < bad
     target = torch.zeros(1, 8, 8)
     target[0, 2:6, 2:6] = 1
-    assert dice_loss(target * 20 - 10, target) < 0.01 < dice_loss(10 - target * 20, target)
+    exact = dice_loss(target * 20 - 10, target, DICE_EPS).sum()
+    assert exact < 0.01 < dice_loss(10 - target * 20, target, DICE_EPS).sum()
 
 
 def test_train_step_gives_finite_losses_and_gradients():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from instaseg.models.checkpoint import save_checkpoint
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -96,7 +96,7 @@ def test_switch_reaches_persistent_workers():
 
 def test_adamw_spares_norms_and_biases_from_weight_decay():
     recipe = apply_overrides(load_recipe("rtmdet_ins_tiny"), ["input.min_size=64", "input.max_size=64"])
-    from instaseg.models.registry import build_model
+    from instaseg.models.factory import build_model
 
     model = build_model(recipe, 2, weights="none")
     opt = build_optimizer(model, recipe["train"])
@@ -139,7 +139,7 @@ def test_engine_trains_rtmdet_with_its_recipe(shapes, tmp_path, monkeypatch):
     """Same engine and outputs as Mask R-CNN: AdamW, flat-cosine, EMA, Mosaic + MixUp switched off halfway."""
     import instaseg.engine.train as train_mod
     from instaseg.engine.schedules import AugmentationSwitch
-    from instaseg.models.checkpoint import model_from_checkpoint
+    from instaseg.models.factory import model_from_checkpoint
 
     seen = {}
     make = train_mod.build_trainer

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from instaseg.models.common.losses import dice_loss
+from instaseg.models.common.masks import mask_centers
+from instaseg.models.factory import build_architecture, build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_architecture, build_model
-from instaseg.models.solov2.inference import mask_boxes, matrix_nms, point_nms
-from instaseg.models.solov2.losses import dice_loss, focal_loss
-from instaseg.models.solov2.targets import assign, center_region, mask_centers, mask_targets
+from instaseg.models.solov2.assigner import assign, center_region, mask_targets
+from instaseg.models.solov2.decode import mask_boxes, matrix_nms, point_nms
+from instaseg.models.solov2.losses import DICE_EPS, focal_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GRIDS = [40, 36, 24, 16, 12]
@@ -94,8 +96,8 @@ def test_focal_and_dice_losses_reward_the_right_answer():
     target = torch.zeros(1, 16, 16)
     target[0, 4:12, 4:12] = 1
     exact, shifted = (target * 20 - 10), (torch.roll(target, 4, dims=2) * 20 - 10)
-    assert dice_loss(exact, target).item() < 1e-3 < dice_loss(shifted, target).item()
-    assert dice_loss(torch.full((1, 16, 16), -10.0), target).item() > 0.99
+    assert dice_loss(exact, target, DICE_EPS).item() < 1e-3 < dice_loss(shifted, target, DICE_EPS).item()
+    assert dice_loss(torch.full((1, 16, 16), -10.0), target, DICE_EPS).item() > 0.99
 
 
 def _reference_matrix_nms(masks, labels, scores, sigma):

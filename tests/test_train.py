@@ -27,9 +27,8 @@ from instaseg.engine import train as train_mod
 from instaseg.engine.callbacks import AtomicCheckpointIO, EMACallback, WarmupPlateauLR
 from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.train import resolve_recipe, train
-from instaseg.models.checkpoint import model_from_checkpoint
+from instaseg.models.factory import build_model, model_from_checkpoint
 from instaseg.models.recipes import load_recipe
-from instaseg.models.registry import build_model
 from tiny import SMALL_MODEL, TINY
 
 

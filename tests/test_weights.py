@@ -9,9 +9,9 @@ import torch
 
 from instaseg.errors import UserError
 from instaseg.models.checkpoint import save_checkpoint
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
-from instaseg.models.weights import load_weights_file
+from instaseg.models.weights.loading import load_weights_file
 
 TINY = ["input.min_size=64", "input.max_size=96"]
 CLASS_LAYERS = {

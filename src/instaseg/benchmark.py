@@ -118,8 +118,8 @@ def random_checkpoint(recipe_name: str, folder: Path, img_size: int | None = Non
     import torch
 
     from instaseg.models.checkpoint import save_checkpoint
+    from instaseg.models.factory import build_model
     from instaseg.models.recipes import apply_overrides, load_recipe
-    from instaseg.models.registry import build_model
 
     sizes = [f"input.min_size={img_size}", f"input.max_size={img_size}"] if img_size else []
     recipe = apply_overrides(load_recipe(recipe_name), [*sizes, "eval.score_threshold=0.0"])

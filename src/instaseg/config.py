@@ -4,7 +4,8 @@ A recipe yaml states what differs from the defaults below and from its architect
 section, and the input/train/eval values of its published recipe); a loaded recipe is always complete, so every
 key can be overridden and `instaseg models NAME` shows all of it. There is no inheritance between recipe files:
 defaults, then the architecture's, then the file. Completing a recipe needs its architecture, so loading lives
-one layer up, in `instaseg.models.recipes`; this module imports nothing of the models.
+one layer up, in `instaseg.models.recipes`, which calls `read_recipe` and then `complete_sections` (merged and
+checked in that one call); this module imports nothing of the models.
 """
 
 from __future__ import annotations
@@ -137,14 +138,24 @@ def recipe_file(name_or_path: str | Path) -> Path:
     return RECIPE_DIR / f"{text}.yaml"
 
 
+def read_recipe(name_or_path: str | Path) -> tuple[dict, str]:
+    """(the recipe as written, the source its errors name: a shipped recipe by its name, a file by its path)."""
+    path = recipe_file(name_or_path)
+    source = path.stem if path.resolve().parent == RECIPE_DIR else str(path)
+    return read_recipe_file(path), source
+
+
 def complete_sections(data: dict, model_defaults: dict, recipe_defaults: dict, source: str | None) -> dict:
     """Defaults, then the architecture's (``model_defaults`` for the model section, ``recipe_defaults`` for the
-    others), then the recipe's own keys; unknown keys raise a UserError. Not validated yet."""
+    others), then the recipe's own keys, checked by `check_sections`; unknown keys raise a UserError. The model
+    section's value rules are its architecture's, applied by the caller."""
     # key order of the complete recipe (as `instaseg models NAME` prints it): what it is, the model, then the rest
     reference = {k: DEFAULTS[k] for k in ("name", "task", "description")} | {"model": model_defaults} | DEFAULTS
     _check_known(data, reference, "", source)
     _check_known(recipe_defaults, reference, "", "architecture defaults")
-    return _deep_merge(_deep_merge(reference, recipe_defaults), data)
+    recipe = _deep_merge(_deep_merge(reference, recipe_defaults), data)
+    check_sections(recipe, model_defaults, source)
+    return recipe
 
 
 def _expected_type(default: Any) -> tuple[type, ...]:
@@ -182,7 +193,7 @@ def _check_positive(recipe: dict, keys: list[str], source: str | None) -> None:
             raise UserError(f"{dotted} must be positive, got {value!r}", source, dotted)
 
 
-def validate_sections(recipe: dict, model_defaults: dict, source: str | None = None) -> None:
+def check_sections(recipe: dict, model_defaults: dict, source: str | None = None) -> None:
     """Types against the defaults (the model section's against ``model_defaults``), then the value rules of the
     sections every recipe has; raises a UserError naming the key. The model's value rules are its own."""
     _check_types(recipe, {k: v for k, v in DEFAULTS.items() if k != "name"}, "", source)

@@ -39,8 +39,8 @@ from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.outputs import FILES, RunRecorder, attach_log, detach_log, run_paths
 from instaseg.engine.schedules import make_schedule_callbacks
 from instaseg.errors import UserError
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
-from instaseg.models.registry import build_model
 from instaseg.utils.device import resolve_device
 from instaseg.utils.io import atomic_write_text, read_json
 

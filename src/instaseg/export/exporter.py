@@ -101,7 +101,7 @@ def export_model(
     ``int8``: NNCF post-training quantization (OpenVINO) calibrated on up to ``calib_size`` images from
     ``calib_data``. ``format="tensorrt"`` builds an engine for this machine's NVIDIA GPU from the same ONNX graph.
     """
-    from instaseg.models.checkpoint import model_from_checkpoint
+    from instaseg.models.factory import model_from_checkpoint
 
     _check_options(format, precision, int8, calib_data)
     check_deploy_extra(format)

@@ -21,8 +21,8 @@ def build_metadata(
     info: dict, spec: InputSpec, graph: dict, precision: str = "fp32", int8: bool = False, **extra: Any
 ) -> dict:
     """The metadata of an export: ``info`` is a checkpoint's (class_names, category_ids, recipe)."""
-    from instaseg import __version__
     from instaseg.inference.predictor import DEFAULT_THRESHOLD
+    from instaseg.version import __version__
 
     recipe = info.get("recipe") or {}
     evaluation = recipe.get("eval", {})

@@ -3,6 +3,7 @@
 A checkpoint is a dict with key "instaseg": {"recipe", "class_names", "category_ids", "input", "model_state_dict",
 "version"}. Lightning's .ckpt files carry the same key (added in the LightningModule's on_save_checkpoint), so
 `load_checkpoint` reads both. Files are read with torch.load(weights_only=True): tensors and plain containers only.
+Rebuilding the model a checkpoint describes is `instaseg.models.factory.model_from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from instaseg.errors import UserError
 from instaseg.utils.io import atomic_write_bytes
+from instaseg.version import __version__
 
 REQUIRED_KEYS = ("recipe", "class_names", "category_ids", "model_state_dict")
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
@@ -30,8 +32,6 @@ def checkpoint_payload(
     model: nn.Module | Mapping[str, torch.Tensor], recipe: dict, class_names: list[str], category_ids: list[int]
 ) -> dict:
     """The "instaseg" part of a checkpoint. `model` may be a module or its state_dict (e.g. the EMA weights)."""
-    from instaseg import __version__
-
     if len(class_names) != len(category_ids):
         raise ValueError(f"{len(class_names)} class names but {len(category_ids)} category ids")
     state = model.state_dict() if isinstance(model, nn.Module) else model
@@ -82,7 +82,8 @@ def read_torch_file(path: str | Path) -> Any:
         raise UserError(f"corrupt or unreadable checkpoint: {first[:200]}", path) from None
 
 
-def _check_payload(part: Any, source: str | None) -> dict:
+def check_payload(part: Any, source: str | None) -> dict:
+    """The "instaseg" part of a checkpoint, checked for its required keys (the input size filled in if absent)."""
     if not isinstance(part, Mapping):
         raise UserError("not an instaseg checkpoint (no 'instaseg' entry)", source)
     missing = [k for k in REQUIRED_KEYS if k not in part]
@@ -99,35 +100,7 @@ def load_checkpoint(path: str | Path) -> dict:
     """The "instaseg" part of an instaseg checkpoint or a Lightning .ckpt that carries it."""
     obj = read_torch_file(path)
     part = obj.get("instaseg") if isinstance(obj, Mapping) else None
-    return _check_payload(part, str(path))
-
-
-def model_from_checkpoint(
-    path_or_dict: str | Path | dict, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict]:
-    """(model in eval mode on `device`, info) from a checkpoint path or a loaded checkpoint / its "instaseg" part.
-
-    info = the "instaseg" part without the weights: recipe, class_names, category_ids, input, version (+ path).
-    """
-    from instaseg.models.recipes import load_recipe
-    from instaseg.models.registry import build_architecture
-
-    if isinstance(path_or_dict, Mapping):
-        part = path_or_dict.get("instaseg", path_or_dict)
-        info, source = _check_payload(part, None), None
-    else:
-        info, source = load_checkpoint(path_or_dict), str(path_or_dict)
-    recipe = load_recipe(dict(info["recipe"], input=dict(info["input"])))
-    model = build_architecture(recipe, len(info["class_names"]))
-    problem = state_mismatch(model.state_dict(), info["model_state_dict"])
-    if problem:
-        raise UserError(f"checkpoint weights do not fit its recipe's model ({problem})", source)
-    model.load_state_dict(info["model_state_dict"])
-    info = {k: v for k, v in info.items() if k != "model_state_dict"}
-    info["recipe"] = recipe
-    if source:
-        info["path"] = source
-    return model.to(device).eval(), info
+    return check_payload(part, str(path))
 
 
 def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> str | None:

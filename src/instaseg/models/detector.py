@@ -67,6 +67,18 @@ class InputSpec:
         )
 
 
+def resize_transform(
+    min_size: int, max_size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> nn.Module:
+    """torchvision's `GeneralizedRCNNTransform` with the resize rule every architecture shares: resize by
+    ``min_size``/``max_size``, normalise by ``mean``/``std`` on [0, 1] RGB, zero-pad to a multiple of 32; it resizes
+    training targets alike. `TransformDetector` keeps it as ``self.transform``."""
+    # imported here: torchvision's detection package costs about a second, which exported-model users never need
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    return GeneralizedRCNNTransform(min_size, max_size, list(mean), list(std), size_divisible=32)
+
+
 class RawOutput(NamedTuple):
     """One image's detections before post-processing, in the network-input frame (the resized image).
 
@@ -158,16 +170,6 @@ class TransformDetector(Detector):
             masks = F.interpolate(out.masks[:, None], scale_factor=scale, mode="bilinear", align_corners=False)
             masks = masks[..., :h, :w]
         return {"boxes": out.boxes * ratio, "labels": out.labels, "scores": out.scores, "masks": masks}
-
-
-def key_error(cfg: dict, source: str | None) -> Callable[[str, str], Exception]:
-    """``bad(key, why)``: the UserError an architecture's ``validate`` raises for ``model.<key>`` of ``cfg``."""
-    from instaseg.errors import UserError
-
-    def bad(key: str, why: str) -> Exception:
-        return UserError(f"model.{key} {why}, got {cfg[key]!r}", source, f"model.{key}")
-
-    return bad
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from instaseg import __version__
 from instaseg.config import list_recipes, recipe_to_yaml
 from instaseg.models.detector import Detector, padded_size
 from instaseg.models.recipes import load_recipe
 from instaseg.utils.cache import cache_root
 from instaseg.utils.flops import count_flops as count_model_flops
 from instaseg.utils.io import atomic_write_json
+from instaseg.version import __version__
 
 MEASURE_CLASSES = 80
 
@@ -80,7 +80,7 @@ def measure_recipe(name: str) -> dict:
 
 def _measure(recipe: dict) -> dict:
     """Build the recipe's model with random init and measure it (see the module notes for what is counted)."""
-    from instaseg.models.registry import build_architecture
+    from instaseg.models.factory import build_architecture
 
     start = time.perf_counter()
     measured = copy.deepcopy(recipe)

@@ -54,7 +54,7 @@ class TorchBackend:
 
 def load(path: str | Path, device: str | torch.device = "cpu", amp: bool = False) -> tuple[TorchBackend, dict]:
     """Backend and checkpoint info (class_names, category_ids, input, recipe) from an instaseg checkpoint."""
-    from instaseg.models.checkpoint import model_from_checkpoint
+    from instaseg.models.factory import model_from_checkpoint
 
     # the model is built with the checkpoint's recorded input size, so its input_spec is already the one to use
     model, info = model_from_checkpoint(path, device=str(resolve_device(device)))

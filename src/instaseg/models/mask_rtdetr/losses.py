@@ -18,18 +18,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
-from instaseg.models.mask_rtdetr.decoder import Predictions
+from instaseg.models.common.losses import varifocal_loss
+from instaseg.models.mask_rtdetr.assigner import HungarianMatcher, cxcywh_to_xyxy, point_sample
 from instaseg.models.mask_rtdetr.denoising import DenoisingGroup
-from instaseg.models.mask_rtdetr.matcher import HungarianMatcher, cxcywh_to_xyxy, point_sample
+from instaseg.models.mask_rtdetr.heads import Predictions
 
 TERMS = ("class", "bbox", "giou", "mask", "dice")
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def varifocal_loss(logits: torch.Tensor, score: torch.Tensor, label: torch.Tensor, alpha=0.75, gamma=2.0):
-    """Summed varifocal loss: positives weighted by their IoU target, negatives by alpha p^gamma."""
-    weight = alpha * logits.sigmoid().detach().pow(gamma) * (1 - label) + score * label
-    return (F.binary_cross_entropy_with_logits(logits, score, reduction="none") * weight).sum()
 
 
 def mask_iou_of_pairs(pred_logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -85,7 +80,7 @@ class SetCriterion:
         zero = pred.boxes.sum() * 0 + pred.masks.sum() * 0
         if len(query) == 0:
             score = torch.zeros_like(pred.logits)
-            loss = {"class": w["class"] * varifocal_loss(pred.logits, score, score) / norm}
+            loss = {"class": w["class"] * varifocal_loss(pred.logits, score, score, detach_weight=True) / norm}
             return loss | {k: zero for k in TERMS[1:]}
         gt_masks = torch.cat([t["masks"][g] for t, (_, g) in zip(targets, indices, strict=True)])
         masks = pred.masks[batch, query]
@@ -98,7 +93,7 @@ class SetCriterion:
         label[batch, query, labels] = 1.0
         score = torch.zeros_like(pred.logits)
         score[batch, query, labels] = iou.to(score.dtype).clamp(min=0)
-        loss = {"class": w["class"] * varifocal_loss(pred.logits, score, label) / norm}
+        loss = {"class": w["class"] * varifocal_loss(pred.logits, score, label, detach_weight=True) / norm}
         loss["bbox"] = w["bbox"] * (boxes - gt_boxes).abs().sum() / norm + zero
         giou = generalized_box_iou_loss(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(gt_boxes))
         loss["giou"] = w["giou"] * giou.sum() / norm

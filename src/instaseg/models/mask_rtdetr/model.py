@@ -11,22 +11,16 @@ rule, zero padding to a multiple of 32), the `InputSpec` every architecture shar
 from __future__ import annotations
 
 import torch
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from instaseg.models.detector import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RawOutput,
-    TransformDetector,
-    clip_boxes,
-    pad_masks,
-)
-from instaseg.models.mask_rtdetr.decoder import MaskTransformer
+from instaseg.models.detector import RawOutput, TransformDetector, pad_masks, resize_transform
+from instaseg.models.mask_rtdetr.assigner import HungarianMatcher
+from instaseg.models.mask_rtdetr.backbone import HGNetV2
+from instaseg.models.mask_rtdetr.decode import detect_single
 from instaseg.models.mask_rtdetr.denoising import build_denoising
-from instaseg.models.mask_rtdetr.encoder import MaskHybridEncoder
-from instaseg.models.mask_rtdetr.hgnetv2 import HGNetV2
+from instaseg.models.mask_rtdetr.heads import MaskTransformer
 from instaseg.models.mask_rtdetr.losses import SetCriterion
-from instaseg.models.mask_rtdetr.matcher import HungarianMatcher, cxcywh_to_xyxy
+from instaseg.models.mask_rtdetr.neck import MaskHybridEncoder
+from instaseg.models.mask_rtdetr.recipe import LOSS_TERMS
 
 MASK_STRIDE = 4
 
@@ -37,9 +31,7 @@ class MaskRTDETR(TransformDetector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg, self.num_classes = dict(cfg), dict(test_cfg), num_classes
-        self.transform = GeneralizedRCNNTransform(
-            min_size, max_size, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32
-        )
+        self.transform = resize_transform(min_size, max_size)
         dim = int(cfg["hidden_dim"])
         self.backbone = HGNetV2(cfg["arch"], frozen_norm=cfg["norm"] == "frozen_bn")
         self.encoder = MaskHybridEncoder(
@@ -52,7 +44,7 @@ class MaskRTDETR(TransformDetector):
             int(cfg["decoder_ffn"]), int(cfg["decoder_points"]), int(cfg["num_prototypes"]),
             bool(cfg["mask_enhanced"]),
         )  # fmt: skip
-        weights = {k: float(cfg[f"loss_{k}_weight"]) for k in ("class", "bbox", "giou", "mask", "dice")}
+        weights = {k: float(cfg[f"loss_{k}_weight"]) for k in LOSS_TERMS}
         matcher = HungarianMatcher(weights, int(cfg["num_sample_points"]))
         self.criterion = SetCriterion(num_classes, weights, matcher, int(cfg["num_sample_points"]))
 
@@ -66,18 +58,10 @@ class MaskRTDETR(TransformDetector):
         layers, _, _ = self._run(batch)
         final = layers[-1]
         scale = torch.stack([torch.tensor(batch.shape[-1]), torch.tensor(batch.shape[-2])]).to(batch).repeat(2)
-        outputs = []
-        for b, (h, w) in enumerate(image_sizes):
-            scores = final.logits[b].sigmoid()
-            k = min(int(self.test_cfg["max_dets"]), scores.numel())
-            top_scores, top = scores.flatten().topk(k)
-            keep = top_scores > self.test_cfg["score_threshold"]
-            top_scores, top = top_scores[keep], top[keep]
-            query = torch.div(top, self.num_classes, rounding_mode="floor")
-            labels = top - query * self.num_classes + 1
-            boxes = clip_boxes(cxcywh_to_xyxy(final.boxes[b, query]) * scale, h, w)
-            outputs.append(RawOutput(boxes, top_scores, labels, final.masks[b, query].sigmoid()))
-        return outputs
+        return [
+            RawOutput(*detect_single(final.logits[b], final.boxes[b], final.masks[b], scale, size, self.test_cfg))
+            for b, size in enumerate(image_sizes)
+        ]
 
     def make_outputs_busy(self) -> None:
         """Every query confident in every class, masks partly filled: a random-init model then keeps

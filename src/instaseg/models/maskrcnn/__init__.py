@@ -1,21 +1,19 @@
-"""Mask R-CNN (He et al., "Mask R-CNN", 2017) on torchvision's components: FPN and C4 designs, many backbones.
-
-The recipe defaults are the documented recipe of `instaseg.config.DEFAULTS` (SGD, warmup then plateau, EMA).
-"""
+"""Mask R-CNN (He et al., "Mask R-CNN", 2017) on torchvision's components: FPN and C4 designs, many backbones."""
 
 from __future__ import annotations
 
+from instaseg.models.common.rcnn import ANCHOR_KEYS, RPN_CANDIDATES
 from instaseg.models.detector import Architecture
-from instaseg.models.maskrcnn.build import DEFAULTS, RPN_CANDIDATES, build_maskrcnn, validate_model_section
-from instaseg.models.maskrcnn.model import MaskRCNNDetector
+from instaseg.models.maskrcnn.build import build
+from instaseg.models.maskrcnn.recipe import DEFAULTS, validate
 
-__all__ = ["ARCHITECTURE", "DEFAULTS", "MaskRCNNDetector", "build_maskrcnn", "validate_model_section"]
+__all__ = ["ARCHITECTURE"]
 
 ARCHITECTURE = Architecture(
-    build=build_maskrcnn,
+    build=build,
     model_defaults=DEFAULTS,
-    validate=validate_model_section,
+    validate=validate,
     small_recipe="maskrcnn_fast",
-    anchor_keys=("anchor_sizes", "aspect_ratios"),
+    anchor_keys=ANCHOR_KEYS,
     candidate_keys=RPN_CANDIDATES,
 )

@@ -1,23 +1,10 @@
-"""PP-YOLOE-seg losses: varifocal (classification), distribution focal (box sides), prototype-mask BCE. The box's
-GIoU term is RTMDet-Ins's `giou_loss` (summed, weighted 1 - GIoU)."""
+"""PP-YOLOE-seg's own losses: distribution focal (box sides) and prototype-mask BCE. Its varifocal (classification)
+and GIoU (boxes) terms are the shared ones, `instaseg.models.common.losses`."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def varifocal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.75, gamma: float = 2.0
-) -> torch.Tensor:
-    """Summed VFL (Zhang et al., VarifocalNet) over [A,K] logits against soft targets [A,K] (0 off the label).
-
-    Where the target is positive, BCE towards it weighted by the target itself (confident, well-localised points
-    count most); elsewhere BCE towards 0 weighted by alpha x p^gamma (easy negatives fade)."""
-    prob = logits.sigmoid()
-    positive = (targets > 0).to(logits.dtype)
-    weight = alpha * prob.pow(gamma) * (1 - positive) + targets * positive
-    return (F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * weight).sum()
 
 
 def distribution_focal_loss(logits: torch.Tensor, distances: torch.Tensor, reg_max: int) -> torch.Tensor:

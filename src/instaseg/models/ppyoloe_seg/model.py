@@ -14,19 +14,17 @@ where it stopped; the training forward needs to know nothing of epochs.
 from __future__ import annotations
 
 import torch
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from instaseg.models.backbones import freeze_stages
-from instaseg.models.detector import RawOutput, TransformDetector, pad_masks
+from instaseg.models.common.losses import giou_loss, varifocal_loss
+from instaseg.models.common.masks import box_cropped_output
+from instaseg.models.common.points import distance_to_boxes, flatten_levels, make_priors
+from instaseg.models.detector import RawOutput, TransformDetector, pad_masks, resize_transform
 from instaseg.models.ppyoloe_seg.assigner import ATSSAssigner, TaskAlignedAssigner
-from instaseg.models.ppyoloe_seg.cspresnet import CSPResNet, scaled_channels, scaled_depth
-from instaseg.models.ppyoloe_seg.detect import detect_single
-from instaseg.models.ppyoloe_seg.head import PROTOTYPE_STRIDE, ETHead, anchor_points, crop_to_boxes
-from instaseg.models.ppyoloe_seg.losses import cropped_mask_bce, distribution_focal_loss, varifocal_loss
+from instaseg.models.ppyoloe_seg.backbone import CSPResNet, scaled_channels, scaled_depth
+from instaseg.models.ppyoloe_seg.decode import detect_single
+from instaseg.models.ppyoloe_seg.heads import PROTOTYPE_STRIDE, ETHead, anchor_points, crop_to_boxes
+from instaseg.models.ppyoloe_seg.losses import cropped_mask_bce, distribution_focal_loss
 from instaseg.models.ppyoloe_seg.neck import CustomCSPPAN
-from instaseg.models.rtmdet_ins.detect import distance_to_boxes, flatten_levels, make_priors
-from instaseg.models.rtmdet_ins.losses import giou_loss
-from instaseg.models.rtmdet_ins.model import box_cropped_output
 
 NECK_CHANNELS = (192, 384, 768)  # published widths at strides 8, 16, 32 before the width multiplier
 NECK_BLOCKS = 3
@@ -39,7 +37,7 @@ class PPYOLOESeg(TransformDetector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
-        self.transform = GeneralizedRCNNTransform(min_size, max_size, [0.0] * 3, [1.0] * 3, size_divisible=32)
+        self.transform = resize_transform(min_size, max_size, mean=(0.0,) * 3, std=(1.0,) * 3)
         deepen, widen = float(cfg["deepen"]), float(cfg["widen"])
         self.backbone = CSPResNet(deepen, widen, use_alpha=bool(cfg["use_alpha"]))
         neck_widths = [scaled_channels(c, widen) for c in NECK_CHANNELS]
@@ -56,10 +54,6 @@ class PPYOLOESeg(TransformDetector):
         )
         self.atss = ATSSAssigner(topk=9, anchor_scale=5.0)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
-
-    def freeze(self, frozen_stages: int) -> None:
-        """Stop gradients in the stem and the first ``frozen_stages`` backbone stages (pretrained starts)."""
-        freeze_stages(self.backbone, [f"stages.{i}" for i in range(len(self.backbone.stages))], frozen_stages)
 
     def _features(self, batch: torch.Tensor):
         """Flattened class logits [B,A,K], distance logits [B,A,4(R+1)], coefficients [B,A,M], prototypes,
@@ -116,7 +110,7 @@ class PPYOLOESeg(TransformDetector):
             gt_of = asg.gt_index[pos]
             # float32 targets and logits: under mixed precision the head's logits are half, the assigner's float
             soft = torch.zeros(cls[b].shape, device=cls.device).index_put_((pos, gt_labels[gt_of]), asg.score[pos])
-            sums["cls"] = sums["cls"] + varifocal_loss(cls[b].float(), soft)
+            sums["cls"] = sums["cls"] + varifocal_loss(cls[b].float(), soft, soft > 0)
             score_sum = score_sum + asg.score.sum()
             if pos.numel() == 0:
                 continue

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instaseg.models.ppyoloe_seg.cspresnet import RepResBlock
-from instaseg.models.rtmdet_ins.layers import ConvBNAct
+from instaseg.models.ppyoloe_seg.layers import ConvBNAct, RepResBlock
 
 
 class SPP(nn.Module):

@@ -2,9 +2,9 @@
 
 Cost of matching point i to object j = soft classification cost (BCE against the soft label IoU_ij, scaled by
 |IoU_ij - p_i|^2) + IoU cost (-log IoU_ij x 3) + a soft centre prior 10^(d_ij / stride_i - 3) where d_ij is the
-distance to the object's centre (its mask's centre of mass). Only points inside some object's box take part.
-Each object takes its k cheapest points, k = max(1, floor(sum of its 13 best IoUs)) (SimOTA's dynamic k); a point
-claimed by several objects keeps the cheapest.
+distance to the object's centre (its mask's centre of mass, `instaseg.models.common.masks.mask_centers`). Only
+points inside some object's box take part. Each object takes its k cheapest points, k = max(1, floor(sum of its
+13 best IoUs)) (SimOTA's dynamic k); a point claimed by several objects keeps the cheapest.
 """
 
 from __future__ import annotations
@@ -24,20 +24,6 @@ class Assignment:
 
     gt_index: torch.Tensor
     iou: torch.Tensor
-
-
-def mask_centers(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """(x, y) centre of mass of each mask [N,H,W], in pixel-corner coordinates; the box centre if a mask is empty."""
-    n, h, w = masks.shape
-    m = masks.float()
-    area = m.sum(dim=(1, 2))
-    ys = torch.arange(h, device=m.device, dtype=m.dtype) + 0.5
-    xs = torch.arange(w, device=m.device, dtype=m.dtype) + 0.5
-    cx = (m.sum(dim=1) * xs).sum(dim=1) / area.clamp(min=EPS)
-    cy = (m.sum(dim=2) * ys).sum(dim=1) / area.clamp(min=EPS)
-    box_c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    centers = torch.stack([cx, cy], dim=1)
-    return torch.where((area > 0)[:, None], centers, box_c)
 
 
 class DynamicSoftLabelAssigner:

@@ -1,26 +1,20 @@
-"""Building blocks of CSPNeXt and its PAFPN: conv-BN-SiLU, depthwise-separable conv, channel attention, SPPF and
-the CSP layer with CSPNeXt blocks (RTMDet, Lyu et al. 2022, section 3.2).
+"""Building blocks of CSPNeXt and its PAFPN: conv-BN-SiLU, depthwise-separable conv, SPPF and the CSP layer with
+CSPNeXt blocks and channel attention (RTMDet, Lyu et al. 2022, section 3.2).
 
 BatchNorm uses the published momentum 0.03 (PyTorch's convention: weight of the new batch) and eps 1e-3.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-BN_MOMENTUM = 0.03
-BN_EPS = 1e-3
+from instaseg.models.common.layers import ChannelAttention, ConvNormAct
 
-
-class ConvBNAct(nn.Sequential):
-    """Conv (no bias) -> BatchNorm -> SiLU; ``groups=channels`` makes it depthwise."""
-
-    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.act = nn.SiLU(inplace=True) if act else nn.Identity()
+# conv-BN-SiLU (act=False: no activation) with the published BatchNorm
+ConvBNAct = partial(ConvNormAct, norm=partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03))
 
 
 class DepthwiseSeparable(nn.Sequential):
@@ -28,19 +22,6 @@ class DepthwiseSeparable(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, kernel: int = 5):
         super().__init__(ConvBNAct(cin, cin, kernel, groups=cin), ConvBNAct(cin, cout, 1))
-
-
-class ChannelAttention(nn.Module):
-    """Squeeze-and-excitation without reduction: global average -> 1x1 conv -> hard sigmoid -> rescale."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Conv2d(channels, channels, 1, bias=True)
-        self.gate = nn.Hardsigmoid(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.fc(self.pool(x)))
 
 
 class SPPF(nn.Module):

@@ -1,10 +1,10 @@
-"""RTMDet-Ins losses: quality focal loss (classification against IoU soft labels), GIoU (boxes), Dice (masks)."""
+"""RTMDet-Ins's own loss, quality focal loss (classification against IoU soft labels); its GIoU (boxes) and Dice
+(masks) are the shared ones, `instaseg.models.common.losses`."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import generalized_box_iou_loss
 
 
 def quality_focal_loss(
@@ -26,16 +26,3 @@ def quality_focal_loss(
         pos_loss = pos_loss * (target - prob[pos, cls]).abs().pow(beta)
         loss = loss.index_put((pos, cls), pos_loss)
     return loss.sum()
-
-
-def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Summed (1 - GIoU) of matched xyxy boxes, each weighted (by its soft label)."""
-    return (generalized_box_iou_loss(pred, target, reduction="none", eps=1e-6) * weight).sum()
-
-
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 5e-6) -> torch.Tensor:
-    """Summed 1 - 2|p.t| / (|p|^2 + |t|^2) over instances (the squared-denominator Dice of V-Net)."""
-    p = logits.sigmoid().flatten(1)
-    t = targets.flatten(1).to(p.dtype)
-    inter = (p * t).sum(1)
-    return (1 - 2 * inter / ((p * p).sum(1) + eps + (t * t).sum(1) + eps)).sum()

@@ -12,38 +12,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from instaseg.models.backbones import freeze_stages
-from instaseg.models.detector import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RawOutput,
-    TransformDetector,
-    clip_boxes,
-    pad_masks,
-)
-from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner, mask_centers
-from instaseg.models.rtmdet_ins.cspnext import CSPNeXt
-from instaseg.models.rtmdet_ins.detect import (
-    detect_single,
-    distance_to_boxes,
-    flatten_levels,
-    make_priors,
-    paste_image_masks,
-)
-from instaseg.models.rtmdet_ins.head import RTMDetInsHead, dynamic_mask_logits
-from instaseg.models.rtmdet_ins.losses import dice_loss, giou_loss, quality_focal_loss
-from instaseg.models.rtmdet_ins.pafpn import CSPNeXtPAFPN
+from instaseg.models.common.losses import dice_loss, giou_loss
+from instaseg.models.common.masks import box_cropped_output, mask_centers
+from instaseg.models.common.points import distance_to_boxes, flatten_levels, make_priors
+from instaseg.models.detector import RawOutput, TransformDetector, clip_boxes, pad_masks, resize_transform
+from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner
+from instaseg.models.rtmdet_ins.backbone import CSPNeXt
+from instaseg.models.rtmdet_ins.decode import detect_single
+from instaseg.models.rtmdet_ins.heads import RTMDetInsHead, dynamic_mask_logits
+from instaseg.models.rtmdet_ins.losses import quality_focal_loss
+from instaseg.models.rtmdet_ins.neck import CSPNeXtPAFPN
+
+DICE_EPS = 5e-6  # the published Dice loss's smoothing
 
 
 class RTMDetIns(TransformDetector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
-        self.transform = GeneralizedRCNNTransform(
-            min_size, max_size, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32
-        )
+        self.transform = resize_transform(min_size, max_size)
         self.backbone = CSPNeXt(cfg["deepen"], cfg["widen"])
         self.neck = CSPNeXtPAFPN(self.backbone.out_channels, cfg["neck_channels"], cfg["neck_blocks"])
         self.head = RTMDetInsHead(
@@ -57,10 +45,6 @@ class RTMDetIns(TransformDetector):
         )
         self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
         self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_forward gives
-
-    def freeze(self, frozen_stages: int) -> None:
-        """Stop gradients in the stem and the first ``frozen_stages`` backbone stages (pretrained starts)."""
-        freeze_stages(self.backbone, [f"stages.{i}" for i in range(len(self.backbone.stages))], frozen_stages)
 
     def _features(self, batch: torch.Tensor):
         cls, reg, kern, protos = self.head(self.neck(self.backbone(batch)))
@@ -97,7 +81,8 @@ class RTMDetIns(TransformDetector):
         for b, target in enumerate(targets):
             gt_boxes, gt_labels = target["boxes"].float(), target["labels"].long() - 1
             gt_masks = pad_masks(target["masks"], batch.shape[-2:])
-            centers = mask_centers(gt_masks, gt_boxes) if len(gt_boxes) else gt_boxes[:, :2]
+            box_centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+            centers = mask_centers(gt_masks, box_centers) if len(gt_boxes) else gt_boxes[:, :2]
             asg = self.assigner(cls[b].detach(), boxes[b].detach(), priors, gt_boxes, gt_labels, centers)
             labels = gt_labels[asg.gt_index.clamp(min=0)] if len(gt_labels) else asg.gt_index.clamp(min=0)
             cls_sum = cls_sum + quality_focal_loss(cls[b], asg.gt_index, labels, asg.iou)
@@ -126,20 +111,4 @@ class RTMDetIns(TransformDetector):
             logits = F.interpolate(logits[None], scale_factor=scale, mode="bilinear", align_corners=False)[0]
         start = loss_stride // 2
         gt = gt_masks[:, start::loss_stride, start::loss_stride]
-        return dice_loss(logits[:, : gt.shape[1], : gt.shape[2]], gt)
-
-
-def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
-    """Boxes clipped to the resized image, then mapped to the original one (torchvision's resize_boxes ratios)."""
-    h, w = input_size
-    ratio = boxes.new_tensor([image_size[1] / w, image_size[0] / h, image_size[1] / w, image_size[0] / h])
-    return clip_boxes(boxes, h, w) * ratio
-
-
-def box_cropped_output(
-    out: RawOutput, mask_stride: int, input_size: tuple[int, int], image_size: tuple[int, int]
-) -> dict:
-    """A raw output in the original image, each image-frame mask pasted inside its own box (RTMDet-Ins's crop)."""
-    boxes = clip_and_scale(out.boxes, input_size, image_size)
-    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size)
-    return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}
+        return dice_loss(logits[:, : gt.shape[1], : gt.shape[2]], gt, DICE_EPS).sum()

@@ -1,4 +1,5 @@
-"""SOLOv2's losses: sigmoid focal loss over every grid cell's classes, Dice over the positive cells' masks."""
+"""SOLOv2's losses: sigmoid focal loss over every grid cell's classes; Dice over the positive cells' masks is the
+shared one (`instaseg.models.common.losses.dice_loss`, with SOLO's eps `DICE_EPS`)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,4 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, a
     onehot = F.one_hot(labels + 1, num_classes + 1)[:, 1:].to(logits.dtype)  # background: all zeros
     return sigmoid_focal_loss(logits, onehot, alpha=alpha, gamma=gamma, reduction="sum")
 
-
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Per-mask 1 - 2|p.t| / (|p|^2 + |t|^2) of [N,...] logits and targets in [0, 1] (the squared-denominator
-    Dice SOLO uses; ``eps`` on each sum as published keeps an empty mask's loss finite)."""
-    p = logits.sigmoid().flatten(1)
-    t = targets.flatten(1).to(p.dtype)
-    inter = (p * t).sum(1)
-    return 1 - 2 * inter / ((p * p).sum(1) + eps + (t * t).sum(1) + eps)
+DICE_EPS = 1e-3  # on each sum of the Dice denominator, as published: keeps an empty mask's loss finite

@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from instaseg.models.backbones import FeaturePyramidBackbone
-from instaseg.models.detector import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RawOutput,
-    TransformDetector,
-    clip_boxes,
-    pad_masks,
-    padded_size,
-)
-from instaseg.models.solov2.head import LEVEL_STRIDES, MaskFeatureHead, SOLOv2Head, flatten_levels
-from instaseg.models.solov2.inference import TestConfig, detect_single, point_nms
-from instaseg.models.solov2.losses import dice_loss, focal_loss
-from instaseg.models.solov2.targets import assign, mask_targets
+from instaseg.models.common.backbones import FeaturePyramidBackbone
+from instaseg.models.common.losses import dice_loss
+from instaseg.models.common.points import flatten_levels
+from instaseg.models.detector import RawOutput, TransformDetector, clip_boxes, pad_masks, padded_size, resize_transform
+from instaseg.models.solov2.assigner import assign, mask_targets
+from instaseg.models.solov2.decode import TestConfig, detect_single, point_nms
+from instaseg.models.solov2.heads import LEVEL_STRIDES, MaskFeatureHead, SOLOv2Head
+from instaseg.models.solov2.losses import DICE_EPS, focal_loss
 
 MASK_STRIDE = 4
 
@@ -45,9 +38,7 @@ class SOLOv2(TransformDetector):
     ):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), test_cfg
-        self.transform = GeneralizedRCNNTransform(
-            min_size, max_size, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32
-        )
+        self.transform = resize_transform(min_size, max_size)
         self.backbone = backbone
         channels, groups = backbone.out_channels, int(cfg["gn_groups"])
         self.mask_head = MaskFeatureHead(channels, cfg["mask_feat_channels"], cfg["kernel_channels"], groups)
@@ -127,7 +118,7 @@ class SOLOv2(TransformDetector):
                 continue
             gt = mask_targets(masks, self.mask_stride, bool(cfg["soft_mask_targets"]))[asg.gt_index[pos]]
             logits = kernels[b, pos] @ mask_feats[b].flatten(1)
-            dice_sum.append(dice_loss(logits, gt.flatten(1)).sum())
+            dice_sum.append(dice_loss(logits, gt.flatten(1), DICE_EPS).sum())
             num_pos += int(pos.numel())
         loss_cls = focal_loss(cls.flatten(0, 1), torch.cat(cell_labels), cfg["focal_gamma"], cfg["focal_alpha"])
         # zero terms keep the kernel branch and the mask feature in the graph when no cell is positive (DDP)

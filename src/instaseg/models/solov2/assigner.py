@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from instaseg.models.common.masks import mask_centers
+
 
 class Assignment(NamedTuple):
     """One image's targets over all levels' cells (level after level, row-major): ``gt_index`` [A] is the owning
@@ -23,17 +25,6 @@ class Assignment(NamedTuple):
 
     gt_index: torch.Tensor
     labels: torch.Tensor
-
-
-def mask_centers(masks: torch.Tensor) -> torch.Tensor:
-    """[N,2] (x, y) centres of mass of [N,H,W] masks, in pixels (pixel i's centre is i + 0.5)."""
-    m = masks.float()
-    total = m.sum(dim=(1, 2)).clamp(min=1)
-    ys = torch.arange(m.shape[1], dtype=m.dtype, device=m.device) + 0.5
-    xs = torch.arange(m.shape[2], dtype=m.dtype, device=m.device) + 0.5
-    cy = (m.sum(dim=2) * ys).sum(dim=1) / total
-    cx = (m.sum(dim=1) * xs).sum(dim=1) / total
-    return torch.stack([cx, cy], dim=1)
 
 
 def _cells(coord: torch.Tensor, extent: float, grid: int) -> torch.Tensor:

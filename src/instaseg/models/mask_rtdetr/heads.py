@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instaseg.models.mask_rtdetr.deformable import MSDeformableAttention
+from instaseg.models.mask_rtdetr.attention import MSDeformableAttention, MultiHeadAttention
 from instaseg.models.mask_rtdetr.denoising import DenoisingGroup, inverse_sigmoid
-from instaseg.models.mask_rtdetr.encoder import MultiHeadAttention
 
 
 class MLP(nn.Module):

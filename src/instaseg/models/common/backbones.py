@@ -3,7 +3,8 @@
 Every backbone is described by a `BackboneSpec` and built into a stage extractor (torchvision's
 IntermediateLayerGetter or a timm features_only model) whose outputs C2..C5 (strides 4, 8, 16, 32)
 `stage_features` returns as NCHW tensors. `FeaturePyramidBackbone` puts an FPN on top of the
-chosen levels; `build_c4_backbone` gives the single stride-16 map and the res5 stage for a C4 detector.
+chosen levels (`build_fpn_backbone` from a model section); `build_c4_backbone` gives the single stride-16 map and the
+res5 stage for a C4 detector.
 
 Module names mirror torchvision's detection models (``body``, ``fpn``, ``body.layer1`` ...), so torchvision's
 COCO checkpoints load into the matching recipes by name.
@@ -23,6 +24,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from instaseg.errors import UserError
+from instaseg.models.weights.download import download_guard, timm_download_guard
 
 NORMS = ("frozen_bn", "bn")
 LEVELS = (2, 3, 4, 5)  # C2..C5: the outputs of the four stages at strides 4, 8, 16, 32
@@ -112,8 +114,6 @@ def freeze_stages(body: nn.Module, stage_prefixes: list[str], frozen_stages: int
 
 
 def _torchvision_network(spec: BackboneSpec, norm: str, pretrained: bool) -> nn.Module:
-    from instaseg.models.weights import download_guard
-
     kwargs = {"norm_layer": FrozenBatchNorm2d} if norm == "frozen_bn" else {}
     if not pretrained:
         return get_model(spec.model, weights=None, **kwargs)
@@ -125,8 +125,6 @@ def _torchvision_network(spec: BackboneSpec, norm: str, pretrained: bool) -> nn.
 def _timm_network(spec: BackboneSpec, norm: str, pretrained: bool) -> nn.Module:
     import timm
     from timm.layers import freeze_batch_norm_2d
-
-    from instaseg.models.weights import timm_download_guard
 
     if pretrained and not spec.imagenet:
         raise UserError(f"backbone {spec.model} at this width has no ImageNet weights; use --weights none")
@@ -213,6 +211,24 @@ class FeaturePyramidBackbone(nn.Module):
         return self.fpn(selected)
 
 
+def build_fpn_backbone(
+    cfg: dict,
+    download: bool,
+    freeze: bool,
+    levels: list[int] | None = None,
+    extra_pool: bool | None = None,
+    norm_layer: type[nn.Module] | None = None,
+) -> FeaturePyramidBackbone:
+    """A model section's backbone (``backbone``, ``norm``, ``frozen_stages`` when ``freeze``) with an FPN of
+    ``fpn_channels`` on its ``levels`` (the section's unless given), max-pooled extra level per ``extra_pool``."""
+    body, info = build_feature_body(cfg["backbone"], cfg["norm"], download)
+    if freeze:
+        freeze_stages(body, info.stage_prefixes, int(cfg["frozen_stages"]))
+    levels = cfg["levels"] if levels is None else levels
+    extra_pool = cfg["extra_pool"] if extra_pool is None else extra_pool
+    return FeaturePyramidBackbone(body, info, levels, int(cfg["fpn_channels"]), extra_pool, norm_layer)
+
+
 class C4Backbone(nn.Module):
     """The stride-16 output of a ResNet's res4 stage as the only feature map (Detectron2's C4 design)."""
 
@@ -236,9 +252,3 @@ def build_c4_backbone(name: str, norm: str, pretrained: bool, frozen_stages: int
     body = IntermediateLayerGetter(net, {"layer3": "0"})  # drops layer4, avgpool and fc
     freeze_stages(body, ["layer1.", "layer2.", "layer3."], min(frozen_stages, 3))
     return C4Backbone(body, _stage_channels(net.layer3)), res5
-
-
-def no_pretrained_weights(family: str) -> Exception:
-    """The error of a from-scratch family asked for ImageNet weights that nobody publishes in a form we load."""
-    why = f"no ImageNet-pretrained {family} weights are available; use --weights none or a PATH"
-    return UserError(why, record="weights")

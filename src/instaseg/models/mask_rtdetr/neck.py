@@ -5,24 +5,12 @@ fused levels plus the backbone's stride-4 map into the per-pixel prototype embed
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class ConvNormAct(nn.Module):
-    """Conv (no bias) -> BatchNorm -> SiLU."""
-
-    def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, act: bool = True):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        self.act = nn.SiLU() if act else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+from instaseg.models.common.layers import ConvNormAct
+from instaseg.models.mask_rtdetr.attention import MultiHeadAttention
 
 
 class RepVggBlock(nn.Module):
@@ -48,33 +36,6 @@ class CSPRepLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
-
-
-class MultiHeadAttention(nn.Module):
-    """Plain scaled dot-product attention written with matmuls (traces to ONNX the same in every torch mode).
-    ``blocked`` [Lq, Lk] is True where a query may not look."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.v_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
-            nn.init.xavier_uniform_(lin.weight)
-            nn.init.zeros_(lin.bias)
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor | None = None):
-        b, n, c = q.shape
-        qh, kh, vh = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
-        scores = qh @ kh.transpose(-2, -1) / math.sqrt(c // self.heads)
-        if blocked is not None:
-            scores = scores.masked_fill(blocked, float("-inf"))
-        out = (scores.softmax(-1) @ vh).transpose(1, 2).reshape(b, n, c)
-        return self.out_proj(out)
 
 
 class EncoderLayer(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from instaseg.models.rtmdet_ins.layers import ConvBNAct
+from instaseg.models.ppyoloe_seg.layers import ConvBNAct
 
 PROTOTYPE_STRIDE = 4  # the stride-8 map upsampled once
 

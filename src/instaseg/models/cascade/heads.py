@@ -11,7 +11,7 @@ instead). Box deltas are normalised per stage (`BoxCoder` weights 1/std), the st
 At inference every stage scores the boxes it is given; a box's class probabilities are the mean of the stages',
 its coordinates the last stage's refinement. One mask head (4 x 256 conv on 14x14 RoIAlign, upsampled to 28x28),
 trained on the first stage's foreground RoIs as PaddleDetection's config places it, predicts the final boxes'
-masks. Detection selection is `select_detections`, the same code eager and exported.
+masks. Detection selection is `per_class_detections`, the same code eager and exported.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import maskrcnn_loss
 from torchvision.ops import box_iou
 
-from instaseg.models.cascade.postprocess import select_detections
+from instaseg.models.common.nms import per_class_detections
 from instaseg.models.detector import RawOutput, clip_boxes
 
 
@@ -118,7 +118,7 @@ class CascadeRoIHeads(nn.Module):
         """Detections per image in the input frame, with each box's 28x28 mask probabilities."""
         boxes, probs = self.cascade(features, proposals, image_sizes)
         kept = [
-            select_detections(b, p, self.score_thresh, self.nms_thresh, self.detections_per_img)
+            per_class_detections(b, p, self.score_thresh, self.nms_thresh, self.detections_per_img)
             for b, p in zip(boxes, probs, strict=True)
         ]
         final = [k[0] for k in kept]

@@ -1,5 +1,6 @@
-"""Multi-scale deformable attention (Zhu et al., Deformable DETR, 2021): each query reads a few bilinear samples
-per head and level around its reference box, weighted by a softmax it predicts itself.
+"""Attention of the encoder and decoder: plain multi-head attention, and multi-scale deformable attention (Zhu et
+al., Deformable DETR, 2021): each query reads a few bilinear samples per head and level around its reference box,
+weighted by a softmax it predicts itself.
 
 Sampling is `torch.nn.functional.grid_sample` (ONNX GridSample, opset 16+; OpenVINO GridSample), one call per
 level, so the exported graph runs the eager code and no custom kernel is needed.
@@ -12,6 +13,34 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Plain scaled dot-product attention written with matmuls (traces to ONNX the same in every torch mode).
+    ``blocked`` [Lq, Lk] is True where a query may not look."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.v_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor | None = None):
+        b, n, c = q.shape
+        qh, kh, vh = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
+        scores = qh @ kh.transpose(-2, -1) / math.sqrt(c // self.heads)
+        if blocked is not None:
+            scores = scores.masked_fill(blocked, float("-inf"))
+        out = (scores.softmax(-1) @ vh).transpose(1, 2).reshape(b, n, c)
+        return self.out_proj(out)
+
 
 
 def deformable_sampling(

@@ -6,9 +6,9 @@ Returns the stride 8, 16 and 32 maps (stages 2, 3 and 4).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from instaseg.models.common.layers import StagedBackbone
 from instaseg.models.rtmdet_ins.layers import SPPF, ConvBNAct, CSPLayer
 
 # (in_channels, out_channels, blocks, add_identity, use_spp) per stage before the width/depth multipliers
@@ -25,7 +25,7 @@ def scaled_blocks(n: int, deepen: float) -> int:
     return max(int(n * deepen + 0.5), 1)
 
 
-class CSPNeXt(nn.Module):
+class CSPNeXt(StagedBackbone):
     def __init__(self, deepen: float = 1.0, widen: float = 1.0, expand_ratio: float = 0.5):
         super().__init__()
         stem = int(P5_STAGES[0][0] * widen)
@@ -41,12 +41,3 @@ class CSPNeXt(nn.Module):
             layers.append(CSPLayer(cout, cout, scaled_blocks(blocks, deepen), identity, expand_ratio, True))
             self.stages.append(nn.Sequential(*layers))
         self.out_channels = [int(s[1] * widen) for s in P5_STAGES[1:]]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i >= 1:
-                outs.append(x)
-        return outs

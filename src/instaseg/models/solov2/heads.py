@@ -129,8 +129,3 @@ class SOLOv2Head(nn.Module):
             kernel_out.append(self.conv_kernel(self.kernel_convs(x)))
             cls_out.append(self.conv_cls(self.cls_convs(x[:, :-2])))
         return cls_out, kernel_out
-
-
-def flatten_levels(maps: list[torch.Tensor]) -> torch.Tensor:
-    """[B,C,S,S] per level -> [B, sum(S*S), C], cells row-major, level after level."""
-    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from instaseg.models.common.nms import select_detections
 from instaseg.models.detector import clip_boxes
-from instaseg.models.ppyoloe_seg.head import crop_to_boxes
-from instaseg.models.rtmdet_ins.detect import select_detections
+from instaseg.models.ppyoloe_seg.heads import crop_to_boxes
 
 
 def detect_single(

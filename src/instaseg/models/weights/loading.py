@@ -1,72 +1,24 @@
-"""Initial weights for a detector: `none | imagenet | coco | PATH`.
+"""Loading weights into a detector: torchvision's COCO checkpoints, and files (instaseg checkpoints, Lightning
+.ckpt files, plain state_dicts).
 
-imagenet and coco go through torchvision's and timm's own download and cache (torch hub's
-``<TORCH_HOME>/hub/checkpoints`` and the Hugging Face cache). Without network a missing file becomes a UserError that
-says which file to put where. PATH loads an instaseg checkpoint or a plain state_dict; tensors whose shape does not
-fit the model (the class-count-dependent predictor layers when the class count differs) are left at their fresh
-initialisation and reported.
+Tensors whose shape does not fit the model (the class-count-dependent predictor layers when the class count
+differs) are left at their fresh initialisation and reported.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from instaseg.errors import UserError
+from instaseg.models.checkpoint import read_torch_file
+from instaseg.models.weights.download import download_guard
 
 log = logging.getLogger("instaseg")
-
-
-
-def hub_checkpoint_path(url: str) -> Path:
-    """Where torch hub looks for (and caches) the file downloaded from `url`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-
-
-@contextlib.contextmanager
-def download_guard(url: str) -> Iterator[None]:
-    """Turn a failed torch hub download (offline machine) or a corrupt cached file into a UserError."""
-    target = hub_checkpoint_path(url)
-    try:
-        yield
-    except OSError as e:  # URLError, socket errors and connection resets are all OSErrors
-        raise UserError(
-            f"cannot download pretrained weights ({e}); without network, download {url} elsewhere and put it at "
-            f"{target} (torch hub cache, $TORCH_HOME/hub/checkpoints), or use --weights none",
-            target,
-        ) from None
-    except (RuntimeError, EOFError) as e:
-        if not target.is_file():
-            raise
-        msg = f"cached pretrained weights are unreadable ({e}); delete the file to download again"
-        raise UserError(msg, target) from None
-
-
-@contextlib.contextmanager
-def timm_download_guard(name: str) -> Iterator[None]:
-    """Turn a failed timm / Hugging Face download into a UserError naming the repository and the cache."""
-    try:
-        yield
-    except (OSError, RuntimeError) as e:  # huggingface_hub's errors are OSErrors; timm re-raises some as RuntimeError
-        from timm.models import get_pretrained_cfg
-
-        cfg = get_pretrained_cfg(name)
-        hf_id = getattr(cfg, "hf_hub_id", None) if cfg else None
-        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-        where = f"Hugging Face repo {hf_id}" if hf_id else f"{getattr(cfg, 'url', '') or name}"
-        raise UserError(
-            f"cannot download pretrained weights for timm model {name} ({type(e).__name__}: {e}); without network, "
-            f"fetch {where} elsewhere (e.g. `huggingface-cli download {hf_id}`) and copy it into the Hugging Face "
-            f"cache {hf_home}/hub, or use --weights none",
-            record=name,
-        ) from None
 
 
 def load_coco_weights(model: nn.Module, weight_name: str | None, recipe_name: str) -> dict:
@@ -86,8 +38,6 @@ def load_coco_weights(model: nn.Module, weight_name: str | None, recipe_name: st
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights in an instaseg checkpoint, a Lightning .ckpt or a plain state_dict file."""
-    from instaseg.models.checkpoint import read_torch_file
-
     obj = read_torch_file(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("instaseg"), Mapping):
         obj = obj["instaseg"].get("model_state_dict")

@@ -1,0 +1,77 @@
+"""Masks over the whole padded input (prototype and kernel heads): their centres, and their paste into the original
+image cut to each box, the eval-mode output of `TransformDetector.full_size` for box-cropping architectures."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from instaseg.models.detector import RawOutput, clip_boxes
+
+
+def mask_centers(masks: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
+    """[N,2] (x, y) centres of mass of [N,H,W] masks in pixels (pixel i's centre is i + 0.5); an empty mask gets
+    its ``fallback`` row ([N,2], e.g. the box centre), or (0, 0)."""
+    m = masks.float()
+    area = m.sum(dim=(1, 2))
+    ys = torch.arange(m.shape[1], device=m.device, dtype=m.dtype) + 0.5
+    xs = torch.arange(m.shape[2], device=m.device, dtype=m.dtype) + 0.5
+    cx = (m.sum(dim=1) * xs).sum(dim=1) / area.clamp(min=1)
+    cy = (m.sum(dim=2) * ys).sum(dim=1) / area.clamp(min=1)
+    centers = torch.stack([cx, cy], dim=1)
+    return centers if fallback is None else torch.where((area > 0)[:, None], centers, fallback)
+
+
+def sample_grid(n_out: int, in_extent: float, out_extent: int, n_low: int, stride: int, offset: float = 0.0):
+    """Normalised grid_sample coordinates (align_corners=False) of ``n_out`` output pixels starting at ``offset``.
+
+    Output pixel x (original image) has centre (x + 0.5) * in_extent / out_extent in the network-input frame,
+    i.e. that / stride - 0.5 in low-res pixels.
+    """
+    x = torch.arange(n_out, dtype=torch.float32) + offset
+    low = (x + 0.5) * (in_extent / out_extent) / stride - 0.5
+    return (2 * low + 1) / n_low - 1
+
+
+def paste_image_masks(
+    probs: torch.Tensor,  # [N, h, w] at `stride` of the padded network input
+    boxes: torch.Tensor,  # [N, 4] in original pixels
+    stride: int,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+) -> torch.Tensor:
+    """[N,1,H,W] mask probabilities at original size, zero outside each box: one bilinear resampling from the
+    low-res map straight to the original pixels (as `instaseg.inference.postprocess` does per box)."""
+    n, h, w = probs.shape
+    out_h, out_w = image_size
+    if n == 0:
+        return probs.new_zeros((0, 1, out_h, out_w))
+    gx = sample_grid(out_w, input_size[1], out_w, w, stride).to(probs.device)
+    gy = sample_grid(out_h, input_size[0], out_h, h, stride).to(probs.device)
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [H, W, 2] as (x, y)
+    full = F.grid_sample(
+        probs[:, None], grid[None].expand(n, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    xs = torch.arange(out_w, device=probs.device)
+    ys = torch.arange(out_h, device=probs.device)
+    x0, y0 = boxes[:, 0].floor()[:, None], boxes[:, 1].floor()[:, None]
+    x1, y1 = boxes[:, 2].ceil()[:, None], boxes[:, 3].ceil()[:, None]
+    inside_x = (xs[None] >= x0) & (xs[None] < x1)
+    inside_y = (ys[None] >= y0) & (ys[None] < y1)
+    return full * (inside_y[:, :, None] & inside_x[:, None, :])[:, None].to(full.dtype)
+
+
+def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes clipped to the resized image, then mapped to the original one (torchvision's resize_boxes ratios)."""
+    h, w = input_size
+    ratio = boxes.new_tensor([image_size[1] / w, image_size[0] / h, image_size[1] / w, image_size[0] / h])
+    return clip_boxes(boxes, h, w) * ratio
+
+
+def box_cropped_output(
+    out: RawOutput, mask_stride: int, input_size: tuple[int, int], image_size: tuple[int, int]
+) -> dict:
+    """A raw output in the original image, each image-frame mask pasted inside its own box (RTMDet-Ins's crop)."""
+    boxes = clip_and_scale(out.boxes, input_size, image_size)
+    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size)
+    return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}

@@ -1,0 +1,134 @@
+"""Mask-RT-DETR's model section and published recipe: every key a mask_rtdetr recipe may set, with its default, and
+its value rules.
+
+A recipe's ``model.backbone`` names a size (``hgnetv2_s`` .. ``hgnetv2_h`` as published, ``hgnetv2_nano`` a
+narrow one of our own for CPUs) whose published encoder settings fill every ``null`` key below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from instaseg.models.common.rules import (
+    check_choice,
+    check_fraction,
+    check_non_negative,
+    check_positive,
+    check_weights,
+    is_positive_int,
+    key_error,
+)
+from instaseg.models.mask_rtdetr.backbone import ARCHS
+
+# size -> backbone arch, hidden dim, encoder level (0..2: stride 8..32), encoder layers, encoder ffn, CSP
+# expansion, mask feature channels, prototypes; as PaddleDetection's configs/mask_rtdetr/*.yml set them
+SIZES: dict[str, tuple[str, int, int, int, int, float, list[int], int]] = {
+    "hgnetv2_nano": ("nano", 64, 2, 1, 128, 0.5, [32, 32], 32),
+    "hgnetv2_s": ("S", 256, 1, 1, 1024, 0.5, [64, 32], 128),
+    "hgnetv2_m": ("M", 256, 1, 1, 1024, 0.5, [64, 64], 128),
+    "hgnetv2_l": ("L", 256, 2, 1, 1024, 1.0, [64, 64], 32),
+    "hgnetv2_x": ("X", 384, 2, 1, 2048, 1.0, [128, 128], 128),
+    "hgnetv2_h": ("H", 512, 2, 2, 2048, 1.0, [256, 128], 128),
+}
+PRESET_KEYS = ("arch", "hidden_dim", "encoder_level", "encoder_layers", "encoder_ffn", "expansion",
+               "mask_feat_channels", "num_prototypes")  # fmt: skip
+
+DEFAULTS: dict[str, Any] = {
+    "architecture": "mask_rtdetr",
+    "backbone": "hgnetv2_l",
+    "weights": "none",  # none | PATH
+    "coco_weights": None,
+    "norm": "frozen_bn",  # backbone BatchNorm: frozen_bn (pretrained, as published) | bn (from scratch)
+    "arch": None,  # null: from the backbone size
+    "hidden_dim": None,
+    "encoder_level": None,  # which of the strides 8, 16, 32 gets self-attention
+    "encoder_layers": None,
+    "encoder_ffn": None,
+    "expansion": None,  # CSP hidden width / hidden_dim
+    "mask_feat_channels": None,  # [inner, output] channels of the mask feature FPN
+    "num_prototypes": None,  # the per-pixel mask embedding (stride 4) the queries are dotted with
+    "csp_blocks": 3,  # RepVGG blocks per CSP layer
+    "num_queries": 300,
+    "decoder_layers": 6,
+    "decoder_heads": 8,
+    "decoder_ffn": 1024,
+    "decoder_points": 4,  # deformable samples per head and level
+    "mask_enhanced": True,  # initial reference boxes from the selected queries' masks
+    "num_denoising": 100,  # denoising queries in training (0: none)
+    "label_noise_ratio": 0.5,
+    "box_noise_scale": 1.0,
+    "num_sample_points": 12544,  # points per mask in the matching cost and the mask losses
+    "loss_class_weight": 4.0,  # varifocal, IoU-aware
+    "loss_bbox_weight": 5.0,  # L1
+    "loss_giou_weight": 2.0,
+    "loss_mask_weight": 5.0,  # BCE on points
+    "loss_dice_weight": 5.0,
+}
+
+
+def resolved_model_section(cfg: dict) -> dict:
+    """The model section with the size preset filling the keys left null."""
+    cfg = {**DEFAULTS, **cfg}
+    preset = dict(zip(PRESET_KEYS, SIZES[cfg["backbone"]], strict=True))
+    return {**cfg, **{k: v for k, v in preset.items() if cfg[k] is None}}
+
+
+LOSS_TERMS = ("class", "bbox", "giou", "mask", "dice")
+# no PP-HGNetV2 ImageNet weights are fetched
+DOWNLOADS: tuple[str, ...] = ()
+
+
+def _check_sizes(cfg: dict, bad) -> None:
+    check_positive(cfg, bad, ("hidden_dim", "encoder_ffn", "num_prototypes"), integer=True, nullable=True)
+    check_positive(cfg, bad, ("csp_blocks", "num_queries", "decoder_layers", "decoder_heads", "decoder_ffn",
+                              "decoder_points", "num_sample_points"), integer=True)  # fmt: skip
+    for key in ("encoder_layers", "num_denoising"):
+        if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 0):
+            raise bad(key, "must be a non-negative integer")
+    if cfg["encoder_level"] is not None and cfg["encoder_level"] not in (0, 1, 2):
+        raise bad("encoder_level", "must be 0, 1 or 2 (stride 8, 16 or 32) or null")
+    if cfg["expansion"] is not None and (isinstance(cfg["expansion"], bool) or not 0 < cfg["expansion"] <= 4):
+        raise bad("expansion", "must be in (0, 4] or null")
+    feat = cfg["mask_feat_channels"]
+    if feat is not None and not (isinstance(feat, list) and len(feat) == 2 and all(is_positive_int(c) for c in feat)):
+        raise bad("mask_feat_channels", "must be [inner, output] positive channel counts or null")
+    dim = resolved_model_section(cfg)["hidden_dim"]
+    if dim % cfg["decoder_heads"] or dim % 8 or dim % 4:
+        raise bad("hidden_dim", f"must be a multiple of 8 and of model.decoder_heads ({cfg['decoder_heads']})")
+
+
+def validate(cfg: dict, source: str | None = None) -> None:
+    """Value rules of a complete mask_rtdetr model section."""
+    bad = key_error(cfg, source)
+    check_choice(cfg, bad, "backbone", SIZES)
+    check_choice(cfg, bad, "arch", ARCHS, nullable=True)
+    _check_sizes(cfg, bad)
+    check_choice(cfg, bad, "norm", ("bn", "frozen_bn"))
+    check_fraction(cfg, bad, ("label_noise_ratio",), closed_low=True)
+    check_non_negative(cfg, bad, ("box_noise_scale", *(f"loss_{k}_weight" for k in LOSS_TERMS)))
+    check_weights(cfg, bad, DOWNLOADS, "mask_rtdetr")
+
+
+# The published 6x schedule (PaddleDetection configs/mask_rtdetr/_base_/optimizer_6x.yml and the reader):
+# 640 px, AdamW lr 1e-4 with weight decay 1e-4, 2000 warmup steps then a constant lr (flat_cosine with
+# min_lr_ratio 1.0), 72 epochs, 4 images per GPU, gradient clipping at 0.1, EMA 0.9999; augmentation: photometric
+# distortion, flips and multi-scale training 480..800 (scale jitter 0.75..1.25 of 640). The backbone learning
+# rate multiplier differs per size and is in each recipe (train.backbone_lr_mult).
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "input": {"min_size": 640, "max_size": 640},
+    "train": {
+        "epochs": 72,
+        "batch_size": 4,
+        "optimizer": "adamw",
+        "lr": 0.0001,
+        "weight_decay": 0.0001,
+        "lr_schedule": "flat_cosine",
+        "min_lr_ratio": 1.0,
+        "warmup_iters": 2000,
+        "ema": True,
+        "ema_decay": 0.9999,
+        "early_stop_patience": None,
+        "scale_jitter": [0.75, 1.25],
+        "grad_clip": 0.1,
+    },
+}

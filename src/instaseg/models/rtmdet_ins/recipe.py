@@ -1,0 +1,104 @@
+"""RTMDet-Ins's model section and published recipe: every key a rtmdet_ins recipe may set, with its default, and
+its value rules.
+
+A recipe's ``model.backbone`` names a size (``cspnext_tiny``, ``_s``, ``_m``, ``_l``, ``_x``) whose published depth
+and width multipliers, neck width and CSP depth fill every ``null`` key below; a recipe may set them explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from instaseg.models.common.rules import (
+    check_choice,
+    check_fraction,
+    check_frozen_stages,
+    check_positive,
+    check_weights,
+    key_error,
+)
+
+# size -> (deepen, widen, neck/head channels, neck CSP blocks), as the published configs set them
+SIZES: dict[str, tuple[float, float, int, int]] = {
+    "cspnext_tiny": (0.167, 0.375, 96, 1),
+    "cspnext_s": (0.33, 0.5, 128, 1),
+    "cspnext_m": (0.67, 0.75, 192, 2),
+    "cspnext_l": (1.0, 1.0, 256, 3),
+    "cspnext_x": (1.33, 1.25, 320, 4),
+}
+
+DEFAULTS: dict[str, Any] = {
+    "architecture": "rtmdet_ins",
+    "backbone": "cspnext_s",
+    "weights": "none",  # none | PATH
+    "frozen_stages": 1,  # stem + this many backbone stages get no gradient when starting from a weights PATH
+    "coco_weights": None,
+    "deepen": None,  # null: from the backbone size
+    "widen": None,
+    "neck_channels": None,
+    "neck_blocks": None,
+    "feat_channels": None,  # head width; null: the neck's
+    "stacked_convs": 2,
+    "num_prototypes": 8,
+    "dyconv_channels": 8,
+    "num_dyconvs": 3,
+    "mask_loss_stride": 4,
+    "assigner_topk": 13,
+    "loss_cls_weight": 1.0,  # quality focal loss
+    "loss_box_weight": 2.0,  # GIoU
+    "loss_mask_weight": 2.0,  # Dice
+    "nms_pre": 1000,
+    "nms_iou": 0.6,
+}
+
+
+def resolved_model_section(cfg: dict) -> dict:
+    """The model section with the size preset filling the keys left null."""
+    cfg = {**DEFAULTS, **cfg}
+    deepen, widen, channels, blocks = SIZES[cfg["backbone"]]
+    preset = {"deepen": deepen, "widen": widen, "neck_channels": channels, "neck_blocks": blocks}
+    preset["feat_channels"] = cfg["neck_channels"] or channels
+    return {**cfg, **{k: v for k, v in preset.items() if cfg[k] is None}}
+
+# The published 300-epoch recipe (mmdetection's rtmdet-ins_*_8xb32-300e_coco): 640 px, AdamW, warmup then
+# flat-cosine, EMA, Mosaic + MixUp with large-scale jitter switched to the light pipeline for the last 20 epochs.
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "input": {"min_size": 640, "max_size": 640},
+    "train": {
+        "epochs": 300,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 0.004,
+        "weight_decay": 0.05,
+        "lr_schedule": "flat_cosine",
+        "min_lr_ratio": 0.05,
+        "warmup_iters": 1000,
+        "ema": True,
+        "ema_decay": 0.9998,
+        "early_stop_patience": None,
+        "scale_jitter": [0.5, 2.0],
+        "mosaic": True,
+        "mixup": True,
+        "mosaic_until": 0.933,
+        "grad_clip": None,
+    },
+}
+# no pretrained CSPNeXt weights are fetched
+DOWNLOADS: tuple[str, ...] = ()
+
+
+def validate(cfg: dict, source: str | None = None) -> None:
+    """Value rules of a complete rtmdet_ins model section."""
+    bad = key_error(cfg, source)
+    check_choice(cfg, bad, "backbone", SIZES)
+    check_positive(cfg, bad, ("deepen", "widen", "neck_channels", "neck_blocks", "feat_channels"), nullable=True)
+    check_positive(
+        cfg, bad, ("stacked_convs", "num_prototypes", "dyconv_channels", "mask_loss_stride", "assigner_topk", "nms_pre")
+    )
+    if cfg["num_dyconvs"] < 2:
+        raise bad("num_dyconvs", "must be at least 2")
+    if 8 % cfg["mask_loss_stride"]:
+        raise bad("mask_loss_stride", "must divide the prototype stride 8 (1, 2, 4 or 8)")
+    check_fraction(cfg, bad, ("nms_iou",))
+    check_frozen_stages(cfg, bad)
+    check_weights(cfg, bad, DOWNLOADS, "rtmdet_ins")

@@ -1,0 +1,104 @@
+"""SOLOv2's model section and published recipe: every key a solov2 recipe may set, with its default, and its value
+rules. The model section's defaults are the published R50-FPN (mmdetection's solov2_r50_fpn_1x_coco,
+PaddleDetection's solov2_r50_fpn.yml); `RECIPE_DEFAULTS` holds the published 3x multi-scale schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from instaseg.models.common.backbones import check_backbone_and_norm
+from instaseg.models.common.rules import (
+    check_choice,
+    check_fraction,
+    check_frozen_stages,
+    check_positive,
+    check_weights,
+    is_positive_int,
+    key_error,
+)
+
+DEFAULTS: dict[str, Any] = {
+    "architecture": "solov2",
+    "backbone": "resnet50",
+    "weights": "imagenet",  # none | imagenet | PATH
+    "coco_weights": None,  # no torchvision COCO weights exist for SOLOv2
+    "norm": "frozen_bn",  # backbone BatchNorm: frozen_bn (pretrained) | bn (from scratch)
+    "frozen_stages": 1,  # stem + this many stages get no gradient when the backbone starts pretrained
+    "fpn_channels": 256,  # P2..P5 plus a max-pooled P6
+    "num_grids": [40, 36, 24, 16, 12],  # S per level (P2..P6)
+    "scale_ranges": [[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]],  # sqrt(box area), input pixels
+    "center_sigma": 0.2,  # the centre region: the box scaled by this about the mask's centre of mass
+    "head_channels": 512,  # category and kernel towers
+    "stacked_convs": 4,
+    "kernel_channels": 256,  # dynamic 1x1 kernel size = channels of the unified mask feature
+    "mask_feat_channels": 128,  # inside the mask feature head
+    "gn_groups": 32,  # GroupNorm groups in the heads
+    # mask logits = kernel_scale x (kernel . mask feature). 1 as published; 1/sqrt(kernel_channels) bounds how far
+    # one optimizer step moves every logit at once (AdamW from scratch otherwise saturates all masks in a step)
+    "kernel_scale": 1.0,
+    "soft_mask_targets": False,  # true: mask targets are the share of each stride-4 cell covered (not >= 0.5)
+    "loss_cls_weight": 1.0,  # focal loss
+    "focal_gamma": 2.0,
+    "focal_alpha": 0.25,
+    "loss_mask_weight": 3.0,  # Dice
+    "cls_score_thr": 0.1,  # category score a cell needs to become a candidate (eval.score_threshold is the final cut)
+    "mask_thr": 0.5,
+    "nms_pre": 500,  # candidates into Matrix NMS; eval.max_dets come out
+    "nms_kernel": "gaussian",  # gaussian | linear
+    "nms_sigma": 2.0,
+}
+DOWNLOADS = ("imagenet",)  # no COCO download exists for SOLOv2 here
+
+
+def _check_levels(cfg: dict, bad) -> None:
+    grids, ranges = cfg["num_grids"], cfg["scale_ranges"]
+    if len(grids) != 5 or not all(is_positive_int(s) for s in grids):
+        raise bad("num_grids", "must be five positive grid sizes, one per level P2..P6")
+    if len(ranges) != 5 or not all(
+        isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r) and 0 <= r[0] < r[1]
+        for r in ranges
+    ):
+        raise bad("scale_ranges", "must be five [low, high] pairs with 0 <= low < high, one per level")
+
+
+def validate(cfg: dict, source: str | None = None) -> None:
+    """Value rules of a complete solov2 model section (types are checked against DEFAULTS by the config)."""
+    bad = key_error(cfg, source)
+    check_backbone_and_norm(cfg, bad)
+    _check_levels(cfg, bad)
+    sizes = ("fpn_channels", "head_channels", "stacked_convs", "kernel_channels", "mask_feat_channels", "gn_groups")
+    check_positive(cfg, bad, (*sizes, "nms_pre"), integer=True)
+    for key in ("head_channels", "kernel_channels", "mask_feat_channels"):
+        if cfg[key] % cfg["gn_groups"]:
+            raise bad(key, f"must be a multiple of model.gn_groups ({cfg['gn_groups']})")
+    check_positive(cfg, bad, ("kernel_scale", "nms_sigma"))
+    check_fraction(cfg, bad, ("center_sigma",))
+    check_fraction(cfg, bad, ("cls_score_thr", "mask_thr"), closed_low=True, closed_high=False)
+    check_choice(cfg, bad, "nms_kernel", ("gaussian", "linear"))
+    check_frozen_stages(cfg, bad)
+    check_weights(cfg, bad, DOWNLOADS, "solov2")
+
+
+# The published 3x schedule (mmdetection solov2_r50_fpn_ms-3x_coco, PaddleDetection solov2_r50_fpn_3x_coco):
+# SGD lr 0.01 for 16 images (0.00125 at 2 per step, the linear-scaling rule), momentum 0.9, weight decay 1e-4,
+# linear warmup, 36 epochs, multi-scale training (short side 640..800, here as scale jitter 0.8..1.0 of 800),
+# horizontal flip only, gradient clipping at 35 (mmdetection), no EMA.
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "input": {"min_size": 800, "max_size": 1333},
+    "train": {
+        "epochs": 36,
+        "batch_size": 2,
+        "optimizer": "sgd",
+        "lr": 0.00125,
+        "momentum": 0.9,
+        "weight_decay": 0.0001,
+        "warmup_iters": 500,
+        "lr_schedule": "plateau",
+        "ema": False,
+        "early_stop_patience": None,
+        "scale_jitter": [0.8, 1.0],
+        "photometric": False,
+        "grad_clip": 35.0,
+    },
+}
