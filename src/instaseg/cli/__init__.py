@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from instaseg import __version__
 from instaseg.errors import EXIT_RUN_STOPPED, EXIT_USER_ERROR, RunStopped, UserError, disk_full
+from instaseg.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):

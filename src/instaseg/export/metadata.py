@@ -11,6 +11,7 @@ from typing import Any
 
 from instaseg.models.detector import InputSpec
 from instaseg.models.metadata import FORMAT_VERSION, to_strings
+from instaseg.version import __version__
 
 __all__ = ["PRECISIONS", "build_metadata", "to_strings"]
 
@@ -21,7 +22,6 @@ def build_metadata(
     info: dict, spec: InputSpec, graph: dict, precision: str = "fp32", int8: bool = False, **extra: Any
 ) -> dict:
     """The metadata of an export: ``info`` is a checkpoint's (class_names, category_ids, recipe)."""
-    from instaseg import __version__
     from instaseg.inference.predictor import DEFAULT_THRESHOLD
 
     recipe = info.get("recipe") or {}
