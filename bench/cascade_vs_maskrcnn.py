@@ -38,7 +38,7 @@ def _batches(data: Path, recipe: dict, count: int) -> list[tuple[list, list]]:
     """``count`` training batches of 4, with the training transforms (as `instaseg train` feeds them)."""
     from instaseg.data.coco import load_dataset
     from instaseg.data.dataset import InstanceDataset, collate_fn
-    from instaseg.data.transforms import build_transforms
+    from instaseg.data.pipeline import build_transforms
 
     train = load_dataset(data)["train"]
     dataset = InstanceDataset(train, build_transforms(recipe["input"], recipe["train"], train=True), train=True)
