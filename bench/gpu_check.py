@@ -81,7 +81,7 @@ def torchvision_latency(pictures: list[np.ndarray], iters: int, device: str) -> 
 
 def parity(checkpoint: Path, engine: Path, pictures: list[np.ndarray]) -> str:
     import instaseg
-    from instaseg.export.parity import compare_results
+    from instaseg.evaluation.parity import compare_results
 
     eager = instaseg.create_model(checkpoint, device="cuda", threshold=0.3)
     fast = instaseg.create_model(engine, device="cuda", threshold=0.3)

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from instaseg.benchmark import exported_predictor, file_size, time_predictor
+from instaseg.evaluation.parity import compare_results, predictor_metrics
 from instaseg.export import export_model
-from instaseg.export.parity import compare_results, predictor_metrics
 
 TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny_coco" / "images"
 VARIANTS = [  # (label, format, precision, int8)
@@ -187,7 +187,7 @@ def _print_speed(rows: dict, reference: dict) -> None:
 
 def accuracy(args: argparse.Namespace, work: Path) -> None:
     from instaseg.data.coco import load_dataset
-    from instaseg.engine.coco_eval import CocoEvaluator
+    from instaseg.evaluation.coco import CocoEvaluator
     from instaseg.export.quantize import calibration_images
     from instaseg.models.checkpoint import model_from_checkpoint
     from instaseg.utils.images import read_image

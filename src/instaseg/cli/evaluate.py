@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from instaseg.engine.evaluate import evaluate, evaluate_files, print_metrics
+    from instaseg.engine.evaluate import evaluate, print_metrics
+    from instaseg.evaluation.files import evaluate_files
 
     if args.gt or args.pred:
         if not (args.gt and args.pred):
