@@ -132,7 +132,7 @@ def latency(checkpoint: str, data: Path, threads: int, iters: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from instaseg.benchmark import benchmark
+    from instaseg.deploy.benchmark import benchmark
 
     args = ["benchmark", "--model", checkpoint, "--backend", *BACKENDS, "--threads", str(threads)]
     cli = json.loads(_instaseg(*args, "--iters", str(iters), "--warmup", "3", "--json", threads=threads))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from instaseg.benchmark import random_checkpoint, synthetic_pictures, time_predictor
+from instaseg.deploy.benchmark import random_checkpoint, synthetic_pictures, time_predictor
 
 GOALS = {"maskrcnn_vs_torchvision": 3.0, "rtmdet_tiny_trt_fp16_ms": 1.7}
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from instaseg.benchmark import exported_predictor, file_size, time_predictor
+from instaseg.deploy.benchmark import exported_predictor, file_size, time_predictor
 from instaseg.evaluation.parity import compare_results, predictor_metrics
 from instaseg.export import export_model
 
@@ -44,7 +44,7 @@ VARIANTS = [  # (label, format, precision, int8)
 
 
 def pictures(count: int) -> list[np.ndarray]:
-    from instaseg.benchmark import synthetic_pictures
+    from instaseg.deploy.benchmark import synthetic_pictures
     from instaseg.utils.images import read_image
 
     paths = sorted(TINY_COCO.glob("*.jpg"))[:count] if TINY_COCO.is_dir() else []
@@ -154,7 +154,7 @@ def speed(args: argparse.Namespace, work: Path) -> None:
 
 
 def _predictor(path: Path, threads: int, static_shapes: str = "first"):
-    from instaseg.benchmark import torch_predictor
+    from instaseg.deploy.benchmark import torch_predictor
 
     if path.suffix in (".onnx", ".xml"):
         return exported_predictor(path, "cpu", threads, 0.0, static_shapes)[0]

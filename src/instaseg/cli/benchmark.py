@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from instaseg.benchmark import benchmark, print_benchmark
+    from instaseg.deploy.benchmark import benchmark, print_benchmark
 
     if args.backend and "auto" in args.backend:
         return _auto(args)
@@ -56,7 +56,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _auto(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from instaseg.autobackend import choose_backend, print_choice
+    from instaseg.deploy.autobackend import choose_backend, print_choice
     from instaseg.errors import UserError
 
     if args.backend != ["auto"]:

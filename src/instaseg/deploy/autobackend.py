@@ -162,7 +162,7 @@ def _model_file(candidate: Candidate, checkpoint: Path, folder: Path, calib_data
 
 
 def _measure(candidate: Candidate, path: Path, gt: Any, images: list[np.ndarray], max_dets: int, iters: int) -> Row:
-    from instaseg.benchmark import time_predictor
+    from instaseg.deploy.benchmark import time_predictor
     from instaseg.evaluation.parity import predictor_metrics
     from instaseg.inference.predictor import DEFAULT_THRESHOLD, create_model
 

@@ -51,7 +51,7 @@ def _load_predictor(args: argparse.Namespace) -> Predictor:
         return create_model(args.checkpoint, device=device, threshold=args.threshold, amp=amp, tile=tile)
     if not args.val_data:
         raise UserError("--backend auto needs --val-data: a dataset root whose val split measures accuracy")
-    from instaseg.autobackend import create_auto_model, print_choice
+    from instaseg.deploy.autobackend import create_auto_model, print_choice
 
     predictor, decision = create_auto_model(args.checkpoint, args.val_data, device=device, threshold=args.threshold)
     predictor.tiling = predictor.tiling.choose(getattr(args, "tile", "auto"))
