@@ -22,7 +22,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.progress import track
 
 from instaseg.data.coco import CocoData, save_coco, split_file
 from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox
@@ -43,6 +42,7 @@ from instaseg.data.synthetic_small import synth_small_objects_image
 from instaseg.data.writer import prepare_output_dir
 from instaseg.errors import UserError
 from instaseg.utils.io import atomic_write_bytes
+from instaseg.utils.progress import track
 
 __all__ = [
     "CLASSES",
@@ -143,7 +143,7 @@ def generate_synthetic(
     n_train = min(max(1, round(num_images * 0.8)), num_images - 1)
     splits = {"train": ([], []), "val": ([], [])}
     ann_id = 1
-    for index in track(range(num_images), description="generating shapes", transient=True):
+    for index in track(range(num_images), "generating shapes", stderr=False):
         pixels, instances = synth_image(index, img_size, seed, style)
         image_id, file_name = index + 1, f"shapes_{index:05d}.jpg"
         ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])

@@ -269,37 +269,6 @@ def _read_choice(folder: Path) -> dict | None:
     return {**saved, "choice": choice, "rows": rows, "cached": True}
 
 
-def print_choice(result: dict, console: Any = None) -> None:
-    """The table the choice was made from, the winner marked."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    choice = result["choice"]
-    source = "cached decision" if result["cached"] else "measured now"
-    title = (
-        f"backend choice ({source}): mask AP on {result['images']} validation images, latency end to end per image; "
-        f"kept within {result['tolerance']} AP of {result['rows'][0].label}"
-    )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("backend", "mask AP", "box AP", "ms / image", "images / s", "kept", "note"):
-        table.add_column(column, justify="left" if column in ("backend", "note") else "right")
-    for row in result["rows"]:
-        measured = row.mask_ap is not None
-        table.add_row(
-            ("-> " if row.label == choice.label else "   ") + row.label,
-            f"{row.mask_ap:.1f}" if measured else "-",
-            f"{row.box_ap:.1f}" if measured else "-",
-            f"{row.median_ms:.1f}" if measured else "-",
-            f"{row.images_per_s:.2f}" if measured else "-",
-            "yes" if row.kept else "no",
-            row.note,
-        )
-    console.print(table)
-    console.print(f"chosen: {choice.label} ({choice.model})", soft_wrap=True)
-
-
 def create_auto_model(
     checkpoint: str | Path, val_data: str | Path, device: str = "cpu", threshold: float | None = None, **options: Any
 ) -> Any:

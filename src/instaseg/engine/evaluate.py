@@ -15,19 +15,12 @@ import numpy as np
 
 from instaseg.data.coco import CocoData, find_split_files, load_coco
 from instaseg.errors import UserError
-from instaseg.evaluation.coco import (
-    AREA_FROM,
-    IOU_TYPES,
-    PREFIX,
-    CocoEvaluator,
-    check_area_from,
-    check_max_dets,
-    stat_names,
-)
+from instaseg.evaluation.coco import CocoEvaluator, check_area_from, check_max_dets
 from instaseg.evaluation.report import evaluation_result, write_result
 from instaseg.utils.images import read_image
+from instaseg.utils.progress import track
 
-__all__ = ["evaluate", "predict_split", "print_metrics"]
+__all__ = ["evaluate", "predict_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +80,10 @@ def predict_split(
 ) -> None:
     """Run a `Predictor` (the path users call) over every image of ``gt`` at original size and hand each image's
     detections to ``sink(image_id, {boxes, labels, scores, masks})``, masks as RLE in the image's pixels."""
-    from rich.progress import track
     from torch.utils.data import DataLoader
 
     loader = DataLoader(_Images(gt), batch_size=batch_size, num_workers=num_workers, collate_fn=list)
-    for batch in track(loader, description=description, total=len(loader), transient=True):
+    for batch in track(loader, description, total=len(loader), stderr=False):
         detections = predictor.detect([pixels for _, pixels in batch])
         for (image_id, _), det in zip(batch, detections, strict=True):
             sink(image_id, {"boxes": det.boxes, "labels": det.labels, "scores": det.scores, "masks": det.rles})
@@ -131,47 +123,3 @@ def evaluate(
     inputs = {"split": split_name, "checkpoint": str(checkpoint), "data": str(data)}
     result = evaluation_result(metrics, max_dets, inputs, len(gt.images), len(evaluator.results), area_from)
     return write_result(result, Path(out) if out is not None else Path(checkpoint).resolve().parent)
-
-
-def _max_dets_of(metrics: dict) -> int:
-    """The N of the ``AR{N}`` key (the recall at maxDets N) in a flat metrics dict."""
-    for key in metrics:
-        tail = key.split("_AR", 1)[1] if "_AR" in key else ""
-        if tail.isdigit() and tail not in ("1", "10"):
-            return int(tail)
-    return 100
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None or v < 0 else f"{v:.3f}"
-
-
-def print_metrics(result: dict, console: Any = None) -> None:
-    """A compact table of the 12 COCO numbers for box and mask (-1, "no such objects", shows as "-"), and under
-    it, with mask metrics, one line naming what sized detections for APs/APm/APl (``area_from``).
-
-    ``result``: what `evaluate` / `evaluate_files` return, or `CocoEvaluator.compute`'s flat dict.
-    """
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    metrics = result.get("metrics", result)
-    max_dets = result.get("max_dets") or _max_dets_of(metrics)
-    prefixes = [PREFIX[t] for t in IOU_TYPES if f"{PREFIX[t]}_AP" in metrics]
-    # one row per number: fits any terminal width, where 12 columns would not
-    table = Table(title=f"COCO metrics (maxDets {max_dets})", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("metric")
-    for prefix in prefixes:
-        table.add_column(prefix, justify="right")
-    for name in stat_names(max_dets):
-        table.add_row(name, *(_fmt(metrics.get(f"{prefix}_{name}")) for prefix in prefixes))
-    console.print(table)
-    if "mask" in prefixes:
-        area_from = result.get("area_from", "mask")
-        convention = AREA_FROM.get(area_from, area_from)
-        line = f"mask APs/APm/APl size detections by {convention}; box AP by box area (see --area-from)"
-        console.print(line, soft_wrap=True)
-    if result.get("output"):
-        console.print(f"written to {result['output']}")
