@@ -1,7 +1,8 @@
 """Accuracy of a predictor on a COCO split, and instance-by-instance agreement of two predictors' results.
 
-Used by the export tests and `bench/vs_torchvision.py`: an exported model is judged by what users get from it
-(the shared predictor's Results), never by raw graph outputs alone.
+Used by the backend chooser (`instaseg.deploy.autobackend`), the export tests and `bench/vs_torchvision.py`: an
+exported model is judged by what users get from it (the shared predictor's Results), never by raw graph outputs
+alone. The predictor is passed in, so evaluation needs nothing of inference's own.
 """
 
 from __future__ import annotations
