@@ -38,7 +38,7 @@ def _batches(data: Path, recipe: dict, count: int) -> list[tuple[list, list]]:
     """``count`` training batches of 4, with the training transforms (as `instaseg train` feeds them)."""
     from instaseg.data.coco import load_dataset
     from instaseg.data.dataset import InstanceDataset, collate_fn
-    from instaseg.data.transforms import build_transforms
+    from instaseg.data.pipeline import build_transforms
 
     train = load_dataset(data)["train"]
     dataset = InstanceDataset(train, build_transforms(recipe["input"], recipe["train"], train=True), train=True)
@@ -132,7 +132,7 @@ def latency(checkpoint: str, data: Path, threads: int, iters: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from instaseg.benchmark import benchmark
+    from instaseg.deploy.benchmark import benchmark
 
     args = ["benchmark", "--model", checkpoint, "--backend", *BACKENDS, "--threads", str(threads)]
     cli = json.loads(_instaseg(*args, "--iters", str(iters), "--warmup", "3", "--json", threads=threads))

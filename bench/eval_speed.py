@@ -21,7 +21,7 @@ from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
 from instaseg.data.coco import CocoData
-from instaseg.engine.coco_eval import gt_to_coco, run_cocoeval
+from instaseg.evaluation.coco import gt_to_coco, run_cocoeval
 
 H, W = 480, 640
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from instaseg.benchmark import random_checkpoint, synthetic_pictures, time_predictor
+from instaseg.deploy.benchmark import random_checkpoint, synthetic_pictures, time_predictor
 
 GOALS = {"maskrcnn_vs_torchvision": 3.0, "rtmdet_tiny_trt_fp16_ms": 1.7}
 
@@ -81,7 +81,7 @@ def torchvision_latency(pictures: list[np.ndarray], iters: int, device: str) -> 
 
 def parity(checkpoint: Path, engine: Path, pictures: list[np.ndarray]) -> str:
     import instaseg
-    from instaseg.export.parity import compare_results
+    from instaseg.evaluation.parity import compare_results
 
     eager = instaseg.create_model(checkpoint, device="cuda", threshold=0.3)
     fast = instaseg.create_model(engine, device="cuda", threshold=0.3)

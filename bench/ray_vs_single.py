@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import torch
 
-from instaseg.benchmark import random_checkpoint
 from instaseg.data.synthetic import synth_image
+from instaseg.deploy.benchmark import random_checkpoint
 from instaseg.inference.predictor import create_model
 from instaseg.inference.ray_engine import predict_ray, result_record
 

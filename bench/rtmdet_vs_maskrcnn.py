@@ -71,7 +71,7 @@ def latency(checkpoint: str, data: Path, iters: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from instaseg.benchmark import benchmark
+    from instaseg.deploy.benchmark import benchmark
 
     pictures = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((data / "images").glob("*"))[-8:]]
     result = benchmark(

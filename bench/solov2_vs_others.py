@@ -35,7 +35,7 @@ def cpu_seconds_per_step(recipe_name: str, data: Path, threads: int) -> float:
     """CPU seconds of one training step of a recipe's model on its own batch size and input size."""
     from instaseg.data.coco import load_coco, split_file
     from instaseg.data.dataset import InstanceDataset, collate_fn
-    from instaseg.data.transforms import build_transforms
+    from instaseg.data.pipeline import build_transforms
     from instaseg.engine.schedules import build_optimizer
     from instaseg.models.factory import build_model
     from instaseg.models.recipes import load_recipe

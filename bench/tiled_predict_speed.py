@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from instaseg.benchmark import exported_predictor, random_checkpoint
 from instaseg.data.synthetic import generate_synthetic, small_objects_style
+from instaseg.deploy.benchmark import exported_predictor, random_checkpoint
 from instaseg.export import export_model
 from instaseg.inference.predictor import create_model
 from instaseg.utils.images import read_image

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from instaseg.benchmark import exported_predictor, file_size, time_predictor
+from instaseg.deploy.benchmark import exported_predictor, file_size, time_predictor
+from instaseg.evaluation.parity import compare_results, predictor_metrics
 from instaseg.export import export_model
-from instaseg.export.parity import compare_results, predictor_metrics
 
 TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny_coco" / "images"
 VARIANTS = [  # (label, format, precision, int8)
@@ -44,7 +44,7 @@ VARIANTS = [  # (label, format, precision, int8)
 
 
 def pictures(count: int) -> list[np.ndarray]:
-    from instaseg.benchmark import synthetic_pictures
+    from instaseg.deploy.benchmark import synthetic_pictures
     from instaseg.utils.images import read_image
 
     paths = sorted(TINY_COCO.glob("*.jpg"))[:count] if TINY_COCO.is_dir() else []
@@ -154,7 +154,7 @@ def speed(args: argparse.Namespace, work: Path) -> None:
 
 
 def _predictor(path: Path, threads: int, static_shapes: str = "first"):
-    from instaseg.benchmark import torch_predictor
+    from instaseg.deploy.benchmark import torch_predictor
 
     if path.suffix in (".onnx", ".xml"):
         return exported_predictor(path, "cpu", threads, 0.0, static_shapes)[0]
@@ -187,7 +187,7 @@ def _print_speed(rows: dict, reference: dict) -> None:
 
 def accuracy(args: argparse.Namespace, work: Path) -> None:
     from instaseg.data.coco import load_dataset
-    from instaseg.engine.coco_eval import CocoEvaluator
+    from instaseg.evaluation.coco import CocoEvaluator
     from instaseg.export.quantize import calibration_images
     from instaseg.models.factory import model_from_checkpoint
     from instaseg.utils.images import read_image

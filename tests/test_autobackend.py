@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from instaseg import autobackend  # noqa: E402
-from instaseg.autobackend import Candidate, Row, choose_backend, decide  # noqa: E402
+from instaseg.deploy import autobackend  # noqa: E402
+from instaseg.deploy.autobackend import Candidate, Row, choose_backend, decide  # noqa: E402
 from instaseg.errors import UserError  # noqa: E402
 
 

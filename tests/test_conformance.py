@@ -172,8 +172,8 @@ def test_export_agrees_with_eager(trained: dict, fmt: str) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
     import instaseg
+    from instaseg.evaluation.parity import compare_results
     from instaseg.export import export_model
-    from instaseg.export.parity import compare_results
 
     exported = export_model(trained["checkpoint"], format=fmt, out=trained["folder"] / fmt, dynamic=True)
     threshold = 0.2
@@ -218,7 +218,7 @@ def test_overfits_two_pictures(name: str) -> None:
     predictor users call."""
     import instaseg.data.coco as coco
     from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox
-    from instaseg.engine.coco_eval import CocoEvaluator
+    from instaseg.evaluation.coco import CocoEvaluator
     from instaseg.inference.backends.torch import TorchBackend
     from instaseg.inference.predictor import Predictor
 

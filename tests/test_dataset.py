@@ -8,7 +8,7 @@ from PIL import Image
 from instaseg.data.coco import CocoData
 from instaseg.data.dataset import InstanceDataset, collate_fn
 from instaseg.data.masks import mask_to_rle
-from instaseg.data.transforms import build_transforms
+from instaseg.data.pipeline import build_transforms
 from instaseg.errors import UserError
 
 CATEGORIES = [{"id": 7, "name": "cat"}, {"id": 3, "name": "box"}]  # ids out of order on purpose

@@ -21,9 +21,9 @@ from instaseg.data.masks import (
     segmentation_to_mask,
     segmentation_to_rle,
 )
-from instaseg.engine.coco_eval import _results_for, stat_names
-from instaseg.engine.evaluate import CocoEvaluator, evaluate_files, predictions_to_coco_results
 from instaseg.errors import UserError
+from instaseg.evaluation.coco import CocoEvaluator, _results_for, predictions_to_coco_results, stat_names
+from instaseg.evaluation.files import evaluate_files
 from instaseg.inference.postprocess import RawDetections
 from instaseg.models.detector import InputSpec
 

@@ -21,8 +21,8 @@ import instaseg  # noqa: E402
 from instaseg.cli import main  # noqa: E402
 from instaseg.data.synthetic import synth_image  # noqa: E402
 from instaseg.errors import UserError  # noqa: E402
+from instaseg.evaluation.parity import compare_results  # noqa: E402
 from instaseg.export import export_model  # noqa: E402
-from instaseg.export.parity import compare_results  # noqa: E402
 
 CLASSES = ["cat", "dog"]
 CATEGORY_IDS = [3, 7]
@@ -229,7 +229,7 @@ def test_trained_model_ap_per_backend_and_precision(trained: tuple[Path, Path]) 
     """fp32 exports score the eager model's COCO mask AP within 0.2 points; other precisions and INT8 are measured
     and printed (run with -s), and must stay within 5 points."""
     from instaseg.data.coco import load_dataset
-    from instaseg.export.parity import predictor_metrics
+    from instaseg.evaluation.parity import predictor_metrics
 
     ckpt, data = trained
     gt = load_dataset(data)["train"]

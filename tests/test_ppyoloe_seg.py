@@ -191,8 +191,8 @@ def test_int8_export_finds_what_eager_finds(tmp_path):
     from PIL import Image
 
     import instaseg
+    from instaseg.evaluation.parity import compare_results
     from instaseg.export import export_model
-    from instaseg.export.parity import compare_results
     from instaseg.models.checkpoint import save_checkpoint
     from test_conformance import fit, pictures  # the suite's pictures and fitting loop
 

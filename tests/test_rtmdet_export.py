@@ -77,8 +77,8 @@ def _trained_checkpoint(path):
 def test_exported_rtmdet_agrees_with_torch(checkpoint, tmp_path, fmt, dynamic):
     if fmt == "openvino":
         pytest.importorskip("openvino")
+    from instaseg.evaluation.parity import compare_results
     from instaseg.export import export_model
-    from instaseg.export.parity import compare_results
     from instaseg.inference.predictor import create_model
 
     exported = export_model(checkpoint, format=fmt, out=tmp_path, dynamic=dynamic)

@@ -10,8 +10,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from instaseg.data.mosaic import MixUp, Mosaic, StagedPipeline, build_mosaic_pipeline
+from instaseg.data.pipeline import build_transforms
 from instaseg.data.synthetic import generate_synthetic
-from instaseg.data.transforms import boxes_from_masks, build_transforms, wrap_sample
+from instaseg.data.transforms import boxes_from_masks, wrap_sample
 from instaseg.engine.schedules import WarmupFlatCosineLR, build_optimizer
 from instaseg.errors import UserError
 from instaseg.models.recipes import apply_overrides, load_recipe

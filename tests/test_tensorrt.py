@@ -64,8 +64,8 @@ def test_export_without_tensorrt_or_gpu_says_what_is_missing(tmp_path: Path, cli
 def test_engine_matches_eager_on_the_gpu(precision: str, tmp_path: Path, tiny_maskrcnn) -> None:
     import instaseg
     from instaseg.data.synthetic import synth_image
+    from instaseg.evaluation.parity import compare_results
     from instaseg.export import export_model
-    from instaseg.export.parity import compare_results
     from instaseg.models.checkpoint import save_checkpoint
 
     recipe, model = tiny_maskrcnn(2, ["input.min_size=128", "input.max_size=128", "eval.score_threshold=0.05"])

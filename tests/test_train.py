@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
 from instaseg.data.masks import mask_to_rle
+from instaseg.data.pipeline import build_transforms
 from instaseg.data.synthetic import CLASSES, generate_synthetic
-from instaseg.data.transforms import build_transforms
 from instaseg.engine import train as train_mod
 from instaseg.engine.callbacks import AtomicCheckpointIO, EMACallback, WarmupPlateauLR
 from instaseg.engine.module import InstanceSegModule

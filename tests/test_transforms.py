@@ -5,11 +5,11 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from instaseg.data.pipeline import build_transforms
 from instaseg.data.transforms import (
     CopyPaste,
     ResizeToRecipe,
     boxes_from_masks,
-    build_transforms,
     resize_scale,
     resized_size,
     unwrap_sample,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from instaseg.benchmark import benchmark, print_benchmark
+    from instaseg.deploy.benchmark import benchmark
 
     if args.backend and "auto" in args.backend:
         return _auto(args)
@@ -56,7 +57,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _auto(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from instaseg.autobackend import choose_backend, print_choice
+    from instaseg.deploy.autobackend import choose_backend
     from instaseg.errors import UserError
 
     if args.backend != ["auto"]:
@@ -71,3 +72,71 @@ def _auto(args: argparse.Namespace) -> int:
     else:
         print_choice(result)
     return 0
+
+
+def print_benchmark(result: dict, console: Any = None) -> None:
+    """Per-stage latency, throughput, memory, size and GFLOPs of each backend, one column per backend."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    h, w = result["image_size"]
+    title = (
+        f"{result['model']} on {result['device']}, {h}x{w} input, batch {result['batch_size']}, "
+        f"{result['iters']} timed batches (load average {result['load_average'][0]:.1f})"
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("median / p90")
+    rows = result["backends"]
+    for name in rows:
+        table.add_column(name, justify="right")
+
+    def row(label: str, fn: Any) -> None:
+        table.add_row(label, *(fn(r) for r in rows.values()))
+
+    for stage, label in (
+        ("preprocess", "pre-processing ms"),
+        ("model", "inference ms"),
+        ("postprocess", "post-processing ms"),
+    ):
+        row(label, lambda r, s=stage: f"{r['stages'][s]['median_ms']:.1f} / {r['stages'][s]['p90_ms']:.1f}")
+    row("end to end ms", lambda r: f"{r['end_to_end']['median_ms']:.1f} / {r['end_to_end']['p90_ms']:.1f}")
+    row("images / s", lambda r: f"{r['images_per_s']:.2f}")
+    row("detections / image", lambda r: f"{r['detections_per_image']:.0f}")
+    row("peak memory MB", lambda r: f"{r['peak_rss_mb']:.0f}")
+    row("model size MB", lambda r: f"{r['model_mb']:.1f}")
+    row("GFLOPs", lambda r: "-" if r.get("gflops") is None else f"{r['gflops']:.1f}")
+    console.print(table)
+    console.print("latencies per batch; peak memory: resident memory of the process while timed")
+
+
+def print_choice(result: dict, console: Any = None) -> None:
+    """The table the choice was made from, the winner marked."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    choice = result["choice"]
+    source = "cached decision" if result["cached"] else "measured now"
+    title = (
+        f"backend choice ({source}): mask AP on {result['images']} validation images, latency end to end per image; "
+        f"kept within {result['tolerance']} AP of {result['rows'][0].label}"
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("backend", "mask AP", "box AP", "ms / image", "images / s", "kept", "note"):
+        table.add_column(column, justify="left" if column in ("backend", "note") else "right")
+    for row in result["rows"]:
+        measured = row.mask_ap is not None
+        table.add_row(
+            ("-> " if row.label == choice.label else "   ") + row.label,
+            f"{row.mask_ap:.1f}" if measured else "-",
+            f"{row.box_ap:.1f}" if measured else "-",
+            f"{row.median_ms:.1f}" if measured else "-",
+            f"{row.images_per_s:.2f}" if measured else "-",
+            "yes" if row.kept else "no",
+            row.note,
+        )
+    console.print(table)
+    console.print(f"chosen: {choice.label} ({choice.model})", soft_wrap=True)

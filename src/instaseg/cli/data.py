@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 FORMATS_FROM = ("coco", "labelme", "yolo", "voc", "cityscapes", "mask-png")
 FORMATS_TO = ("coco", "yolo")
@@ -79,7 +80,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from instaseg.data.check import check_dataset, print_summary
+    from instaseg.data.check import check_dataset
 
     report = check_dataset(args.data, out=args.out, num_samples=args.samples)
     print_summary(report)
@@ -96,13 +97,79 @@ def _show_training_choices(data: str, model: str) -> None:
 
     from instaseg.data.coco import find_split_files, load_coco
     from instaseg.data.statistics import DatasetStatistics
-    from instaseg.engine.auto_config import auto_configure, choices_table
+    from instaseg.engine.auto_config import auto_configure
     from instaseg.models.recipes import load_recipe
 
     path = Path(data)
     train_file = path if path.is_file() else find_split_files(path)["train"]
     recipe = auto_configure(load_recipe(model), DatasetStatistics.of(load_coco(train_file)))
     Console(highlight=False).print(choices_table(recipe, f"what `instaseg train --model {model}` will choose"))
+
+
+def print_summary(report: dict, console: Any = None, examples: int = 3) -> None:
+    """Per-split statistics, problem counts with a few examples each, and the verdict of `data check`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from instaseg.data.check_problems import ERROR, SEVERITY
+
+    console = console or Console(highlight=False)
+    attrs = report["attributes"]
+    console.print(f"dataset: {report['dataset_path']}  ({attrs['num_classes']} classes)")
+    table = Table("split", "images", "instances", "crowd", "no annotations", "small", "medium", "large")
+    for split in attrs["splits"]:
+        sizes = attrs[f"{split}_sizes"]
+        row = [attrs[f"{split}_{k}"] for k in ("samples", "instances", "crowd_instances")]
+        row += [attrs[f"{split}_images_without_annotations"], sizes["small"], sizes["medium"], sizes["large"]]
+        table.add_row(split, *(str(v) for v in row))
+    console.print(table)
+    if "train_statistics" in attrs:
+        console.print(statistics_table(attrs["train_statistics"]))
+    by_kind: dict[str, list[dict]] = {}
+    for p in report["problems"]:
+        by_kind.setdefault(p["kind"], []).append(p)
+    for kind, count in sorted(report["problem_counts"].items(), key=lambda kc: SEVERITY[kc[0]] != ERROR):
+        severity, listed = SEVERITY[kind], by_kind.get(kind, [])
+        console.print(f"[{'red' if severity == ERROR else 'yellow'}]{severity}[/] {kind}: {count}")
+        for p in listed[:examples]:
+            ids = ", ".join(f"{k} {p[k]}" for k in ("image_id", "annotation_id") if p[k] is not None)
+            console.print(f"    {p['file'] or ''}{f' [{ids}]' if ids else ''}: {p['message']}", markup=False)
+    verdict = "[green]PASS[/]" if report["check_pass"] else "[red]FAIL[/] (errors would break training)"
+    console.print(f"check: {verdict}; report in {report['out_dir']}")
+
+
+def statistics_table(summary: dict) -> Any:
+    """The training split's object sizes (sqrt of box area, px), crowding and image sizes, per class too."""
+    from rich.table import Table
+
+    columns = ("train split", "p10", "median", "p90", "max")
+    table = Table(*columns, title="object and image sizes (px)", title_justify="left")
+    sizes, per_image, images = summary["object_size_px"], summary["instances_per_image"], summary["image_long_side_px"]
+    p99 = f"{sizes['p99']} (p99)"
+    table.add_row("object size, all", str(sizes["p10"]), str(sizes["median"]), str(sizes["p90"]), p99)
+    for name, row in summary["per_class"].items():
+        size = row["size_px"]
+        table.add_row(f"  {name} ({row['instances']})", str(size["p10"]), str(size["median"]), str(size["p90"]), "")
+    table.add_row("instances per image", "", str(per_image["median"]), "", str(per_image["max"]))
+    table.add_row("image long side", str(images["min"]) + " (min)", str(images["median"]), "", str(images["max"]))
+    return table
+
+
+def choices_table(recipe: dict, title: str = "dataset-aware configuration") -> Any:
+    """The recipe's dataset-aware choices as a rich table (recipe value, chosen value in bold if changed, why)."""
+    from rich.table import Table
+
+    from instaseg.engine.auto_config import choice_rows
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("key", no_wrap=True)
+    table.add_column("recipe")
+    table.add_column("chosen")
+    table.add_column("why", ratio=1)
+    for row in choice_rows(recipe):
+        chosen = f"[bold]{row['chosen']}[/]" if row["changed"] else row["chosen"]
+        table.add_row(row["key"], row["recipe"], chosen, row["why"])
+    return table
 
 
 def _split(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from instaseg.errors import UserError
 
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from instaseg.engine.evaluate import evaluate, evaluate_files, print_metrics
+    from instaseg.engine.evaluate import evaluate
+    from instaseg.evaluation.files import evaluate_files
 
     if args.gt or args.pred:
         if not (args.gt and args.pred):
@@ -50,3 +52,49 @@ def _eval(args: argparse.Namespace) -> int:
         raise UserError("give --checkpoint and --data, or --gt and --pred")
     print_metrics(result)
     return 0
+
+
+def _max_dets_of(metrics: dict) -> int:
+    """The N of the ``AR{N}`` key (the recall at maxDets N) in a flat metrics dict."""
+    for key in metrics:
+        tail = key.split("_AR", 1)[1] if "_AR" in key else ""
+        if tail.isdigit() and tail not in ("1", "10"):
+            return int(tail)
+    return 100
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or v < 0 else f"{v:.3f}"
+
+
+def print_metrics(result: dict, console: Any = None) -> None:
+    """A compact table of the 12 COCO numbers for box and mask (-1, "no such objects", shows as "-"), and under
+    it, with mask metrics, one line naming what sized detections for APs/APm/APl (``area_from``).
+
+    ``result``: what `evaluate` / `evaluate_files` return, or `CocoEvaluator.compute`'s flat dict.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from instaseg.evaluation.coco import AREA_FROM, IOU_TYPES, PREFIX, stat_names
+
+    console = console or Console()
+    metrics = result.get("metrics", result)
+    max_dets = result.get("max_dets") or _max_dets_of(metrics)
+    prefixes = [PREFIX[t] for t in IOU_TYPES if f"{PREFIX[t]}_AP" in metrics]
+    # one row per number: fits any terminal width, where 12 columns would not
+    table = Table(title=f"COCO metrics (maxDets {max_dets})", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("metric")
+    for prefix in prefixes:
+        table.add_column(prefix, justify="right")
+    for name in stat_names(max_dets):
+        table.add_row(name, *(_fmt(metrics.get(f"{prefix}_{name}")) for prefix in prefixes))
+    console.print(table)
+    if "mask" in prefixes:
+        area_from = result.get("area_from", "mask")
+        convention = AREA_FROM.get(area_from, area_from)
+        line = f"mask APs/APm/APl size detections by {convention}; box AP by box area (see --area-from)"
+        console.print(line, soft_wrap=True)
+    if result.get("output"):
+        console.print(f"written to {result['output']}")

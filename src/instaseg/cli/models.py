@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,10 +16,56 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from instaseg.models.zoo import print_recipe, print_zoo
-
     if args.name:
         print_recipe(args.name, as_json=args.json)
     else:
         print_zoo(task=args.task, as_json=args.json)
     return 0
+
+
+def print_zoo(task: str | None = None, as_json: bool = False) -> list[dict]:
+    """Every shipped recipe (optionally of one task) with its measured size and cost, as a table or json."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from instaseg.models.zoo import zoo_rows
+
+    rows = zoo_rows(task)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return rows
+    table = Table(title="instaseg model zoo (measured: random init, 80 classes, one image at the input size)")
+    for col in ("name", "architecture", "backbone", "input", "params (M)", "GFLOPs", "weights (MB)", "COCO"):
+        table.add_column(col, justify="right" if col[0].isupper() or "(" in col else "left")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["architecture"],
+            r["backbone"],
+            f"{r['input'][0]}x{r['input'][1]}",
+            f"{r['params_M']:.1f}",
+            f"{r['gflops']:.1f}",
+            f"{r['weights_MB']:.1f}",
+            "yes" if r["coco_weights"] else "",
+        )
+    Console(file=sys.stdout, width=160).print(table)
+    print("GFLOPs: convolutions and matrix products of one eval forward, mask head on max_dets detections.")
+    return rows
+
+
+def print_recipe(name: str, as_json: bool = False) -> dict:
+    """One recipe in full (yaml) plus its measured numbers."""
+    from instaseg.config import recipe_to_yaml
+    from instaseg.models.recipes import load_recipe
+    from instaseg.models.zoo import measure_shipped_or_file
+
+    recipe = load_recipe(name)
+    measured = measure_shipped_or_file(name)
+    if as_json:
+        print(json.dumps({"recipe": recipe, "measured": measured}, indent=2))
+    else:
+        print(recipe_to_yaml(recipe).rstrip())
+        print("# measured (random init, 80 classes, one image at the input size):")
+        for key in ("params_M", "gflops", "weights_MB"):
+            print(f"#   {key}: {measured[key]}")
+    return measured

@@ -55,11 +55,11 @@ def _tile_choice(value: str) -> str | int:
 
 def _predict(args: argparse.Namespace) -> int:
     if args.engine == "ray":
-        from instaseg.inference.cli_predict import run_predict_ray
+        from instaseg.cli.predict_run import run_predict_ray
 
         run_predict_ray(args)
         return 0
-    from instaseg.inference.cli_predict import run_predict
+    from instaseg.cli.predict_run import run_predict
 
     run_predict(args)
     return 0

@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from instaseg.data.check_plots import draw_histogram, draw_samples
 from instaseg.data.check_problems import (
-    ERROR,
-    SEVERITY,
     AnnotationTable,
     ImageTable,
     Problems,
@@ -33,6 +28,7 @@ from instaseg.data.coco import CocoData, dataset_root, find_split_files, load_co
 from instaseg.data.statistics import DatasetStatistics
 from instaseg.data.writer import refuse_inside_sources
 from instaseg.utils.io import atomic_write_json
+from instaseg.utils.progress import progress_bar
 
 # COCO's object size ranges (area in pixels), as COCOeval uses them
 SMALL_AREA, LARGE_AREA = 32**2, 96**2
@@ -103,14 +99,12 @@ def _default_out(path: Path, root: Path) -> Path:
 
 @contextmanager
 def _progress(total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar over image files, shown only where the dataset is large enough to wait on."""
+    """A progress bar over image files, shown only where the dataset is large enough to wait on."""
     if total < _PROGRESS_MIN_IMAGES:
         yield lambda: None
         return
-    columns = (TextColumn("checking images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("check", total=total)
-        yield lambda: progress.advance(task)
+    with progress_bar("checking images", total, ("bar", "count", "elapsed"), stderr=False) as bar:
+        yield bar.advance
 
 
 def _check_across_splits(
@@ -195,45 +189,3 @@ def _size_counts(areas: np.ndarray) -> dict[str, int]:
         "large": int((known >= LARGE_AREA).sum()),
         "unknown": int(np.isnan(areas).sum()),
     }
-
-
-def print_summary(report: dict, console: Console | None = None, examples: int = 3) -> None:
-    """Per-split statistics, problem counts with a few examples each, and the verdict."""
-    console = console or Console(highlight=False)
-    attrs = report["attributes"]
-    console.print(f"dataset: {report['dataset_path']}  ({attrs['num_classes']} classes)")
-    table = Table("split", "images", "instances", "crowd", "no annotations", "small", "medium", "large")
-    for split in attrs["splits"]:
-        sizes = attrs[f"{split}_sizes"]
-        row = [attrs[f"{split}_{k}"] for k in ("samples", "instances", "crowd_instances")]
-        row += [attrs[f"{split}_images_without_annotations"], sizes["small"], sizes["medium"], sizes["large"]]
-        table.add_row(split, *(str(v) for v in row))
-    console.print(table)
-    if "train_statistics" in attrs:
-        console.print(statistics_table(attrs["train_statistics"]))
-    by_kind: dict[str, list[dict]] = {}
-    for p in report["problems"]:
-        by_kind.setdefault(p["kind"], []).append(p)
-    for kind, count in sorted(report["problem_counts"].items(), key=lambda kc: SEVERITY[kc[0]] != ERROR):
-        severity, listed = SEVERITY[kind], by_kind.get(kind, [])
-        console.print(f"[{'red' if severity == ERROR else 'yellow'}]{severity}[/] {kind}: {count}")
-        for p in listed[:examples]:
-            ids = ", ".join(f"{k} {p[k]}" for k in ("image_id", "annotation_id") if p[k] is not None)
-            console.print(f"    {p['file'] or ''}{f' [{ids}]' if ids else ''}: {p['message']}", markup=False)
-    verdict = "[green]PASS[/]" if report["check_pass"] else "[red]FAIL[/] (errors would break training)"
-    console.print(f"check: {verdict}; report in {report['out_dir']}")
-
-
-def statistics_table(summary: dict) -> Table:
-    """The training split's object sizes (sqrt of box area, px), crowding and image sizes, per class too."""
-    columns = ("train split", "p10", "median", "p90", "max")
-    table = Table(*columns, title="object and image sizes (px)", title_justify="left")
-    sizes, per_image, images = summary["object_size_px"], summary["instances_per_image"], summary["image_long_side_px"]
-    p99 = f"{sizes['p99']} (p99)"
-    table.add_row("object size, all", str(sizes["p10"]), str(sizes["median"]), str(sizes["p90"]), p99)
-    for name, row in summary["per_class"].items():
-        size = row["size_px"]
-        table.add_row(f"  {name} ({row['instances']})", str(size["p10"]), str(size["median"]), str(size["p90"]), "")
-    table.add_row("instances per image", "", str(per_image["median"]), "", str(per_image["max"]))
-    table.add_row("image long side", str(images["min"]) + " (min)", str(images["median"]), "", str(images["max"]))
-    return table

@@ -4,7 +4,7 @@ Both draw their partner images from a small cache of recently seen samples, as R
 do: a transform needs no access to the dataset, and in a DataLoader worker the cache holds other images of the
 same dataset. The strong stage is Mosaic (four images on a 2S x 2S canvas) -> large-scale jitter resize and an
 S x S crop -> colour jitter -> flip -> boxes recomputed from the cropped masks -> MixUp (0.5 / 0.5 blend with a
-cached strong-stage result); the light stage is the ordinary recipe pipeline (`build_transforms`).
+cached strong-stage result); the light stage is the ordinary recipe pipeline (`recipe_transforms`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from instaseg.data.transforms import ResizeToRecipe, Sample, boxes_from_masks, build_transforms, wrap_sample
+from instaseg.data.transforms import ResizeToRecipe, Sample, boxes_from_masks, recipe_transforms, wrap_sample
 
 PAD_VALUE = 114  # the grey RTMDet pads its canvases with
 
@@ -164,5 +164,5 @@ def build_mosaic_pipeline(recipe_input: dict, cfg: dict) -> StagedPipeline:
     if cfg.get("mixup"):
         steps.append(MixUp())
     steps.append(v2.SanitizeBoundingBoxes(min_size=1))
-    light = build_transforms(recipe_input, {**cfg, "mosaic": False, "mixup": False}, train=True)
+    light = recipe_transforms(recipe_input, cfg, train=True)
     return StagedPipeline(v2.Compose(steps), light)

@@ -1,6 +1,7 @@
 """The small-object synthetic style: hundreds of shapes of a few pixels on large images (see `SynthStyle`).
 
-The shapes, colours, backgrounds and occlusion rules are those of `instaseg.data.synthetic`; what differs is
+The shapes, colours, backgrounds and occlusion rules are those of `instaseg.data.synthetic` (drawn by
+`instaseg.data.synthetic_shapes`); what differs is
 the scale, and so the bookkeeping. An image-sized coverage array per placement try, as the default style uses,
 would cost hundreds of full-image passes per picture here; instead each shape is rasterised in its own window
 and an owner map (which instance each pixel shows) answers "how much of each earlier shape would this hide"
@@ -13,17 +14,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from instaseg.data.synthetic import (
+from instaseg.data.synthetic_shapes import (
     AREA_FACTOR,
     CLASSES,
     MIN_IN_FRAME,
     MIN_VISIBLE,
     RADIUS_RANGE,
     SynthStyle,
-    _background,
-    _paint,
-    _rasterise_at,
-    _shape_outline,
+    draw_background,
+    paint_shape,
+    rasterise_at,
+    shape_outline,
 )
 
 
@@ -54,14 +55,14 @@ def _place_small(
     share = RADIUS_RANGE if style.object_px is None else (style.object_px[0] / 2 / side, style.object_px[1] / 2 / side)
     lo, hi = 2 * share[0] * side, 2 * share[1] * side
     radius = rng.uniform(lo, hi) / 2
-    outlines = _shape_outline(CLASSES[name_idx], radius, rng)
+    outlines = shape_outline(CLASSES[name_idx], radius, rng)
     angle = rng.uniform(0, 2 * np.pi)
     reach = int(np.ceil(max(np.abs(o).max() for o in outlines) * np.sqrt(2))) + 2
     for _ in range(10):
         center = rng.uniform(0.5 * radius, side - 0.5 * radius, 2)
         x0, y0 = max(int(center[0]) - reach, 0), max(int(center[1]) - reach, 0)
         x1, y1 = min(int(center[0]) + reach + 1, side), min(int(center[1]) + reach + 1, side)
-        coverage = _rasterise_at(outlines, center - (x0, y0), angle, (y1 - y0, x1 - x0))
+        coverage = rasterise_at(outlines, center - (x0, y0), angle, (y1 - y0, x1 - x0))
         mask = coverage >= 0.5
         if mask.sum() < MIN_IN_FRAME * AREA_FACTOR * np.pi * radius**2:
             continue
@@ -77,7 +78,7 @@ def synth_small_objects_image(
     """Image ``index`` for ``seed`` in a style with ``object_px`` / ``image_px``: (HxWx3 uint8, lazy masks)."""
     rng = np.random.default_rng([seed, index])
     side = int(rng.integers(style.image_px[0], style.image_px[1] + 1)) if style.image_px else size
-    image = _background(side, rng, style.background)
+    image = draw_background(side, rng, style.background)
     owner = np.zeros((side, side), dtype=np.int32)  # 0: background; k: instance k - 1 shows here
     areas: list[int] = []
     visible: list[int] = []
@@ -88,7 +89,7 @@ def synth_small_objects_image(
         if placed is None:
             continue
         cls, coverage, mask, (x0, y0, x1, y1), hidden = placed
-        _paint(image[y0:y1, x0:x1], coverage, rng)
+        paint_shape(image[y0:y1, x0:x1], coverage, rng)
         for k in np.flatnonzero(hidden):
             visible[k] -= int(hidden[k])
         owner[y0:y1, x0:x1][mask] = len(areas) + 1

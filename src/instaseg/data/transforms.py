@@ -179,8 +179,8 @@ class CopyPaste:
         return masks[keep], boxes[keep], target["labels"][keep]
 
 
-def build_transforms(recipe_input: dict, train_cfg: dict | None, train: bool, resize: bool = True) -> v2.Compose:
-    """The sample pipeline a recipe asks for.
+def recipe_transforms(recipe_input: dict, train_cfg: dict | None, train: bool, resize: bool = True) -> v2.Compose:
+    """The ordinary sample pipeline of a recipe (Mosaic and MixUp aside: `instaseg.data.pipeline` adds them).
 
     ``recipe_input``: ``{min_size, max_size}``. ``train_cfg`` (the recipe's ``train`` section) is read only when
     ``train``: ``hflip`` (bool), ``scale_jitter`` ([lo, hi] or null), ``photometric`` (bool), ``copy_paste`` (bool).
@@ -189,10 +189,6 @@ def build_transforms(recipe_input: dict, train_cfg: dict | None, train: bool, re
     """
     min_size, max_size = int(recipe_input["min_size"]), int(recipe_input["max_size"])
     cfg = train_cfg or {}
-    if train and (cfg.get("mosaic") or cfg.get("mixup")):
-        from instaseg.data.mosaic import build_mosaic_pipeline  # imports this module: loaded on use
-
-        return build_mosaic_pipeline(recipe_input, cfg)
     steps: list[Any] = []
     if train:
         steps.append(ResizeToRecipe(min_size, max_size, cfg.get("scale_jitter")))

@@ -20,15 +20,12 @@ recipe's ``auto`` section (config.yaml, checkpoints); ``auto.enabled: false`` (`
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from instaseg.data.statistics import (
     COVERAGE_TARGET,
@@ -42,6 +39,7 @@ from instaseg.data.statistics import (
 from instaseg.data.transforms import resize_scale
 from instaseg.models.recipes import apply_overrides
 from instaseg.models.registry import architecture
+from instaseg.utils.text_table import format_table
 
 SMALL_OBJECT_PX = 16  # median object side at the network input below which the input grows or the image is tiled
 MAX_INPUT_GROWTH = 2.0  # the input may grow to this multiple of the recipe's (time and memory grow with its square)
@@ -194,25 +192,25 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def choices_table(recipe: dict, title: str = "dataset-aware configuration") -> Table:
-    """The ``auto`` section's choices as a rich table (recipe value, chosen value, why)."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("key", no_wrap=True)
-    table.add_column("recipe")
-    table.add_column("chosen")
-    table.add_column("why", ratio=1)
-    for c in (recipe.get("auto") or {}).get("choices") or []:
-        changed = c["recipe"] != c["chosen"]
-        chosen = f"[bold]{_short(c['chosen'])}[/]" if changed else _short(c["chosen"])
-        table.add_row(c["key"], _short(c["recipe"]), chosen, c["why"])
-    return table
+def choice_rows(recipe: dict) -> list[dict]:
+    """The ``auto`` section's choices as rows to show: ``key``, ``recipe`` and ``chosen`` values as text, ``why``,
+    and ``changed`` (the chosen value differs from the recipe's)."""
+    return [
+        {
+            "key": c["key"],
+            "recipe": _short(c["recipe"]),
+            "chosen": _short(c["chosen"]),
+            "why": c["why"],
+            "changed": c["recipe"] != c["chosen"],
+        }
+        for c in (recipe.get("auto") or {}).get("choices") or []
+    ]
 
 
-def render_choices(recipe: dict, width: int = 160) -> str:
-    """`choices_table` as plain text (for logs and train.log)."""
-    console = Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
-    console.print(choices_table(recipe))
-    return console.file.getvalue().rstrip()
+def render_choices(recipe: dict) -> str:
+    """The choices as a plain-text table (recipe value, chosen value, why) for logs and train.log."""
+    rows = [(r["key"], r["recipe"], r["chosen"], r["why"]) for r in choice_rows(recipe)]
+    return format_table(("key", "recipe", "chosen", "why"), rows, title="dataset-aware configuration")
 
 
 def _short(value: Any) -> str:

@@ -19,9 +19,9 @@ import torch.distributed as dist
 
 from instaseg.data.coco import CocoData
 from instaseg.engine.callbacks import EMACallback, find_callback
-from instaseg.engine.evaluate import CocoEvaluator, predictions_to_coco_results
 from instaseg.engine.faults import NonFiniteGuard
 from instaseg.engine.schedules import build_optimizer
+from instaseg.evaluation.coco import CocoEvaluator, predictions_to_coco_results
 from instaseg.inference.backends.torch import TorchBackend
 from instaseg.inference.predictor import Predictor
 from instaseg.inference.tiling import TilingOptions

@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 from instaseg.config import recipe_to_yaml
 from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
+from instaseg.data.pipeline import build_transforms
 from instaseg.data.statistics import DatasetStatistics
 from instaseg.data.tiles import TiledInstanceDataset
-from instaseg.data.transforms import build_transforms
 from instaseg.engine.auto_config import auto_configure, render_choices
 from instaseg.engine.callbacks import VAL_METRIC, AtomicCheckpointIO, EMACallback
 from instaseg.engine.faults import (

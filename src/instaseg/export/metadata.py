@@ -11,6 +11,7 @@ from typing import Any
 
 from instaseg.models.detector import InputSpec
 from instaseg.models.metadata import FORMAT_VERSION, to_strings
+from instaseg.version import __version__
 
 __all__ = ["PRECISIONS", "build_metadata", "to_strings"]
 
@@ -22,7 +23,6 @@ def build_metadata(
 ) -> dict:
     """The metadata of an export: ``info`` is a checkpoint's (class_names, category_ids, recipe)."""
     from instaseg.inference.predictor import DEFAULT_THRESHOLD
-    from instaseg.version import __version__
 
     recipe = info.get("recipe") or {}
     evaluation = recipe.get("eval", {})

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import track
 
 from instaseg.errors import UserError
 from instaseg.inference.preprocess import InputSpec, preprocess
+from instaseg.utils.progress import track
 
 logger = logging.getLogger(__name__)
 DEFAULT_CALIB_SIZE = 100
@@ -45,7 +45,7 @@ def calibration_feeds(images: list[np.ndarray], spec: InputSpec, graph: dict) ->
     from instaseg.inference.backends.exported import graph_inputs
 
     feeds = []
-    for image in track(images, description="preparing calibration images", transient=True):
+    for image in track(images, "preparing calibration images", stderr=False):
         batch, sizes = preprocess([image], spec)
         feeds.extend(graph_inputs(batch, sizes, graph, spec.size_divisible))
     return feeds

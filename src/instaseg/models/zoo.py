@@ -21,18 +21,18 @@ import copy
 import functools
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from instaseg.config import list_recipes, recipe_to_yaml
+from instaseg.config import list_recipes
 from instaseg.models.detector import Detector, padded_size
 from instaseg.models.recipes import load_recipe
 from instaseg.utils.cache import cache_root
 from instaseg.utils.flops import count_flops as count_model_flops
 from instaseg.utils.io import atomic_write_json
+from instaseg.utils.progress import progress_bar
 from instaseg.version import __version__
 
 MEASURE_CLASSES = 80
@@ -106,65 +106,17 @@ def _measure(recipe: dict) -> dict:
 
 def zoo_rows(task: str | None = None) -> list[dict]:
     """Measured rows for every shipped recipe (optionally of one task), with a progress bar on stderr."""
-    from rich.progress import Progress
-
     names = [n for n in list_recipes() if task is None or load_recipe(n)["task"] == task]
     rows = []
-    with Progress(transient=True, console=_console(stderr=True)) as progress:
-        job = progress.add_task("measuring models", total=len(names))
+    with progress_bar("measuring models", len(names), width=160) as bar:
         for name in names:
-            progress.update(job, description=f"measuring {name}")
+            bar.describe(f"measuring {name}")
             rows.append(measure_recipe(name))
-            progress.advance(job)
+            bar.advance()
     return rows
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(file=sys.stderr if stderr else sys.stdout, width=160)
-
-
-def print_zoo(task: str | None = None, as_json: bool = False) -> list[dict]:
-    rows = zoo_rows(task)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return rows
-    from rich.table import Table
-
-    table = Table(title="instaseg model zoo (measured: random init, 80 classes, one image at the input size)")
-    for col in ("name", "architecture", "backbone", "input", "params (M)", "GFLOPs", "weights (MB)", "COCO"):
-        table.add_column(col, justify="right" if col[0].isupper() or "(" in col else "left")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["architecture"],
-            r["backbone"],
-            f"{r['input'][0]}x{r['input'][1]}",
-            f"{r['params_M']:.1f}",
-            f"{r['gflops']:.1f}",
-            f"{r['weights_MB']:.1f}",
-            "yes" if r["coco_weights"] else "",
-        )
-    _console().print(table)
-    print("GFLOPs: convolutions and matrix products of one eval forward, mask head on max_dets detections.")
-    return rows
-
-
-def print_recipe(name: str, as_json: bool = False) -> dict:
-    """One recipe in full (yaml) plus its measured numbers."""
-    recipe = load_recipe(name)
-    measured = measure_recipe(name) if name in list_recipes() else _measure_unshipped(recipe)
-    if as_json:
-        print(json.dumps({"recipe": recipe, "measured": measured}, indent=2))
-    else:
-        print(recipe_to_yaml(recipe).rstrip())
-        print("# measured (random init, 80 classes, one image at the input size):")
-        for key in ("params_M", "gflops", "weights_MB"):
-            print(f"#   {key}: {measured[key]}")
-    return measured
-
-
-def _measure_unshipped(recipe: dict) -> dict:
-    """A recipe yaml given by path: measured the same way, not cached."""
-    return _measure(recipe)
+def measure_shipped_or_file(name: str) -> dict:
+    """A shipped recipe's numbers (cached), or those of a recipe yaml given by path: measured the same way, not
+    cached."""
+    return measure_recipe(name) if name in list_recipes() else _measure(load_recipe(name))

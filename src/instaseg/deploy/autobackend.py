@@ -162,8 +162,8 @@ def _model_file(candidate: Candidate, checkpoint: Path, folder: Path, calib_data
 
 
 def _measure(candidate: Candidate, path: Path, gt: Any, images: list[np.ndarray], max_dets: int, iters: int) -> Row:
-    from instaseg.benchmark import time_predictor
-    from instaseg.export.parity import predictor_metrics
+    from instaseg.deploy.benchmark import time_predictor
+    from instaseg.evaluation.parity import predictor_metrics
     from instaseg.inference.predictor import DEFAULT_THRESHOLD, create_model
 
     amp = candidate.backend == "torch" and candidate.precision == "fp16"
@@ -267,37 +267,6 @@ def _read_choice(folder: Path) -> dict | None:
     if not Path(choice.model).is_file():
         return None
     return {**saved, "choice": choice, "rows": rows, "cached": True}
-
-
-def print_choice(result: dict, console: Any = None) -> None:
-    """The table the choice was made from, the winner marked."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    choice = result["choice"]
-    source = "cached decision" if result["cached"] else "measured now"
-    title = (
-        f"backend choice ({source}): mask AP on {result['images']} validation images, latency end to end per image; "
-        f"kept within {result['tolerance']} AP of {result['rows'][0].label}"
-    )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("backend", "mask AP", "box AP", "ms / image", "images / s", "kept", "note"):
-        table.add_column(column, justify="left" if column in ("backend", "note") else "right")
-    for row in result["rows"]:
-        measured = row.mask_ap is not None
-        table.add_row(
-            ("-> " if row.label == choice.label else "   ") + row.label,
-            f"{row.mask_ap:.1f}" if measured else "-",
-            f"{row.box_ap:.1f}" if measured else "-",
-            f"{row.median_ms:.1f}" if measured else "-",
-            f"{row.images_per_s:.2f}" if measured else "-",
-            "yes" if row.kept else "no",
-            row.note,
-        )
-    console.print(table)
-    console.print(f"chosen: {choice.label} ({choice.model})", soft_wrap=True)
 
 
 def create_auto_model(

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from instaseg.data.writer import refuse_inside_sources
 from instaseg.errors import UserError
@@ -15,6 +14,7 @@ from instaseg.inference.predictor import Predictor, create_model
 from instaseg.inference.result import Result
 from instaseg.inference.sources import count_inputs
 from instaseg.utils.io import atomic_write_json
+from instaseg.utils.progress import progress_bar
 
 
 def coco_image_id(result: Result, order: int) -> int:
@@ -23,18 +23,6 @@ def coco_image_id(result: Result, order: int) -> int:
     if result.frame_index is None and stem.isdigit():
         return int(stem)
     return order
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]predicting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=console,
-    )
 
 
 def _summary(predictor: Predictor, images: int, instances: int, skipped: int, out: Path | None) -> str:
@@ -51,7 +39,8 @@ def _load_predictor(args: argparse.Namespace) -> Predictor:
         return create_model(args.checkpoint, device=device, threshold=args.threshold, amp=amp, tile=tile)
     if not args.val_data:
         raise UserError("--backend auto needs --val-data: a dataset root whose val split measures accuracy")
-    from instaseg.autobackend import create_auto_model, print_choice
+    from instaseg.cli.benchmark import print_choice
+    from instaseg.deploy.autobackend import create_auto_model
 
     predictor, decision = create_auto_model(args.checkpoint, args.val_data, device=device, threshold=args.threshold)
     predictor.tiling = predictor.tiling.choose(getattr(args, "tile", "auto"))
@@ -71,14 +60,14 @@ def run_predict(args: argparse.Namespace) -> dict:
     skipped: list[UserError] = []
     coco: list[dict] = []
     images = instances = 0
-    console = Console()
-    with _progress(console) as progress:
-        task = progress.add_task("predict", total=total, current="")
+    columns = ("bar", "count", "elapsed", "remaining", "current")
+    # kept when done: the finished bar (count, elapsed time) heads the command's output
+    with progress_bar("[bold]predicting", total, columns, stderr=False, transient=False) as bar:
 
         def report(error: UserError) -> None:
             skipped.append(error)
             print(f"skipped {error}", file=sys.stderr)
-            progress.advance(task)
+            bar.advance()
 
         for result in predictor.predict(args.input, batch_size=args.batch_size, on_error=report):
             images += 1
@@ -89,9 +78,10 @@ def run_predict(args: argparse.Namespace) -> dict:
                 result.save_to_img(out)
             if args.coco_results:
                 coco.extend(result.to_coco(coco_image_id(result, images)))
-            progress.update(task, advance=1, current=result.name)
+            bar.advance(current=result.name)
     if args.coco_results:
         atomic_write_json(args.coco_results, coco, indent=None)
+    console = Console()
     console.print(
         _summary(predictor, images, instances, len(skipped), out if save_json or save_img else None), soft_wrap=True
     )
@@ -130,16 +120,14 @@ def run_predict_ray(args: argparse.Namespace) -> dict:
         raise UserError("--engine ray needs Ray Data: pip install 'instaseg[ray]'") from None
     out = Path(args.out)
     refuse_inside_sources(out, [Path(p) for p in args.input if Path(p).is_dir()])
-    console = Console()
-    columns = (TextColumn("[bold]predicting on ray"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, TextColumn("{task.fields[rate]}"), console=console) as progress:
-        task = progress.add_task("ray", total=None, rate="")
+    columns = ("bar", "count", "elapsed", "rate")
+    with progress_bar("[bold]predicting on ray", None, columns, stderr=False, transient=False) as bar:
         seen = 0
 
         def advance(images: int, seconds: float) -> None:
             nonlocal seen
             seen += images
-            progress.update(task, advance=images, rate=f"{seen / max(seconds, 1e-9):.1f} images/s")
+            bar.advance(images, rate=f"{seen / max(seconds, 1e-9):.1f} images/s")
 
         summary = predict_ray(
             args.checkpoint,
@@ -156,7 +144,7 @@ def run_predict_ray(args: argparse.Namespace) -> dict:
             tile=getattr(args, "tile", "auto"),
         )
     skipped = f", {summary['skipped']} unreadable (their records name the reason)" if summary["skipped"] else ""
-    console.print(
+    Console().print(
         f"{summary['images']} images in {summary['shards']} shards ({summary['shards_run']} run now, the rest "
         f"already written){skipped} -> {out}",
         soft_wrap=True,

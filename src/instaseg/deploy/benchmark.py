@@ -251,39 +251,3 @@ def benchmark(
         "load_average": list(os.getloadavg()),
         "backends": results,
     }
-
-
-def print_benchmark(result: dict, console: Any = None) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    h, w = result["image_size"]
-    title = (
-        f"{result['model']} on {result['device']}, {h}x{w} input, batch {result['batch_size']}, "
-        f"{result['iters']} timed batches (load average {result['load_average'][0]:.1f})"
-    )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("median / p90")
-    rows = result["backends"]
-    for name in rows:
-        table.add_column(name, justify="right")
-
-    def row(label: str, fn: Any) -> None:
-        table.add_row(label, *(fn(r) for r in rows.values()))
-
-    for stage, label in (
-        ("preprocess", "pre-processing ms"),
-        ("model", "inference ms"),
-        ("postprocess", "post-processing ms"),
-    ):
-        row(label, lambda r, s=stage: f"{r['stages'][s]['median_ms']:.1f} / {r['stages'][s]['p90_ms']:.1f}")
-    row("end to end ms", lambda r: f"{r['end_to_end']['median_ms']:.1f} / {r['end_to_end']['p90_ms']:.1f}")
-    row("images / s", lambda r: f"{r['images_per_s']:.2f}")
-    row("detections / image", lambda r: f"{r['detections_per_image']:.0f}")
-    row("peak memory MB", lambda r: f"{r['peak_rss_mb']:.0f}")
-    row("model size MB", lambda r: f"{r['model_mb']:.1f}")
-    row("GFLOPs", lambda r: "-" if r.get("gflops") is None else f"{r['gflops']:.1f}")
-    console.print(table)
-    console.print("latencies per batch; peak memory: resident memory of the process while timed")

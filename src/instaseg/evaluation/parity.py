@@ -1,7 +1,8 @@
 """Accuracy of a predictor on a COCO split, and instance-by-instance agreement of two predictors' results.
 
-Used by the export tests and `bench/vs_torchvision.py`: an exported model is judged by what users get from it
-(the shared predictor's Results), never by raw graph outputs alone.
+Used by the backend chooser (`instaseg.deploy.autobackend`), the export tests and `bench/vs_torchvision.py`: an
+exported model is judged by what users get from it (the shared predictor's Results), never by raw graph outputs
+alone. The predictor is passed in, so evaluation needs nothing of inference's own.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from instaseg.evaluation.coco import CocoEvaluator
+
 
 def predictor_metrics(predictor: Any, gt: Any, max_dets: int = 100, batch_size: int = 1) -> dict:
     """COCO box and mask metrics of ``predictor`` (threshold as set on it) on every image of ``gt`` (CocoData)."""
-    from instaseg.engine.coco_eval import CocoEvaluator
-
     evaluator = CocoEvaluator(gt, max_dets, category_ids=predictor.category_ids)
     paths = [gt.image_path(record) for record in gt.images]
     for record, result in zip(gt.images, predictor.predict(paths, batch_size=batch_size), strict=True):

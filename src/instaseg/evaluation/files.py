@@ -1,0 +1,105 @@
+"""COCO AP of a results file (COCO results json) against a ground-truth file: no model involved.
+
+Every record is checked against the ground truth first, so a bad file fails in one line naming the record
+(`UserError`), never deep inside the COCO tools.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from instaseg.data.coco import CocoData, load_coco
+from instaseg.data.masks import rle_to_json, segmentation_to_rle
+from instaseg.errors import UserError
+from instaseg.evaluation.coco import IOU_TYPES, check_area_from, check_max_dets, coco_metrics
+from instaseg.evaluation.report import evaluation_result, write_result
+from instaseg.utils.io import read_json
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_segmentation(seg: Any, size: tuple[int, int], path: Path, record: str) -> dict:
+    """A result's polygons or RLE -> compressed json RLE at the image's size (loadRes takes only RLE)."""
+    h, w = size
+    if isinstance(seg, dict):
+        if not (isinstance(seg.get("counts"), (str, list)) and isinstance(seg.get("size"), list)):
+            raise UserError("'segmentation' RLE needs 'counts' (str or list) and 'size' [h, w]", path, record)
+        if [int(v) for v in seg["size"] if _is_number(v)] != [h, w]:
+            raise UserError(f"RLE size {seg['size']} is not the image size [{h}, {w}]", path, record)
+    elif not (isinstance(seg, list) and all(isinstance(p, list) and all(map(_is_number, p)) for p in seg)):
+        raise UserError("'segmentation' must be an RLE {size, counts} or polygon lists", path, record)
+    try:
+        return rle_to_json(segmentation_to_rle(seg, h, w))
+    except (TypeError, ValueError, IndexError) as e:
+        raise UserError(f"unreadable 'segmentation' ({e})", path, record) from None
+
+
+def _check_result(r: Any, i: int, path: Path, sizes: dict[int, tuple[int, int]], cats: set[int]) -> dict:
+    record = f"result {i}"
+    if not isinstance(r, dict):
+        raise UserError("a result must be an object {image_id, category_id, score, bbox/segmentation}", path, record)
+    image_id, cat, score = r.get("image_id"), r.get("category_id"), r.get("score")
+    if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in sizes:
+        raise UserError(f"image_id {image_id!r} is not an image of the ground truth", path, record)
+    if not isinstance(cat, int) or isinstance(cat, bool) or cat not in cats:
+        raise UserError(f"category_id {cat!r} is not a category of the ground truth", path, record)
+    if not _is_number(score):
+        raise UserError(f"'score' must be a number, got {score!r}", path, record)
+    out = {"image_id": image_id, "category_id": cat, "score": float(score)}
+    bbox = r.get("bbox")
+    if bbox is not None:
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            raise UserError(f"'bbox' must be [x, y, w, h] numbers, got {bbox!r}", path, record)
+        out["bbox"] = [float(v) for v in bbox]
+    if r.get("segmentation") is not None:
+        out["segmentation"] = _check_segmentation(r["segmentation"], sizes[image_id], path, record)
+    if "bbox" not in out and "segmentation" not in out:
+        raise UserError("a result needs 'bbox' or 'segmentation'", path, record)
+    return out
+
+
+def load_results(path: str | Path, gt: CocoData) -> tuple[list[dict], tuple[str, ...]]:
+    """Read and check a COCO results json against ``gt``; returns the records and the IoU types they allow.
+
+    Box metrics always (a mask-only result is boxed by its mask); mask metrics when every result has a mask.
+    """
+    path = Path(path)
+    raw = read_json(path)
+    if isinstance(raw, dict) and isinstance(raw.get("annotations"), list):
+        raw = raw["annotations"]  # a whole COCO file of predictions: its annotations are the results
+    if not isinstance(raw, list):
+        raise UserError("results must be a json list of {image_id, category_id, score, bbox/segmentation}", path)
+    sizes = {img["id"]: (img["height"], img["width"]) for img in gt.images}
+    cats = set(gt.category_ids)
+    results = [_check_result(r, i, path, sizes, cats) for i, r in enumerate(raw)]
+    with_masks = ["segmentation" in r for r in results]
+    if any(with_masks) and not all(with_masks):
+        raise UserError("some results have a 'segmentation' and some do not", path, f"result {with_masks.index(False)}")
+    return results, IOU_TYPES if all(with_masks) else ("bbox",)
+
+
+def evaluate_files(
+    gt_json: str | Path,
+    pred_json: str | Path,
+    max_dets: int = 100,
+    out: str | Path | None = None,
+    area_from: str = "mask",
+) -> dict:
+    """COCO AP of a results file against a ground-truth file; writes ``evaluate_result.json`` in ``out``
+    (default: the results file's folder). Returns the written result plus its path under ``output``.
+
+    ``area_from``: what sizes a detection for mask AP's small/medium/large ranges. "mask" (default): its mask
+    area, as detectron2 and torchvision do. "box": its ``bbox`` area (a mask-only record: its mask's bounding
+    box), as pycocotools' ``COCOeval`` does on a results file with boxes. Box AP always uses box area."""
+    check_max_dets(max_dets)
+    check_area_from(area_from)
+    gt = load_coco(gt_json)
+    results, iou_types = load_results(pred_json, gt)
+    metrics = coco_metrics(gt, results, max_dets, iou_types, area_from)
+    inputs = {"split": None, "gt": str(gt_json), "pred": str(pred_json)}
+    result = evaluation_result(metrics, max_dets, inputs, len(gt.images), len(results), area_from)
+    return write_result(result, Path(out) if out is not None else Path(pred_json).resolve().parent)
