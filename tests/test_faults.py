@@ -23,7 +23,7 @@ from PIL import Image
 from instaseg.data.dataset import InstanceDataset
 from instaseg.data.synthetic import generate_synthetic
 from instaseg.engine import train as train_mod
-from instaseg.engine.faults import NonFiniteGuard, read_resume_point
+from instaseg.engine.faults import NonFiniteGuard, is_worker_death, read_resume_point, worker_death_stop
 from instaseg.errors import RunStopped
 from instaseg.models.checkpoint import load_checkpoint, save_checkpoint
 from tiny import TINY, TINY_ARGS
@@ -144,6 +144,21 @@ def test_a_killed_data_worker_stops_the_run_resumably(
     lines = [line for line in err.splitlines() if line.startswith(("stopped:", "error:", "Traceback"))]
     assert code == 3 and len(lines) == 1 and "data loading worker died" in lines[0], err
     read_resume_point(out / "last.ckpt")
+
+
+def test_a_worker_killed_during_a_batch_handoff_counts_as_a_worker_death() -> None:
+    """Killed while passing a batch's shared memory over, a worker leaves the main process a ConnectionResetError
+    inside the DataLoader rather than torch's RuntimeError; the same error elsewhere is not a worker death."""
+    namespace: dict = {}
+    raising = "def get():\n    raise ConnectionResetError(104, 'Connection reset by peer')\n"
+    exec(compile(raising, "/site-packages/torch/utils/data/dataloader.py", "exec"), namespace)
+    with pytest.raises(ConnectionResetError) as inside:
+        namespace["get"]()
+    assert is_worker_death(inside.value)
+    assert "Connection reset by peer" in str(worker_death_stop(inside.value))
+    with pytest.raises(ConnectionResetError) as elsewhere:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    assert not is_worker_death(elsewhere.value)
 
 
 # ---- a kill between an epoch's records and its checkpoint ----

@@ -99,13 +99,26 @@ def _finite_norm(grads: list[torch.Tensor]) -> bool:
 
 
 def is_worker_death(error: BaseException) -> bool:
-    """A DataLoader worker process killed (out of memory, a signal) or gone: torch raises a RuntimeError."""
+    """A DataLoader worker process killed (out of memory, a signal) or gone. torch raises a RuntimeError when it
+    notices; a worker killed while handing a batch over breaks the shared-memory handoff first, and the main
+    process meets a ConnectionResetError (or EOFError) inside the DataLoader instead."""
     text = str(error)
-    return isinstance(error, RuntimeError) and "DataLoader worker" in text and ("exited" in text or "killed" in text)
+    if isinstance(error, RuntimeError) and "DataLoader worker" in text and ("exited" in text or "killed" in text):
+        return True
+    return isinstance(error, (ConnectionError, EOFError)) and _raised_in_dataloader(error)
+
+
+def _raised_in_dataloader(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None:
+        if Path(frame.tb_frame.f_code.co_filename).match("torch/utils/data/dataloader.py"):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def worker_death_stop(error: BaseException) -> RunStopped:
-    first = str(error).strip().splitlines()[0]
+    first = (str(error).strip() or type(error).__name__).splitlines()[0]
     return RunStopped(
         f"a data loading worker died ({first}); last.ckpt is resumable with --resume "
         "(lower train.num_workers or train.batch_size if memory ran out)"
