@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model")
+    p.add_argument("--threads", type=int, help="torch CPU threads per worker (default: the cores split over workers)")
     batching = p.add_argument_group("batching and limits")
     batching.add_argument("--max-batch-size", type=int, default=8, help="requests per backend call (1: no batching)")
     batching.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
@@ -81,8 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
     model, device = _model(args)
     config = ServeConfig(
         model=str(Path(model).resolve()), device=device, threshold=args.threshold, host=args.host,
-        port=args.port, workers=args.workers, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue, timeout_s=args.timeout, max_body_mb=args.max_body_mb,
+        port=args.port, workers=args.workers, threads=args.threads, max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout, max_body_mb=args.max_body_mb,
         max_megapixels=args.max_megapixels, url_hosts=args.allow_url_host, api_key=_api_key(args),
         visualize=not args.no_visualize,
     )

@@ -36,6 +36,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    threads: int | None = None  # torch's CPU threads per worker; None: the cores split over the workers
     max_batch_size: int = 8
     max_wait_ms: float = 5.0
     max_queue: int = 64
@@ -53,6 +54,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         checks = (
             (self.workers >= 1, "workers must be at least 1"),
+            (self.threads is None or self.threads >= 1, "threads must be at least 1"),
             (self.max_batch_size >= 1, "max batch size must be at least 1"),
             (self.max_wait_ms >= 0, "max wait must not be negative"),
             (self.max_queue >= 1, "max queue must be at least 1"),

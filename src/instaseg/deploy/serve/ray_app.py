@@ -24,6 +24,7 @@ def deployment(
     from ray import serve
 
     settings = asdict(config)
+    settings["threads"] = config.threads or 1  # a replica holds one CPU unless told otherwise: torch uses that many
 
     def build_app() -> Any:  # runs on each replica: the app (and its model) are made there, never pickled
         from instaseg.deploy.serve.app import create_app
@@ -35,7 +36,7 @@ def deployment(
 
     options: dict[str, Any] = {
         "name": DEPLOYMENT,
-        "ray_actor_options": {"num_cpus": 1, "num_gpus": gpus_per_replica},
+        "ray_actor_options": {"num_cpus": settings["threads"], "num_gpus": gpus_per_replica},
         # more than a replica's queue plus a batch would be refused by the replica itself: let Ray route elsewhere
         "max_ongoing_requests": config.max_queue + config.max_batch_size,
         "graceful_shutdown_timeout_s": config.graceful_timeout_s,

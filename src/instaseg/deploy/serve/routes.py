@@ -30,6 +30,7 @@ from instaseg.deploy.serve.schemas import (
 from instaseg.deploy.serve.service import Service
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 413, 415, 422, 503, 504)}
+INLINE_JSON_BYTES = 256 * 1024  # larger json bodies are parsed off the event loop
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -66,7 +67,10 @@ async def _json_body(request: Request, multipart_too: bool = False) -> dict:
     if not _is_json(maintype, subtype):
         accepted = "application/json or multipart/form-data" if multipart_too else "application/json"
         raise RequestError(415, f"content type {maintype}/{subtype} is not accepted: send {accepted}")
-    return parse_json_object(await request.body())
+    body = await request.body()
+    if len(body) > INLINE_JSON_BYTES:  # parsing megabytes of base64 json would stall every other request
+        return await asyncio.to_thread(parse_json_object, body)
+    return parse_json_object(body)
 
 
 async def _image(field_bytes: bytes, service: Service) -> Any:

@@ -19,9 +19,24 @@ from instaseg.inference.result import Result
 logger = logging.getLogger(__name__)
 
 
+def torch_threads(config: ServeConfig) -> int | None:
+    """Threads for torch in one worker: as asked, else the cores shared out when there are several workers (each
+    worker's threads competing for all cores slows every one of them)."""
+    if config.threads:
+        return config.threads
+    if config.workers > 1:
+        return max(1, (os.cpu_count() or 1) // config.workers)
+    return None
+
+
 def load_predictor(config: ServeConfig) -> Any:
+    import torch
+
     from instaseg.inference.predictor import create_model
 
+    threads = torch_threads(config)
+    if threads:
+        torch.set_num_threads(threads)
     return create_model(config.model, device=config.device, threshold=config.threshold, tile=config.tile)
 
 
