@@ -79,6 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     from instaseg.deploy.serve.server import is_loopback
     from instaseg.inference.predictor import create_model
 
+    autoscale = _autoscale(args.autoscale)
     model, device = _model(args)
     config = ServeConfig(
         model=str(Path(model).resolve()), device=device, threshold=args.threshold, host=args.host,
@@ -94,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from instaseg.deploy.serve.ray_app import run_ray
 
-        run_ray(config, replicas=args.replicas, autoscale=_autoscale(args.autoscale), address=args.ray_address)
+        run_ray(config, replicas=args.replicas, autoscale=autoscale, address=args.ray_address)
         return 0
     from instaseg.deploy.serve.server import run
 
