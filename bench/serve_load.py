@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from serve_helpers import Server, b64, call, make_tiny_checkpoint, png_bytes, sample_image  # noqa: E402
+from serve_helpers import Server, b64, call, make_tiny_checkpoint, metric, png_bytes, sample_image  # noqa: E402
 
 CONFIGS = {
     "one at a time": (["--max-batch-size", "1", "--max-wait-ms", "0"], {200}),
@@ -97,10 +97,6 @@ def _client(port: int, bodies: list[bytes], run: Run, counter: dict, lock: threa
     conn.close()
 
 
-def _metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 def load(server: Server, name: str, bodies: list[bytes], requests: int, concurrency: int, max_seconds: float) -> Run:
     run = Run(name)
     for body in bodies[:4]:  # warm-up, not counted
@@ -119,8 +115,8 @@ def load(server: Server, name: str, bodies: list[bytes], requests: int, concurre
     run.seconds = time.perf_counter() - start
     run.rss_after = _rss_mb(server.process.pid)
     metrics = call(server.port, "GET", "/metrics").body.decode()
-    calls = _metric(metrics, "instaseg_batch_size_count")
-    run.mean_batch = _metric(metrics, "instaseg_batch_size_sum") / calls if calls else 0.0
+    calls = metric(metrics, "instaseg_batch_size_count")
+    run.mean_batch = metric(metrics, "instaseg_batch_size_sum") / calls if calls else 0.0
     return run
 
 

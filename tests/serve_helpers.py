@@ -103,6 +103,11 @@ def post_json(port: int, path: str, payload: dict, headers: dict | None = None) 
     return call(port, "POST", path, json.dumps(payload).encode(), headers)
 
 
+def metric(text: str, name: str) -> float:
+    """The sum of a Prometheus text exposition's samples whose line starts with ``name`` (labels included)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
     """A multipart/form-data body and its content type."""
     boundary = "instaseg-test-boundary-7d2f"

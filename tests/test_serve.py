@@ -20,6 +20,7 @@ from serve_helpers import (
     b64,
     call,
     make_tiny_checkpoint,
+    metric,
     multipart,
     png_bytes,
     post_json,
@@ -136,10 +137,6 @@ def test_health_ready_docs(server) -> None:
     assert page.status == 200 and b'id="file"' in page.body
 
 
-def _metric(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 def test_concurrent_requests_are_batched_and_answered_each(server, model) -> None:
     images = [sample_image(seed) for seed in range(1, 13)]
     before = call(server.port, "GET", "/metrics").body.decode()
@@ -165,9 +162,9 @@ def test_concurrent_requests_are_batched_and_answered_each(server, model) -> Non
             a = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
             b = mask_utils.decode({"size": exp["size"], "counts": exp["counts"].encode()})
             assert (a != b).mean() < 0.005
-    calls = _metric(after, "instaseg_batch_size_count") - _metric(before, "instaseg_batch_size_count")
-    images_run = _metric(after, "instaseg_batch_size_sum") - _metric(before, "instaseg_batch_size_sum")
+    calls = metric(after, "instaseg_batch_size_count") - metric(before, "instaseg_batch_size_count")
+    images_run = metric(after, "instaseg_batch_size_sum") - metric(before, "instaseg_batch_size_sum")
     assert images_run == len(images)
     assert calls < len(images)  # twelve requests at once share backend calls
-    assert _metric(after, 'instaseg_requests_total{endpoint="/predict",status="200"}') >= len(images)
+    assert metric(after, 'instaseg_requests_total{endpoint="/predict",status="200"}') >= len(images)
     assert "instaseg_queue_depth" in after and "instaseg_request_duration_seconds_bucket" in after

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from serve_helpers import Server, b64, call, make_tiny_checkpoint, png_bytes, post_json, sample_image
+from serve_helpers import Server, b64, call, make_tiny_checkpoint, metric, png_bytes, post_json, sample_image
 
 PNG = png_bytes(sample_image(0))
 
@@ -31,17 +31,13 @@ def _workers(server: Server) -> list[psutil.Process]:
     return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
 
 
-def _count(text: str) -> float:
-    name = 'instaseg_requests_total{endpoint="/instance-segmentation",status="200"}'
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 def test_two_workers_and_merged_metrics(server) -> None:
     assert len(_workers(server)) == 2
     for _ in range(12):
         assert post_json(server.port, "/instance-segmentation", {"image": b64(PNG), "visualize": False}).status == 200
     # whichever worker takes a scrape, it reports both workers' requests
-    counts = {_count(call(server.port, "GET", "/metrics").body.decode()) for _ in range(6)}
+    name = 'instaseg_requests_total{endpoint="/instance-segmentation",status="200"}'
+    counts = {metric(call(server.port, "GET", "/metrics").body.decode(), name) for _ in range(6)}
     assert counts == {12.0}
 
 
