@@ -10,12 +10,14 @@ from instaseg.models.detector import RawOutput, clip_boxes
 
 
 def mask_centers(masks: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
-    """[N,2] (x, y) centres of mass of [N,H,W] masks in pixels (pixel i's centre is i + 0.5); an empty mask gets
-    its ``fallback`` row ([N,2], e.g. the box centre), or (0, 0)."""
+    """[N,2] (x, y) centres of mass of [N,H,W] masks in pixel indices: pixel i counts at i, not at its centre
+    i + 0.5, as MMDetection's and the original SOLO's ``center_of_mass`` (and scipy's) count, so the centre cells
+    and centre priors of RTMDet-Ins and SOLOv2 are where the published code puts them. An empty mask gets its
+    ``fallback`` row ([N,2], e.g. the box centre), or (0, 0)."""
     m = masks.float()
     area = m.sum(dim=(1, 2))
-    ys = torch.arange(m.shape[1], device=m.device, dtype=m.dtype) + 0.5
-    xs = torch.arange(m.shape[2], device=m.device, dtype=m.dtype) + 0.5
+    ys = torch.arange(m.shape[1], device=m.device, dtype=m.dtype)
+    xs = torch.arange(m.shape[2], device=m.device, dtype=m.dtype)
     cx = (m.sum(dim=1) * xs).sum(dim=1) / area.clamp(min=1)
     cy = (m.sum(dim=2) * ys).sum(dim=1) / area.clamp(min=1)
     centers = torch.stack([cx, cy], dim=1)
