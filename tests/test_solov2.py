@@ -254,3 +254,15 @@ def test_a_batch_of_mixed_sizes_gives_each_image_its_own_result():
             assert joint.masks.shape[-2:] == (batch.shape[-2] // 4, batch.shape[-1] // 4)
             torch.testing.assert_close(joint.masks[:, :h, :w], alone.masks)
             assert joint.masks[:, h:].abs().sum() == joint.masks[:, :, w:].abs().sum() == 0
+
+
+def test_eval_masks_cover_the_whole_picture():
+    """A 352 x 230 picture resized to 1224 x 800: 200 x 4 x 230 / 800 rows is 229.99999 in floating point, and
+    interpolating by that scale made masks one row short of the picture."""
+    torch.manual_seed(0)
+    recipe = apply_overrides(load_recipe("solov2_fast"), ["input.min_size=800", "input.max_size=1333", "eval.max_dets=3"])
+    model = build_model(recipe, 2, weights="none").eval()
+    model.make_outputs_busy()
+    with torch.no_grad():
+        out = model([torch.rand(3, 230, 352)])[0]
+    assert len(out["scores"]) == 3 and out["masks"].shape[-2:] == (230, 352)

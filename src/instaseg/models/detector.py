@@ -194,7 +194,10 @@ class TransformDetector(Detector):
         else:
             stride = int(self.mask_stride)
             scale = (stride * h / in_h, stride * w / in_w)
-            masks = F.interpolate(out.masks[:, None], scale_factor=scale, mode="bilinear", align_corners=False)
+            # one replicated row and column: the output size is floor(size x scale), and a product that should be
+            # exactly h (e.g. 200 x 4 x 230 / 800) can round to h - 1; border values are what the edge holds anyway
+            padded = F.pad(out.masks[:, None], (0, 1, 0, 1), mode="replicate")
+            masks = F.interpolate(padded, scale_factor=scale, mode="bilinear", align_corners=False)
             masks = masks[..., :h, :w]
         return {"boxes": out.boxes * ratio, "labels": out.labels, "scores": out.scores, "masks": masks}
 
