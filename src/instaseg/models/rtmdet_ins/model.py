@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from instaseg.models.common.losses import dice_loss, giou_loss
 from instaseg.models.common.masks import box_cropped_output, mask_centers
 from instaseg.models.common.points import distance_to_boxes, flatten_levels, make_priors
-from instaseg.models.detector import RawOutput, TransformDetector, clip_boxes, pad_masks, resize_transform
+from instaseg.models.detector import RawOutput, TransformDetector, pad_masks, resize_transform
 from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner
 from instaseg.models.rtmdet_ins.backbone import CSPNeXt
 from instaseg.models.rtmdet_ins.decode import detect_single
@@ -46,37 +46,48 @@ class RTMDetIns(TransformDetector):
         self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
         self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_forward gives
 
-    def _features(self, batch: torch.Tensor):
+    def _levels(self, batch: torch.Tensor) -> tuple[list, list, list, torch.Tensor, list]:
+        """Per level [B, A_l, .]: class logits, boxes (xyxy pixels), kernels, and priors [A_l, 3]; the prototypes."""
         cls, reg, kern, protos = self.head(self.neck(self.backbone(batch)))
-        priors = make_priors([tuple(c.shape[-2:]) for c in cls], self.head.strides, batch.device)
-        return flatten_levels(cls), flatten_levels(reg), flatten_levels(kern), protos, priors
+        strides = zip(cls, self.head.strides, strict=True)
+        priors = [make_priors([tuple(c.shape[-2:])], (stride,), batch.device) for c, stride in strides]
+        boxes = [distance_to_boxes(p[None], flatten_levels([r])) for p, r in zip(priors, reg, strict=True)]
+        return [flatten_levels([c]) for c in cls], boxes, [flatten_levels([k]) for k in kern], protos, priors
 
     def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
         return box_cropped_output(out, self.mask_stride, input_size, image_size)
 
-    def raw_outputs(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """Per image of a normalised, padded batch: (boxes [N,4] in the batch frame, scores [N], labels [N] 1..K,
-        mask probabilities [N, H/8, W/8] covering the padded batch frame)."""
-        cls, reg, kern, protos, priors = self._features(batch)
-        boxes = distance_to_boxes(priors[None], reg)
+    def raw_outputs(self, batch: torch.Tensor, frames: list[tuple]) -> list[tuple[torch.Tensor, ...]]:
+        """Per image of a normalised, padded batch: (boxes [N,4] clipped to the image's ``frames`` (h, w), scores
+        [N], labels [N] 1..K, mask logits [N, H/8, W/8] covering the padded batch frame)."""
+        cls, boxes, kern, protos, priors = self._levels(batch)
         return [
-            detect_single(cls[b].sigmoid(), boxes[b], kern[b], priors, protos[b], self.head, self.test_cfg)
-            for b in range(batch.shape[0])
+            detect_single(
+                [c[b].sigmoid() for c in cls],
+                [x[b] for x in boxes],
+                [k[b] for k in kern],
+                priors,
+                protos[b],
+                frame,
+                self.head,
+                self.test_cfg,
+            )
+            for b, frame in enumerate(frames)
         ]
 
     def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
-        """The contract's raw path: `raw_outputs` with each image's boxes clipped to its (h, w)."""
+        """The contract's raw path: boxes clipped to each image before NMS, mask probabilities."""
         return [
-            RawOutput(clip_boxes(boxes, h, w), scores, labels, masks)
-            for (boxes, scores, labels, masks), (h, w) in zip(self.raw_outputs(batch), image_sizes, strict=True)
+            RawOutput(boxes, scores, labels, logits.sigmoid())
+            for boxes, scores, labels, logits in self.raw_outputs(batch, image_sizes)
         ]
 
     # ---- training ----
     def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
-        cls, reg, kern, protos, priors = self._features(batch)
-        boxes = distance_to_boxes(priors[None], reg)
+        cls, boxes, kern, protos, priors = self._levels(batch)
+        cls, boxes, kern, priors = torch.cat(cls, 1), torch.cat(boxes, 1), torch.cat(kern, 1), torch.cat(priors)
         # zero terms keep every branch in the graph when a batch has no positives (DDP wants all gradients)
-        cls_sum, box_sum, mask_sum = cls.new_zeros(()), reg.sum() * 0, protos.sum() * 0 + kern.sum() * 0
+        cls_sum, box_sum, mask_sum = cls.new_zeros(()), boxes.sum() * 0, protos.sum() * 0 + kern.sum() * 0
         cls_norm, num_pos = cls.new_zeros(()), 0
         for b, target in enumerate(targets):
             gt_boxes, gt_labels = target["boxes"].float(), target["labels"].long() - 1
