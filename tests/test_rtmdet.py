@@ -201,7 +201,8 @@ def test_eval_output_format_at_input_resolution():
         assert (pred["scores"] > 0.05).all() and (pred["scores"][:-1] >= pred["scores"][1:]).all()
         assert (pred["boxes"][:, 2] <= image.shape[2]).all() and (pred["boxes"][:, 3] <= image.shape[1]).all()
         x1 = int(pred["boxes"][0, 2].ceil())
-        assert pred["masks"][0, 0, :, x1:].sum() == 0  # nothing outside the box
+        if x1 < image.shape[2]:  # masks are not cut to their boxes, as MMDetection's RTMDet-Ins gives them
+            assert pred["masks"][0, 0, :, x1:].sum() > 0
 
 
 def test_predictor_matches_the_eager_model():

@@ -1,11 +1,13 @@
 """RTMDet-Ins on the detector contract: ``model(images, targets) -> losses`` in training,
 ``model(images) -> [{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation
-(torchvision's convention), and ``raw_forward`` for instaseg's predictor and export: image-frame mask
-probabilities at stride 8 (``mask_stride``), not pasted.
+(torchvision's convention), and ``raw_forward`` for instaseg's predictor and export: image-frame mask logits at
+stride 8 (``mask_stride``), not pasted.
 
-Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet normalisation, which equals the published
-BGR mean/std, resize by the recipe rule, zero padding to a multiple of 32), the `InputSpec` every architecture
-shares.
+What MMDetection's published RTMDet-Ins does, stated through the contract so that every backend does it too:
+- pre-processing: ImageNet normalisation (which equals the published BGR mean/std; the converted first conv reads
+  RGB), resize by the recipe rule, padding onto a ``max_size`` square of grey 114 (``pad_to_square``,
+  ``pad_value``), the canvas boxes are clipped to before NMS;
+- masks are resampled as logits (``mask_logits``) and not cut to their boxes (``mask_box_crop`` False).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from instaseg.models.common.losses import dice_loss, giou_loss
 from instaseg.models.common.masks import box_cropped_output, mask_centers
 from instaseg.models.common.points import distance_to_boxes, flatten_levels, make_priors
-from instaseg.models.detector import RawOutput, TransformDetector, pad_masks, resize_transform
+from instaseg.models.detector import RawOutput, TransformDetector, clip_boxes, pad_masks, resize_transform
 from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner
 from instaseg.models.rtmdet_ins.backbone import CSPNeXt
 from instaseg.models.rtmdet_ins.decode import detect_single
@@ -28,10 +30,14 @@ DICE_EPS = 5e-6  # the published Dice loss's smoothing
 
 
 class RTMDetIns(TransformDetector):
+    mask_logits = True
+    mask_box_crop = False
+
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
-        self.transform = resize_transform(min_size, max_size)
+        pad = {"pad_to_square": bool(cfg["pad_to_square"]), "pad_value": float(cfg["pad_value"])}
+        self.transform = resize_transform(min_size, max_size, **pad)
         self.backbone = CSPNeXt(cfg["deepen"], cfg["widen"])
         self.neck = CSPNeXtPAFPN(self.backbone.out_channels, cfg["neck_channels"], cfg["neck_blocks"])
         self.head = RTMDetInsHead(
@@ -55,7 +61,7 @@ class RTMDetIns(TransformDetector):
         return [flatten_levels([c]) for c in cls], boxes, [flatten_levels([k]) for k in kern], protos, priors
 
     def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
-        return box_cropped_output(out, self.mask_stride, input_size, image_size)
+        return box_cropped_output(out, self.mask_stride, input_size, image_size, crop=False, logits=True)
 
     def raw_outputs(self, batch: torch.Tensor, frames: list[tuple]) -> list[tuple[torch.Tensor, ...]]:
         """Per image of a normalised, padded batch: (boxes [N,4] clipped to the image's ``frames`` (h, w), scores
@@ -76,10 +82,14 @@ class RTMDetIns(TransformDetector):
         ]
 
     def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
-        """The contract's raw path: boxes clipped to each image before NMS, mask probabilities."""
+        """The contract's raw path: NMS on boxes clipped to each image's padded frame (the published
+        post-processing clips to the padded ``img_shape``), kept boxes clipped to the image, mask logits."""
+        spec = self.input_spec
+        frames = [spec.padded_frame(h, w) for h, w in image_sizes]
+        outputs = zip(self.raw_outputs(batch, frames), image_sizes, strict=True)
         return [
-            RawOutput(boxes, scores, labels, logits.sigmoid())
-            for boxes, scores, labels, logits in self.raw_outputs(batch, image_sizes)
+            RawOutput(clip_boxes(boxes, h, w), scores, labels, logits)
+            for (boxes, scores, labels, logits), (h, w) in outputs
         ]
 
     # ---- training ----

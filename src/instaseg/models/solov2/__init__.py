@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from instaseg.models.detector import Architecture
 from instaseg.models.solov2.build import build
+from instaseg.models.solov2.published import PUBLISHED
 from instaseg.models.solov2.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 
 __all__ = ["ARCHITECTURE"]
@@ -23,4 +24,5 @@ ARCHITECTURE = Architecture(
         "model.num_grids=[12, 10, 8, 6, 4]",
     ),
     recipe_defaults=RECIPE_DEFAULTS,
+    published=PUBLISHED,
 )

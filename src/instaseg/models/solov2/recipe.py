@@ -21,7 +21,7 @@ from instaseg.models.common.rules import (
 DEFAULTS: dict[str, Any] = {
     "architecture": "solov2",
     "backbone": "resnet50",
-    "weights": "imagenet",  # none | imagenet | PATH
+    "weights": "imagenet",  # none | imagenet | coco (MMDetection's, published.py) | a published name | PATH
     "coco_weights": None,  # no torchvision COCO weights exist for SOLOv2
     "norm": "frozen_bn",  # backbone BatchNorm: frozen_bn (pretrained) | bn (from scratch)
     "frozen_stages": 1,  # stem + this many stages get no gradient when the backbone starts pretrained
@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "nms_kernel": "gaussian",  # gaussian | linear
     "nms_sigma": 2.0,
 }
-DOWNLOADS = ("imagenet",)  # no COCO download exists for SOLOv2 here
+DOWNLOADS = ("imagenet", "coco")  # COCO: MMDetection's R50 models (published.py)
 
 
 def _check_levels(cfg: dict, bad) -> None:
