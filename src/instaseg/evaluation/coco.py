@@ -22,6 +22,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from instaseg.data.coco import CocoData
 from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox, rle_to_json, segmentation_to_rle
 from instaseg.errors import UserError
+from instaseg.evaluation.mask_scoring import MaskCOCOeval, results_index
 
 IOU_TYPES = ("bbox", "segm")
 # what sizes a detection for mask AP's small/medium/large ranges -> the convention's name, as printed
@@ -181,9 +182,13 @@ def run_cocoeval(
     gt_coco: COCO, results: list[dict], iou_type: str, max_dets: int, area_from: str = "mask"
 ) -> COCOeval_faster:
     """Evaluate, accumulate and summarise one IoU type; the returned object holds ``eval`` and ``stats``."""
-    dt_coco = gt_coco.loadRes(_results_for(results, iou_type, area_from))
-    dt_coco.print_function = _quiet
-    ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
+    records = _results_for(results, iou_type, area_from)
+    if iou_type == "segm":  # the IoUs computed once per image and category, on the records' own RLE
+        ev: COCOeval_faster = MaskCOCOeval(gt_coco, results_index(gt_coco, records, area_from))
+    else:
+        dt_coco = gt_coco.loadRes(records)
+        dt_coco.print_function = _quiet
+        ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
     ev.params.maxDets = [1, 10, max_dets]
     ev.evaluate()
     ev.accumulate()
