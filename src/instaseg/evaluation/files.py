@@ -13,8 +13,8 @@ from typing import Any
 from instaseg.data.coco import CocoData, load_coco
 from instaseg.data.masks import rle_to_json, segmentation_to_rle
 from instaseg.errors import UserError
-from instaseg.evaluation.coco import IOU_TYPES, check_area_from, check_max_dets, coco_metrics
-from instaseg.evaluation.report import evaluation_result, write_result
+from instaseg.evaluation.coco import IOU_TYPES, check_area_from, check_max_dets, gt_to_coco, score_results
+from instaseg.evaluation.report import write_evaluation
 from instaseg.utils.io import read_json
 
 # what to do about results numbered otherwise than the ground truth
@@ -115,18 +115,31 @@ def evaluate_files(
     max_dets: int = 100,
     out: str | Path | None = None,
     area_from: str = "mask",
+    analyze: bool = False,
+    score_threshold: float | None = None,
 ) -> dict:
     """COCO AP of a results file against a ground-truth file; writes ``evaluate_result.json`` in ``out``
     (default: the results file's folder). Returns the written result plus its path under ``output``.
 
     ``area_from``: what sizes a detection for mask AP's small/medium/large ranges. "mask" (default): its mask
     area, as detectron2 and torchvision do. "box": its ``bbox`` area (a mask-only record: its mask's bounding
-    box), as pycocotools' ``COCOeval`` does on a results file with boxes. Box AP always uses box area."""
+    box), as pycocotools' ``COCOeval`` does on a results file with boxes. Box AP always uses box area.
+    ``analyze``: also write the analysis (`instaseg.evaluation.analysis`) into ``out/analysis/``, its confusion
+    matrices and pictures at ``score_threshold`` (default: where F1 peaks)."""
     check_max_dets(max_dets)
     check_area_from(area_from)
+    check_score_threshold(score_threshold)
     gt = load_coco(gt_json)
     results, iou_types = load_results(pred_json, gt)
-    metrics = coco_metrics(gt, results, max_dets, iou_types, area_from)
+    gt_coco = gt_to_coco(gt, masks="segm" in iou_types)
+    evaluations = score_results(gt_coco, results, max_dets, iou_types, area_from)
     inputs = {"split": None, "gt": str(gt_json), "pred": str(pred_json)}
-    result = evaluation_result(metrics, max_dets, inputs, len(gt.images), len(results), area_from)
-    return write_result(result, Path(out) if out is not None else Path(pred_json).resolve().parent)
+    folder = Path(out) if out is not None else Path(pred_json).resolve().parent
+    return write_evaluation(
+        gt, gt_coco, results, evaluations, inputs, folder, max_dets, area_from, analyze, score_threshold
+    )
+
+
+def check_score_threshold(score_threshold: float | None) -> None:
+    if score_threshold is not None and not 0.0 <= score_threshold <= 1.0:
+        raise UserError(f"the score threshold must be in [0, 1], got {score_threshold!r}")
