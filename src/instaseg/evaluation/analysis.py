@@ -25,7 +25,7 @@ from instaseg.evaluation.mask_scoring import ground_truth_rles
 from instaseg.evaluation.matching import ImageOverlaps, Matching, image_overlaps, match
 from instaseg.evaluation.per_class import CLASS_STATS, precision_recall
 from instaseg.evaluation.plots import plot_confusion, plot_errors, plot_image_review, plot_pr_curves
-from instaseg.evaluation.report_page import write_report_page
+from instaseg.evaluation.report_page import plural, write_report_page
 from instaseg.utils.images import read_image
 from instaseg.utils.io import atomic_write_json, atomic_write_text
 
@@ -52,7 +52,8 @@ def analyze(
     out = Path(out)
     names = {c["id"]: c["name"] for c in gt_coco.dataset["categories"]}
     kinds: dict[str, dict] = {}
-    for iou_type, ev in evaluations.items():
+    for iou_type in sorted(evaluations, key=lambda t: t != "segm"):  # masks first
+        ev = evaluations[iou_type]
         kinds[PREFIX[iou_type]] = _analyze_kind(gt_coco, results, iou_type, ev, names, out, score_threshold, result)
     primary = "mask" if "mask" in kinds else "box"
     worst_images = _worst_images(gt, gt_coco, results, kinds[primary], primary == "mask", names, out, worst)
@@ -92,6 +93,7 @@ def _analyze_kind(
     return {
         "ap50": breakdown.ap50,
         "score_threshold": threshold,
+        "score_threshold_from": "best F1" if score_threshold is None else "chosen",
         "errors": _errors_json(breakdown, names),
         "confusion": {"names": confusion.names, "counts": confusion.counts.tolist()},
         "confusion_csv": str(atomic_write_text(out / f"confusion_{kind}.csv", confusion.to_csv())),
@@ -163,18 +165,14 @@ def _worst_images(
         shown = _Shown(keep, matching, kind["_breakdown"].verdicts.get(image.image_id, []))
         picture = _review(gt, gt_coco, results, image, shown, with_masks, names, record)
         path = out / "worst" / f"{rank:02d}_image_{image.image_id}.png"
-        title = f"{record['file_name']} (id {image.image_id}): {_count(wrong, 'wrong detection')}, "
-        title += f"{_count(unfound, 'object')} not found at score >= {threshold:.3f}"
+        title = f"{record['file_name']} (id {image.image_id}): {plural(wrong, 'wrong detection')}, "
+        title += f"{plural(unfound, 'object')} not found at score >= {threshold:.3f}"
         plot_image_review(picture["image"], picture["truths"], picture["predictions"], title, path)
         worst.append(
             {"image_id": image.image_id, "file_name": record["file_name"], "wrong_detections": wrong}
             | {"objects_not_found": unfound, "png": str(path)}
         )
     return worst
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass

@@ -23,6 +23,10 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 4px 0; }
 """
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value))
 
@@ -95,7 +99,7 @@ def _kind_sections(summary: dict, base: Path) -> str:
     parts = ["<h2>Confusion matrices</h2>"]
     for k, kind in summary["kinds"].items():
         parts.append(
-            f"<p>{k}: detections scoring at least {kind['score_threshold']:.3f} (where F1 peaks unless chosen), "
+            f"<p>{k}: detections scoring at least {kind['score_threshold']:.3f} ({_e(kind['score_threshold_from'])}), "
             f"matched at IoU 0.5; rows what the object was, columns what was predicted. "
             f"CSV: {_link(kind['confusion_csv'], base)}</p>{_image(kind['confusion_png'], base)}"
         )
@@ -114,10 +118,12 @@ def _worst_section(summary: dict, base: Path) -> str:
         "purple both, pink dupe, brown bkg).</p>"
     ]
     for item in items:
-        parts.append(
-            f"<h3>{_e(item['file_name'])} (id {item['image_id']}): {item['wrong_detections']} wrong detections, "
-            f"{item['objects_not_found']} objects not found</h3>{_image(item['png'], base)}"
+        wrong, unfound = (
+            plural(item["wrong_detections"], "wrong detection"),
+            plural(item["objects_not_found"], "object"),
         )
+        parts.append(f"<h3>{_e(item['file_name'])} (id {item['image_id']}): {wrong}, {unfound} not found</h3>")
+        parts.append(_image(item["png"], base))
     return "".join(parts)
 
 
