@@ -9,32 +9,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import instaseg
 from instaseg.data.coco import CocoData, save_coco
 from instaseg.errors import UserError
 from instaseg.evaluation.image_ids import GroundTruthImages, ResultImageIds
+from tiny import CKPT_CATEGORY_IDS as CATEGORY_IDS
+from tiny import CKPT_CLASSES as CLASSES
 
-CLASSES = ["cat", "dog"]
-CATEGORY_IDS = [3, 7]
 # file order (apple, mango, zebra) is not id order, and no name is a number
 FILES = {"zebra.png": 30, "apple.png": 10, "mango.png": 20}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_maskrcnn) -> Path:
-    """A random-init model made to give confident, image-dependent detections (class 1 favoured)."""
-    from instaseg.models.checkpoint import save_checkpoint
-
-    recipe, model = tiny_maskrcnn(len(CLASSES), ["input.min_size=64", "input.max_size=96", "eval.max_dets=30"])
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias[1] += 4.0
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(0.1)
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias[1] += 1.0
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model, recipe, CLASSES, CATEGORY_IDS)
-    return path
 
 
 def _circle_image(seed: int) -> tuple[np.ndarray, list[float]]:
@@ -65,17 +49,17 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_results_carry_ground_truth_ids_and_score_as_the_checkpoint(cli, ckpt, dataset, tmp_path) -> None:
+def test_results_carry_ground_truth_ids_and_score_as_the_checkpoint(cli, tiny_ckpt, dataset, tmp_path) -> None:
     gt_json = dataset / "annotations" / "instances_val.json"
     results = tmp_path / "results.json"
     code, _, err = cli(
-        "predict", "--checkpoint", ckpt, "--input", dataset / "images", "--out", tmp_path / "o", "--device", "cpu",
+        "predict", "--checkpoint", tiny_ckpt, "--input", dataset / "images", "--out", tmp_path / "o", "--device", "cpu",
         "--threshold", "0", "--coco-results", results, "--gt", gt_json,
     )  # fmt: skip
     assert code == 0, err
     records = json.loads(results.read_text())
     assert {(r["file_name"], r["image_id"]) for r in records} == set(FILES.items())
-    model = instaseg.create_model(ckpt, device="cpu", threshold=0.0)
+    model = instaseg.create_model(tiny_ckpt, device="cpu", threshold=0.0)
     for name, image_id in FILES.items():  # each image's own detections under its ground-truth id
         (result,) = model.predict(dataset / "images" / name)
         assert sorted(r["score"] for r in records if r["image_id"] == image_id) == sorted(
@@ -85,24 +69,24 @@ def test_results_carry_ground_truth_ids_and_score_as_the_checkpoint(cli, ckpt, d
     code, _, err = cli("eval", "--gt", gt_json, "--pred", results, "--out", tmp_path / "scored")
     assert code == 0, err
     from_file = json.loads((tmp_path / "scored" / "evaluate_result.json").read_text())["metrics"]
-    direct = instaseg.evaluate(ckpt, dataset, device="cpu", out=tmp_path / "direct")["metrics"]
+    direct = instaseg.evaluate(tiny_ckpt, dataset, device="cpu", out=tmp_path / "direct")["metrics"]
     for key, value in direct.items():
         # the file holds scores to 5 decimals: this untrained model's near-equal scores then tie
         assert from_file[key] == pytest.approx(value, abs=0.01), key
 
     # a dataset folder works as well as its json
     code, _, err = cli(
-        "predict", "--checkpoint", ckpt, "--input", dataset / "images", "--save-json", "--out", tmp_path / "o2",
+        "predict", "--checkpoint", tiny_ckpt, "--input", dataset / "images", "--save-json", "--out", tmp_path / "o2",
         "--device", "cpu", "--threshold", "0", "--coco-results", tmp_path / "r2.json", "--gt", dataset,
     )  # fmt: skip
     assert code == 0, err
     assert json.loads((tmp_path / "r2.json").read_text()) == records
 
 
-def test_predict_refuses_results_it_cannot_number(cli, ckpt, dataset, tmp_path) -> None:
+def test_predict_refuses_results_it_cannot_number(cli, tiny_ckpt, dataset, tmp_path) -> None:
     """Without a ground truth, names that are not numbers have no id: one line before any prediction runs."""
     results = tmp_path / "results.json"
-    args = ["predict", "--checkpoint", ckpt, "--input", dataset / "images", "--out", tmp_path / "o"]
+    args = ["predict", "--checkpoint", tiny_ckpt, "--input", dataset / "images", "--out", tmp_path / "o"]
     code, _, err = cli(*args, "--coco-results", results)
     assert code == 2 and err.count("\n") == 1 and "apple.png" in err and "--gt" in err
     assert not results.exists() and not (tmp_path / "o").exists()

@@ -46,30 +46,15 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.score_threshold is not None and not args.analyze:
         raise UserError("--score-threshold goes with --analyze")
+    scoring = {"max_dets": args.max_dets, "out": args.out, "area_from": args.area_from}
+    scoring |= {"analyze": args.analyze, "score_threshold": args.score_threshold}
     if args.gt or args.pred:
         if not (args.gt and args.pred):
             raise UserError("--gt and --pred go together")
-        result = evaluate_files(
-            args.gt,
-            args.pred,
-            max_dets=args.max_dets,
-            out=args.out,
-            area_from=args.area_from,
-            analyze=args.analyze,
-            score_threshold=args.score_threshold,
-        )
+        result = evaluate_files(args.gt, args.pred, **scoring)
     elif args.checkpoint and args.data:
         result = evaluate(
-            args.checkpoint,
-            args.data,
-            split=args.split,
-            max_dets=args.max_dets,
-            batch_size=args.batch_size,
-            device=args.device,
-            out=args.out,
-            area_from=args.area_from,
-            analyze=args.analyze,
-            score_threshold=args.score_threshold,
+            args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, device=args.device, **scoring
         )
     else:
         raise UserError("give --checkpoint and --data, or --gt and --pred")
