@@ -33,10 +33,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: Path, dpi: int = 90) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int = 90, tight: bool = True) -> Path:
+    """Write ``fig`` as a PNG and close it; ``tight`` crops to what is drawn (titles and labels included)."""
     plt = _pyplot()
+    box = "tight" if tight else None
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches=box))
     finally:
         plt.close(fig)
 
@@ -47,7 +49,8 @@ def plot_pr_curves(curves: dict[str, dict[float, tuple[np.ndarray, np.ndarray]]]
     plt = _pyplot()
     cols = min(5, max(1, len(curves)))
     rows = max(1, math.ceil(len(curves) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.7 * rows), squeeze=False, sharex=True, sharey=True)
+    size = (0.95 + 3.0 * cols, 1.35 + 2.7 * rows)  # panels of 3 x 2.7 inches plus the margins below
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, sharex=True, sharey=True)
     for ax, (name, by_iou) in zip(axes.flat, curves.items(), strict=False):
         for iou, (recall, precision) in sorted(by_iou.items()):
             ap = float(np.mean(precision)) if (precision > -1).all() else float("nan")
@@ -63,12 +66,12 @@ def plot_pr_curves(curves: dict[str, dict[float, tuple[np.ndarray, np.ndarray]]]
         ax.set_xlabel("recall")
     for ax in axes[:, 0]:
         ax.set_ylabel("precision")
-    height = fig.get_figheight()
+    width, height = fig.get_figwidth(), fig.get_figheight()
     fig.suptitle(title, y=1 - 0.1 / height, va="top")
-    # fixed margins: tight_layout over dozens of panels costs seconds
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.5 / height, top=1 - 0.75 / height)
+    # margins in inches: tight_layout (or a tight crop) over dozens of panels costs seconds
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.6 / height, top=1 - 0.75 / height)
     fig.subplots_adjust(hspace=0.35, wspace=0.12)
-    return save_figure(fig, path)
+    return save_figure(fig, path, tight=False)
 
 
 def plot_confusion(counts: np.ndarray, names: list[str], title: str, path: Path, max_classes: int = 30) -> Path:
@@ -94,7 +97,7 @@ def plot_confusion(counts: np.ndarray, names: list[str], title: str, path: Path,
     ax.set_yticks(range(n), names, fontsize=font + 1)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title.replace(", ", ",\n", 1), fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -148,7 +151,7 @@ def _draw_panel(ax: Any, shape: tuple[int, int], instances: list[tuple[dict, str
             ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=color, lw=1.4, ls="--" if dashed else "-"))
         if text:
             tag = {"facecolor": color, "pad": 1, "lw": 0}
-            ax.text(x, y, text, fontsize=7, color="white", va="bottom", bbox=tag, clip_on=True)
+            ax.text(x, y, text, fontsize=7, color="white", va="top", bbox=tag, clip_on=True)  # inside the box
     ax.imshow(canvas, interpolation="nearest")
 
 
@@ -174,4 +177,4 @@ def plot_image_review(image: np.ndarray, truths: list[dict], predictions: list[d
     _draw_panel(axes[1], (h, w), preds_drawn)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, tight=False)  # tight_layout fits it already; a crop would draw it twice
