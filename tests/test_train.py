@@ -84,6 +84,9 @@ def _check_run_folder(out: Path, epochs: int) -> None:
     for row in rows:
         assert math.isfinite(float(row["train_loss"])) and float(row["lr"]) > 0
         assert 0.0 <= float(row["val_mask_AP"]) <= 1.0 and 0.0 <= float(row["val_box_AP"]) <= 1.0
+        # each class's mask AP has its column; their mean over the classes with objects is the mask AP
+        per_class = [float(row[f"val_mask_AP[{name}]"]) for name in CLASSES]
+        assert float(row["val_mask_AP"]) == pytest.approx(np.mean([v for v in per_class if v > -1]), abs=1e-6)
 
     result = json.loads((out / "train_result.json").read_text())
     assert result["done_flag"] is True and result["epochs_completed"] == epochs
@@ -230,8 +233,16 @@ def test_cli_train(cli, shapes: Path, tmp_path: Path) -> None:
     assert code == 0 and "best mask AP" in stdout and str(out) in stdout
     assert (out / "best.ckpt").is_file() and (out / "train_result.json").is_file()
 
+    # after training, best.ckpt was analysed on the val split: the same AP as validation gave it
+    result = json.loads((out / "train_result.json").read_text())
+    best = result["best_metrics"]
+    analysed = json.loads((out / "evaluate_result.json").read_text())
+    assert analysed["metrics"]["mask_AP"] == pytest.approx(best["mask_AP"], abs=1e-9)
+    assert result["paths"]["analysis"] == analysed["analysis"]["report"] == str(out / "analysis" / "report.html")
+    assert (out / "analysis" / "report.html").is_file() and (out / "analysis" / "errors.png").is_file()
+    assert "analysing best.ckpt" in (out / "train.log").read_text()
+
     # validation scored the predictor's path: `instaseg eval` of best.ckpt gives the AP that chose it
-    best = json.loads((out / "train_result.json").read_text())["best_metrics"]
     code, _, stderr = cli("eval", "--checkpoint", out / "best.ckpt", "--data", shapes, "--device", "cpu")
     assert code == 0, stderr
     scored = json.loads((out / "evaluate_result.json").read_text())["metrics"]

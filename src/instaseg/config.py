@@ -92,7 +92,8 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,  # seeds torch, numpy and Python in every process and data worker
         "precision": "16-mixed",  # on a GPU: 16-mixed | bf16-mixed | 32-true; CPUs always train in 32-true
     },
-    "eval": {"max_dets": 100, "score_threshold": 0.05},
+    # analyze: after training, `instaseg eval --analyze` of best.ckpt on the val split into the run folder
+    "eval": {"max_dets": 100, "score_threshold": 0.05, "analyze": True},
     # tiles for objects small against the image: training on tiles, prediction on tiles plus the whole image
     "tiling": {
         "size": None,  # tile side in image pixels, or null: no tiling

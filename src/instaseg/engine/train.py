@@ -44,7 +44,7 @@ from instaseg.errors import UserError
 from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.utils.device import resolve_device
-from instaseg.utils.io import atomic_write_text, read_json
+from instaseg.utils.io import atomic_write_json, atomic_write_text, read_json
 
 logger = logging.getLogger("instaseg.train")
 
@@ -127,9 +127,32 @@ def train(
                 raise worker_death_stop(e) from None
             raise
         logger.info("training stopped after %.0f s", time.monotonic() - start)
-        return _result(trainer, out_dir)
+        result = _result(trainer, out_dir)
+        if result["is_global_zero"] and result.get("done_flag") and recipe["eval"]["analyze"]:
+            _analyze_best(result, data, recipe, device)
+        return result
     finally:
         detach_log(handler)
+
+
+def _analyze_best(result: dict[str, Any], data: str | Path, recipe: dict, device: str) -> None:
+    """`instaseg eval --analyze` of best.ckpt on the val split, into the run folder (evaluate_result.json and
+    analysis/); its report joins the result's paths. A failure is logged: the trained model stands regardless."""
+    from instaseg.engine.evaluate import evaluate
+
+    out = Path(result["out"])
+    best = out / FILES["best"]
+    if not best.is_file():
+        return
+    logger.info("analysing best.ckpt on the val split -> %s", out / "analysis")
+    try:
+        batch = int(recipe["train"]["batch_size"])
+        evaluated = evaluate(best, data, "val", int(recipe["eval"]["max_dets"]), batch, device, out, analyze=True)
+    except (UserError, OSError) as e:
+        logger.warning("could not analyse best.ckpt: %s", e)
+        return
+    result["paths"]["analysis"] = evaluated["analysis"]["report"]
+    atomic_write_json(out / FILES["result"], {k: v for k, v in result.items() if k != "is_global_zero"})
 
 
 def resolve_recipe(
