@@ -170,3 +170,19 @@ def test_an_architecture_supplies_its_recipe_defaults() -> None:
     assert load_recipe("maskrcnn_r50_fpn")["train"]["optimizer"] == "sgd"  # not another architecture's
     fast = load_recipe("rtmdet_ins_tiny_fast")
     assert fast["train"]["mosaic"] is False and fast["train"]["optimizer"] == "adamw"
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_fast", "mask_rtdetr_fast"])
+def test_recipes_stored_before_a_default_resize_existed_still_load(name):
+    """A checkpoint's complete recipe from before train.multiscale / batch_multiscale had architecture defaults
+    holds neither key: what it writes (its scale_jitter, its resize rule) wins over the new default."""
+    stored = load_recipe(name)
+    del stored["train"]["multiscale"], stored["train"]["batch_multiscale"]
+    stored["train"]["scale_jitter"] = [0.8, 1.25]
+    stored["input"]["resize"] = "keep_ratio"
+    loaded = load_recipe(stored)
+    assert loaded["train"]["multiscale"] is None and loaded["train"]["batch_multiscale"] is None
+    assert loaded["train"]["scale_jitter"] == [0.8, 1.25]
+    written = {**stored, "train": {**stored["train"], "multiscale": [480, 512]}}
+    with pytest.raises(UserError, match="both resize"):  # both written: still the user's clash to settle
+        load_recipe(written)

@@ -191,11 +191,26 @@ def complete_sections(data: dict, model_defaults: dict, recipe_defaults: dict, s
     _check_known(data, reference, "", source)
     _check_known(recipe_defaults, reference, "", "architecture defaults")
     recipe = _deep_merge(_deep_merge(reference, recipe_defaults), data)
+    _written_resizes_win(recipe, data)
     if recipe["published"]["config"] is None:
         # the architecture's reasons are about its published configs, which a recipe naming none does not follow
         recipe["published"]["differences"] = {}
     check_sections(recipe, model_defaults, source)
     return recipe
+
+
+def _written_resizes_win(recipe: dict, data: dict) -> None:
+    """A training resize that only a default set yields to what the recipe itself writes: its scale_jitter, or its
+    resize rule. Recipes (and the recipes stored in checkpoints) written before a default resize existed keep
+    meaning what they meant, instead of clashing with it."""
+    written_train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    written_input = data.get("input") if isinstance(data.get("input"), dict) else {}
+    train, rule = recipe["train"], recipe["input"]["resize"]
+    if "multiscale" not in written_train and (written_train.get("scale_jitter") or (
+            "resize" in written_input and rule != "keep_ratio")):  # fmt: skip
+        train["multiscale"] = None
+    if "batch_multiscale" not in written_train and "resize" in written_input and rule != "stretch":
+        train["batch_multiscale"] = None
 
 
 def _expected_type(default: Any) -> tuple[type, ...]:
