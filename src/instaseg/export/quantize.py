@@ -2,7 +2,9 @@
 
 The calibration images go through the same pre-processing and one-image feeds as inference
 (`instaseg.inference.backends.exported.graph_inputs`), so the activation ranges NNCF measures are the ones the
-deployed model will see.
+deployed model will see. What is quantized is the architecture's to say (`Detector.quantization`, a
+`QuantizationSettings`); `nncf_options` turns it into NNCF's arguments, the same for plain and accuracy-controlled
+quantization (`instaseg.export.accuracy`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from instaseg.errors import UserError
 from instaseg.inference.preprocess import InputSpec, preprocess
+from instaseg.models.detector import QuantizationSettings
 from instaseg.utils.progress import track
 
 logger = logging.getLogger(__name__)
@@ -51,9 +54,68 @@ def calibration_feeds(images: list[np.ndarray], spec: InputSpec, graph: dict) ->
     return feeds
 
 
-def quantize_openvino(model: Any, feeds: list[dict[str, np.ndarray]]) -> Any:
-    """NNCF post-training INT8 quantization (convolutions and matrix products) of an `openvino.Model`."""
+def quantizable_types() -> set[str]:
+    """The OpenVINO operation types NNCF would quantize the inputs of, left to itself."""
+    from nncf.openvino.graph.metatypes.groups import INPUTS_QUANTIZABLE_OPERATIONS
+
+    return {name for metatype in INPUTS_QUANTIZABLE_OPERATIONS for name in metatype.get_all_aliases()}
+
+
+def nncf_options(settings: QuantizationSettings, model: Any) -> dict[str, Any]:
+    """``nncf.quantize`` keyword arguments (preset, model type, ignored scope, advanced parameters) that apply
+    ``settings`` to ``model`` (an `openvino.Model`)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    present = {op.get_type_name() for op in model.get_ops()}
+    float_types = sorted((quantizable_types() & present) - set(settings.quantized_ops))
+    advanced: dict[str, Any] = {}
+    if settings.range_estimator == "quantile":
+        advanced["activations_range_estimator_params"] = RangeEstimatorParametersSet.MEAN_QUANTILE
+    if settings.transformer:
+        alpha = -1.0 if settings.smooth_quant is None else float(settings.smooth_quant)  # NNCF: -1 turns it off
+        advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=alpha)
+    return {
+        "preset": nncf.QuantizationPreset(settings.preset),
+        "model_type": nncf.ModelType.TRANSFORMER if settings.transformer else None,
+        "ignored_scope": nncf.IgnoredScope(types=float_types, patterns=list(settings.float_patterns), validate=False),
+        "advanced_parameters": AdvancedQuantizationParameters(**advanced),
+    }
+
+
+def quantize_openvino(
+    model: Any, feeds: list[dict[str, np.ndarray]], settings: QuantizationSettings = QuantizationSettings()
+) -> Any:
+    """NNCF post-training INT8 quantization of an `openvino.Model` as ``settings`` say."""
     import nncf
 
     logger.info("calibrating INT8 on %d images", len(feeds))
-    return nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds))
+    return nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), **nncf_options(settings, model))
+
+
+def _agnostic_types() -> set[str]:
+    """Operations a quantizer may sit in front of on behalf of the operation they feed (reshapes, pooling, ...)."""
+    from nncf.openvino.graph.metatypes.groups import QUANTIZE_AGNOSTIC_OPERATIONS
+
+    return {name for metatype in QUANTIZE_AGNOSTIC_OPERATIONS for name in metatype.get_all_aliases()} | {"Concat"}
+
+
+def _quantized_input(port: Any, agnostic: set[str], depth: int = 16) -> bool:
+    """Whether the value reaching ``port`` comes from a FakeQuantize, through quantization-agnostic operations."""
+    node = port.get_source_output().get_node()
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind not in agnostic or depth == 0:
+        return False
+    return any(_quantized_input(p, agnostic, depth - 1) for p in node.inputs())
+
+
+def float_layers(model: Any, types: tuple[str, ...]) -> tuple[list[str], int]:
+    """The names of ``model``'s operations of ``types`` that compute in float (no input quantized), and how many
+    such operations there are in all."""
+    agnostic = _agnostic_types()
+    layers = [op for op in model.get_ops() if op.get_type_name() in types]
+    in_float = [op for op in layers if not any(_quantized_input(port, agnostic) for port in op.inputs())]
+    return sorted(op.get_friendly_name() for op in in_float), len(layers)
