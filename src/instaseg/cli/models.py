@@ -6,17 +6,29 @@ import argparse
 import json
 import sys
 
+from instaseg.errors import UserError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the model zoo, or show one recipe")
     p.add_argument("name", nargs="?", help="recipe name to show in full")
     p.add_argument("--task", default=None, help="filter by task (instance_segmentation)")
     p.add_argument("--json", action="store_true", help="print json instead of a table")
+    p.add_argument(
+        "--published",
+        action="store_true",
+        help="show the recipe beside the published config it follows (PaddleDetection, mmdetection), difference by "
+        "difference, each with the recipe's reason",
+    )
     p.set_defaults(func=_models)
 
 
 def _models(args: argparse.Namespace) -> int:
-    if args.name:
+    if args.name and args.published:
+        print_published(args.name, as_json=args.json)
+    elif args.published:
+        raise UserError("--published needs a recipe name (instaseg models NAME --published)")
+    elif args.name:
         print_recipe(args.name, as_json=args.json)
     else:
         print_zoo(task=args.task, as_json=args.json)
@@ -69,3 +81,37 @@ def print_recipe(name: str, as_json: bool = False) -> dict:
         for key in ("params_M", "gflops", "weights_MB"):
             print(f"#   {key}: {measured[key]}")
     return measured
+
+
+def print_published(name: str, as_json: bool = False) -> dict:
+    """A recipe beside its published config: every published training number and setting, ours, and why they
+    differ where they do."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from instaseg.models.published import SAME, UNEXPLAINED, compare
+    from instaseg.models.recipes import load_recipe
+
+    result = compare(load_recipe(name))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return result
+    config = result["config"]
+    title = f"{name} beside {config['repository']} {config['path']} @ {config['commit']} ({config['result']})"
+    table = Table(title=title, show_lines=False)
+    for col, width in (("key", 30), ("published", 36), ("recipe", 36), ("why it differs", 90)):
+        table.add_column(col, overflow="fold", max_width=width)
+    for row in result["rows"]:
+        ours = "(no such key)" if row["recipe"] is None and row["status"] != SAME else _text(row["recipe"])
+        why = "" if row["status"] == SAME else row["why"] or "UNEXPLAINED"
+        style = "red" if row["status"] == UNEXPLAINED else None if row["status"] == SAME else "yellow"
+        table.add_row(row["key"], _text(row["published"]), ours, why, style=style)
+    Console(file=sys.stdout, width=200).print(table)
+    counts = {s: sum(r["status"] == s for r in result["rows"]) for s in ("same", "differs", "unexplained")}
+    same, differs, unexplained = (counts[s] for s in ("same", "differs", "unexplained"))
+    print(f"{same} the same, {differs} different with a reason, {unexplained} unexplained")
+    return result
+
+
+def _text(value: object) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value

@@ -124,8 +124,8 @@ def export_model(
     if img_size is not None:
         if img_size < 32:
             raise UserError(f"--img-size must be at least 32, got {img_size}")
-        info["input"] = {"min_size": int(img_size), "max_size": int(img_size)}
-    spec = replace(model.input_spec, **{k: int(v) for k, v in info["input"].items()})
+        info["input"] = {**info["input"], "min_size": int(img_size), "max_size": int(img_size)}
+    spec = replace(model.input_spec, **{k: int(info["input"][k]) for k in ("min_size", "max_size")})
     images = calibration_images_or_none(calib_data, calib_size)
     gt = validation_images_or_none(val_data if val_data is not None else calib_data, val_images, val_data is not None)
     graph_module = DetectorGraph(model).eval()

@@ -38,13 +38,19 @@ def build_metadata(
         "box_score_thresh": evaluation.get("score_threshold"),
         "max_dets": evaluation.get("max_dets"),
         "tiling": recipe.get("tiling"),  # the predictor tiles large images as the model was trained
-        "input": {"min_size": spec.min_size, "max_size": spec.max_size},
+        "input": {
+            "min_size": spec.min_size,
+            "max_size": spec.max_size,
+            "resize": "keep_ratio" if spec.keep_ratio else "stretch",
+        },
         "preprocess": {
             "color": "RGB",
             "scale": "1/255",
             "mean": list(spec.mean),
             "std": list(spec.std),
-            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w))",
+            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w))"
+            if spec.keep_ratio
+            else "bilinear to max_size x max_size (the aspect ratio not kept)",
             "size_divisible": spec.size_divisible,
             "pad": "zeros at the bottom and right",
         },

@@ -1,9 +1,9 @@
 """Pre-processing shared by every backend: normalise, resize by the recipe rule, pad into one batch.
 
 It reproduces torchvision's GeneralizedRCNNTransform step for step (normalise, then bilinear resize with the
-same scale arithmetic, then zero padding to a multiple of ``size_divisible``), so that the predictor feeds the
-network exactly what the eager model would see. Keeping it outside the model is what lets exported graphs
-(ONNX, OpenVINO) share it.
+same scale arithmetic, or to its fixed size for a stretched square, then zero padding to a multiple of
+``size_divisible``), so that the predictor feeds the network exactly what the eager model would see. Keeping it
+outside the model is what lets exported graphs (ONNX, OpenVINO) share it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ __all__ = ["InputSpec", "preprocess", "resize_normalized"]
 
 
 def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Resize a normalised [3,H,W] float image by the recipe rule, with torchvision's exact interpolate call."""
+    """Resize a normalised [3,H,W] float image by the recipe rule, with torchvision's exact interpolate call (for a
+    stretched square: its ``fixed_size`` call)."""
+    if not spec.keep_ratio:
+        side = spec.max_size
+        return F.interpolate(image[None], size=(side, side), mode="bilinear", align_corners=False)[0]
     h, w = image.shape[-2:]
     scale = resize_scale(h, w, spec.min_size, spec.max_size)
     return F.interpolate(

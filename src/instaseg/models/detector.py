@@ -9,9 +9,12 @@ What a detector provides:
 - ``forward(images, targets)`` in training mode: ``images`` a list of float [3,H,W] tensors in [0, 1] at any
   size, ``targets`` one dict per image (``boxes`` [N,4] xyxy, ``labels`` [N] in 1..K, ``masks`` [N,H,W] uint8)
   -> a dict of named scalar losses, summed by the engine. The detector resizes, normalises and pads the images
-  itself (by its ``input_spec``), so every architecture sees the same training batches.
-- ``input_spec``: the resize rule (``min_size``/``max_size``), mean/std on [0, 1] RGB pixels and the padding
-  multiple. The shared pre-processing (`instaseg.inference.preprocess`) makes the batch ``raw_forward`` takes.
+  itself (by its ``input_spec``), so every architecture sees the same training batches. The engine's data
+  pipeline resizes (multi-scale training) and calls ``keep_training_sizes()``: the detector then only normalises
+  and pads in training.
+- ``input_spec``: the resize rule (``min_size``/``max_size``, ``keep_ratio`` or stretched to a square), mean/std on
+  [0, 1] RGB pixels and the padding multiple. The shared pre-processing (`instaseg.inference.preprocess`) makes the
+  batch ``raw_forward`` takes. ``set_resize_rule(keep_ratio)`` sets the rule a recipe's ``input.resize`` names.
 - ``raw_forward(batch, image_sizes)``: ``batch`` [B,3,H,W] normalised and zero-padded at the bottom/right,
   ``image_sizes`` each image's (h, w) before padding -> one `RawOutput` per image, in the batch's frame.
 - ``mask_stride``: the frame of ``RawOutput.masks``. ``None``: each mask [M,M] spans its own box (Mask R-CNN's
@@ -49,17 +52,21 @@ OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 
 @dataclass
 class InputSpec:
-    """What the network expects: the resize rule's sizes, normalisation and padding multiple."""
+    """What the network expects: the resize rule's sizes, normalisation and padding multiple. ``keep_ratio``: the
+    shorter side to ``min_size`` unless the longer passes ``max_size`` (torchvision's rule); else every image is
+    stretched to a ``max_size`` square (PaddleDetection's ``keep_ratio: false``)."""
 
     min_size: int
     max_size: int
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     std: tuple[float, ...] = field(default=IMAGENET_STD)
     size_divisible: int = 32
+    keep_ratio: bool = True
 
     @classmethod
     def of_transform(cls, transform: Any) -> InputSpec:
-        """The settings of a torchvision `GeneralizedRCNNTransform` (the resize rule instaseg shares)."""
+        """The settings of a torchvision `GeneralizedRCNNTransform` (the resize rule instaseg shares); its
+        ``fixed_size`` is the stretched square."""
         min_size = transform.min_size[-1] if isinstance(transform.min_size, (tuple, list)) else transform.min_size
         return cls(
             min_size=int(min_size),
@@ -67,6 +74,7 @@ class InputSpec:
             mean=tuple(float(v) for v in transform.image_mean),
             std=tuple(float(v) for v in transform.image_std),
             size_divisible=int(transform.size_divisible),
+            keep_ratio=transform.fixed_size is None,
         )
 
 
@@ -175,6 +183,25 @@ class Detector(nn.Module):
     def make_outputs_busy(self) -> None:
         """Nothing to do unless the architecture says otherwise."""
 
+    def set_resize_rule(self, keep_ratio: bool) -> None:
+        """Keep the aspect ratio (the default) or stretch to a square. A detector that pre-processes with
+        torchvision's `GeneralizedRCNNTransform` (``self.transform``) stretches by its ``fixed_size`` (width,
+        height); any other says it cannot."""
+        transform = getattr(self, "transform", None)
+        if transform is None or not hasattr(transform, "fixed_size"):
+            if not keep_ratio:
+                raise NotImplementedError(f"{type(self).__name__} cannot stretch its input (input.resize: stretch)")
+            return
+        side = int(transform.max_size)
+        transform.fixed_size = None if keep_ratio else (side, side)
+
+    def keep_training_sizes(self) -> None:
+        """Training images arrive resized (by the engine's data pipeline): the detector keeps their sizes. For
+        torchvision's transform that is its own ``_skip_resize`` switch: in training it normalises and pads only."""
+        transform = getattr(self, "transform", None)
+        if transform is not None and hasattr(transform, "_skip_resize"):
+            transform._skip_resize = True
+
 
 class TransformDetector(Detector):
     """A Detector that pre-processes with torchvision's `GeneralizedRCNNTransform` (``self.transform``, which
@@ -226,7 +253,8 @@ class Architecture:
     ``model_defaults``: every key of the recipe's model section, with its default (and so its type).
     ``validate(model_section, source)``: value rules of a complete model section; raises UserError.
     ``recipe_defaults``: the other sections (input, train, eval) where this architecture's published recipe
-    differs from `instaseg.config.DEFAULTS`, so its recipe files state only what differs from that.
+    differs from `instaseg.config.DEFAULTS`, so its recipe files state only what differs from that, and under
+    ``published.differences`` why its recipes keep the differences they share from their published configs.
     ``small_recipe``: the shipped recipe sized for CPUs (tests, demos, `bench/`); ``tiny_overrides`` shrink it
     further for the conformance suite (tests/test_conformance.py), which runs every registered architecture.
     ``anchor_keys``: for anchor-based models, the model keys of (sizes, aspect ratios): sizes one list per

@@ -36,6 +36,10 @@ def build_architecture(
     model = architecture(name).build(recipe, num_classes, download_backbone, freeze)
     if not isinstance(model, Detector):
         raise TypeError(f"architecture {name!r} built a {type(model).__name__}, not a Detector")
+    try:
+        model.set_resize_rule(recipe["input"]["resize"] == "keep_ratio")
+    except NotImplementedError as e:
+        raise UserError(str(e), record="input.resize") from None
     return model
 
 

@@ -45,6 +45,7 @@ def spec_from_metadata(meta: dict) -> InputSpec:
         mean=tuple(float(v) for v in pre["mean"]),
         std=tuple(float(v) for v in pre["std"]),
         size_divisible=int(pre["size_divisible"]),
+        keep_ratio=meta["input"].get("resize", "keep_ratio") == "keep_ratio",  # older exports kept the ratio
     )
 
 

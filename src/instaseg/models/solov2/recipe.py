@@ -80,24 +80,29 @@ def validate(cfg: dict, source: str | None = None) -> None:
     check_weights(cfg, bad, DOWNLOADS, "solov2")
 
 
-# The published 3x schedule (mmdetection solov2_r50_fpn_ms-3x_coco, PaddleDetection solov2_r50_fpn_3x_coco):
-# SGD lr 0.01 for 16 images (0.00125 at 2 per step, the linear-scaling rule), momentum 0.9, weight decay 1e-4,
-# linear warmup, 36 epochs, multi-scale training (short side 640..800, here as scale jitter 0.8..1.0 of 800),
-# horizontal flip only, gradient clipping at 35 (mmdetection), no EMA.
+# The published 3x multi-scale recipe, mmdetection 3.3's configs/solov2/solov2_r50_fpn_ms-3x_coco.py (with
+# solov2_r50_fpn_1x_coco.py and its schedule_1x base); `instaseg models solov2_r50_fpn --published` shows the recipe
+# beside it.
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "input": {"min_size": 800, "max_size": 1333},
     "train": {
         "epochs": 36,
-        "batch_size": 2,
+        "batch_size": 2,  # per GPU
+        "base_batch": 16,  # 8 GPUs x 2 images
         "optimizer": "sgd",
-        "lr": 0.00125,
+        "lr": 0.01,
         "momentum": 0.9,
         "weight_decay": 0.0001,
+        "lr_schedule": "multistep",
+        "milestones": [27, 33],
+        "gamma": 0.1,
         "warmup_iters": 500,
-        "lr_schedule": "plateau",
+        "warmup_start": 0.3333333333333333,  # LinearLR start_factor 1/3
         "ema": False,
         "early_stop_patience": None,
-        "scale_jitter": [0.8, 1.0],
+        "scale_jitter": None,
+        "multiscale": [640, 672, 704, 736, 768, 800],  # RandomChoiceResize, longer side at most 1333
+        "hflip": True,
         "photometric": False,
         "grad_clip": 35.0,
     },
