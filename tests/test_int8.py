@@ -96,3 +96,27 @@ def test_only_the_stated_operations_are_quantized() -> None:
     convolution_only = quantize_openvino(_small_graph(), feeds, QuantizationSettings(quantized_ops=("Convolution",)))
     in_float, total = float_layers(convolution_only, COMPUTE_OPS)
     assert total == 2 and len(in_float) == 1
+
+
+def test_products_of_two_computed_operands_stay_in_float_when_asked() -> None:
+    """Per-instance kernels x mask features: both operands come from the picture (no weight)."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from instaseg.export.quantize import computed_products, float_layers, nncf_options, quantize_openvino
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="images")
+    conv = ops.convolution(x, ops.constant(np.ones((4, 3, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    features = ops.reshape(conv, ops.constant(np.array([4, 64], np.int64)), False)
+    kernels = ops.matmul(features, ops.constant(np.ones((64, 64), np.float32)), False, False)
+    masks = ops.matmul(kernels, features, False, True)
+    masks.set_friendly_name("masks")
+    model = ov.Model([masks], [x], "dynamic_kernels")
+    assert computed_products(model, COMPUTE_OPS) == ["masks"]
+    settings = QuantizationSettings(float_computed_products=True)
+    assert nncf_options(settings, model)["ignored_scope"].names == ["masks"]
+    assert nncf_options(QuantizationSettings(), model)["ignored_scope"].names == []
+    rng = np.random.default_rng(0)
+    feeds = [{"images": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    assert float_layers(quantize_openvino(model, feeds, settings), COMPUTE_OPS) == (["masks"], 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from instaseg.export import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
+from instaseg.export.defaults import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# INT8 export's defaults, here so the command line states them without importing torch
-DEFAULT_MAX_AP_DROP = 1.0  # mask AP points (0-100) that INT8 may lose against the fp32 export
-DEFAULT_VAL_IMAGES = 50  # validation images INT8 accuracy control measures mask AP on
+from instaseg.export.defaults import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
 
 
 def export_model(*args: Any, **kwargs: Any) -> dict:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from instaseg.export import DEFAULT_MAX_AP_DROP
+from instaseg.export.defaults import DEFAULT_MAX_AP_DROP
 from instaseg.export.quantize import float_layers, nncf_options
 from instaseg.models.detector import QuantizationSettings
 
@@ -132,7 +132,6 @@ def int8_report(
     report: dict[str, Any] = {
         "settings": {k: v for k, v in vars(settings).items()},
         "max_ap_drop": max_drop,
-        "calibration_images": len(feeds),
         "float_layers": in_float,
         "quantizable_layers": total,
         "size_bytes": {"fp32": ir_size(fp32), "int8": ir_size(int8)},

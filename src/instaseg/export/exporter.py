@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.export import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
+from instaseg.export.defaults import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
 from instaseg.export.graph import DetectorGraph
 from instaseg.export.metadata import PRECISIONS, build_metadata
 from instaseg.inference.preprocess import preprocess
@@ -228,9 +228,10 @@ def _write(
 
 def _quantize(model: Any, options: Int8Options, meta: dict, spec: InputSpec) -> tuple[Any, dict]:
     from instaseg.export.accuracy import int8_report, quantize_keeping_ap
-    from instaseg.export.quantize import calibration_feeds, quantize_openvino
+    from instaseg.export.quantize import calibration_feeds, detecting_feeds, quantize_openvino
 
-    feeds = calibration_feeds(options.images, spec, meta["graph"])
+    prepared = calibration_feeds(options.images, spec, meta["graph"])
+    feeds = detecting_feeds(model, prepared)
     if options.gt is None:
         quantized = quantize_openvino(model, feeds, options.settings)
     else:
@@ -238,4 +239,5 @@ def _quantize(model: Any, options: Int8Options, meta: dict, spec: InputSpec) -> 
     max_drop = options.max_ap_drop if options.gt is not None else None
     report = int8_report(model, quantized, meta, options.settings, feeds[:TIMING_IMAGES], options.gt, max_drop)
     report["calibration_images"] = len(feeds)
+    report["calibration_images_without_detections"] = len(prepared) - len(feeds)
     return quantized, report

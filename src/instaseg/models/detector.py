@@ -139,6 +139,9 @@ class QuantizationSettings:
     box coordinates, scores and mask logits from each other, where 256 levels are too coarse.
     ``float_patterns``: regular expressions matched against node names (the exported graph's, e.g.
     ``/model/roi_heads/mask_head/.*``) of operations kept in float even if their type is quantized.
+    ``float_computed_products``: products whose two operands are both computed from the picture (per-instance
+    mask kernels or coefficients applied to shared mask features, query-feature products) stay in float; the mask
+    logits come straight out of them and their operands' ranges change with every picture and instance.
     ``preset``: "performance" (symmetric activation ranges) or "mixed" (asymmetric: activations whose range is
     not centred on zero, such as after a ReLU-free activation, keep their resolution).
     ``transformer``: NNCF's transformer model type (attention-aware patterns); ``smooth_quant``: SmoothQuant's
@@ -149,6 +152,7 @@ class QuantizationSettings:
 
     quantized_ops: tuple[str, ...] = COMPUTE_OPS
     float_patterns: tuple[str, ...] = ()
+    float_computed_products: bool = False
     preset: str = "performance"
     transformer: bool = False
     smooth_quant: float | None = None
