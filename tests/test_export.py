@@ -303,3 +303,32 @@ def test_int8_keeps_masks_when_a_calibration_image_has_no_detection(ckpt: Path, 
     ]
     highs = [float(np.abs(op.input_value(2).get_node().get_data()).max()) for op in mask_branch]
     assert mask_branch and min(highs) > 0.01
+
+
+def test_int8_export_under_accuracy_control_reports_ap(ckpt: Path, tmp_path: Path, cli) -> None:
+    """A dataset root as --calib-data: its train split calibrates, its val split keeps mask AP within the drop;
+    the report (printed and written beside the model) gives AP before and after, float layers, sizes and speed."""
+    import json
+
+    from instaseg.data.synthetic import SynthStyle, generate_synthetic
+
+    data = generate_synthetic(tmp_path / "data", num_images=10, img_size=64, seed=0, style=SynthStyle(num_classes=2))
+    for split in ("train", "val"):  # the checkpoint's classes and ids
+        path = data / "annotations" / f"instances_{split}.json"
+        coco = json.loads(path.read_text())
+        ids = {c["id"]: new for c, new in zip(coco["categories"], CATEGORY_IDS, strict=True)}
+        coco["categories"] = [{"id": i, "name": n} for i, n in zip(CATEGORY_IDS, CLASSES, strict=True)]
+        for a in coco["annotations"]:
+            a["category_id"] = ids[a["category_id"]]
+        path.write_text(json.dumps(coco))
+    args = ["--format", "openvino", "--int8", "--calib-data", data, "--max-ap-drop", "0.5", "--out", tmp_path / "m"]
+    code, out, err = cli("export", "--checkpoint", ckpt, *args)
+    assert code == 0, err
+    report = json.loads((tmp_path / "m" / "model_int8.report.json").read_text())
+    accuracy = report["accuracy"]
+    assert accuracy["images"] == 2 and set(accuracy["fp32"]) == set(accuracy["int8"]) == {"mask_AP", "box_AP"}
+    assert report["max_ap_drop"] == 0.5 and report["holds"] and report["mask_ap_drop"] <= 0.5
+    assert report["size_bytes"]["int8"] < report["size_bytes"]["fp32"] and report["network_ms"]["int8"] > 0
+    assert report["settings"]["why"] and report["quantizable_layers"] > len(report["float_layers"])
+    assert f"mask AP {accuracy['fp32']['mask_AP']:.1f} -> {accuracy['int8']['mask_AP']:.1f}" in out
+    assert "report: " in out and "in float" in out
