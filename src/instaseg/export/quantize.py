@@ -87,6 +87,7 @@ def nncf_options(settings: QuantizationSettings, model: Any) -> dict[str, Any]:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+    nncf.set_log_level(logging.WARNING)  # at INFO it prints a line per operation it skips; our log says what matters
     present = {op.get_type_name() for op in model.get_ops()}
     float_types = sorted((quantizable_types() & present) - set(settings.quantized_ops))
     advanced: dict[str, Any] = {}
