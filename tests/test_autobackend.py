@@ -92,3 +92,23 @@ def test_auto_needs_validation_data_and_a_checkpoint(model_and_data, cli, tmp_pa
     assert code == 2 and "checkpoint" in err
     code, _, err = cli("benchmark", "--model", ckpt, "--backend", "auto", "torch", "--val-data", data)
     assert code == 2 and "alone" in err
+
+
+def test_int8_candidate_is_quantized_under_accuracy_control(tmp_path: Path, monkeypatch) -> None:
+    """INT8 is exported keeping mask AP on the images the choice is measured on, within the choice's tolerance,
+    so it is picked wherever it holds."""
+    from instaseg.export import exporter
+
+    seen = {}
+
+    def export_model(checkpoint, out, **options):
+        seen.update(options)
+        return {"path": str(out / "model_int8.xml")}
+
+    monkeypatch.setattr(exporter, "export_model", export_model)
+    int8 = next(c for c in autobackend.candidates("cpu") if c.label == "openvino int8")
+    data = tmp_path / "data"
+    path = autobackend._model_file(int8, tmp_path / "m.pt", tmp_path, data, {"max_images": 20, "tolerance": 0.5})
+    assert path.name == "model_int8.xml"
+    assert seen["int8"] and seen["calib_data"] == seen["val_data"] == data
+    assert seen["max_ap_drop"] == 0.5 and seen["val_images"] == 20

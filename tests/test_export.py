@@ -227,8 +227,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_trained_model_ap_per_backend_and_precision(trained: tuple[Path, Path]) -> None:
-    """fp32 exports score the eager model's COCO mask AP within 0.2 points; other precisions and INT8 are measured
-    and printed (run with -s), and must stay within 5 points."""
+    """fp32 exports score the eager model's COCO mask AP within 0.2 points, INT8 within 1 point; fp16 and bf16 are
+    measured and printed (run with -s), and must stay within 5 points."""
     from instaseg.data.coco import load_dataset
     from instaseg.evaluation.parity import predictor_metrics
 
@@ -249,12 +249,8 @@ def test_trained_model_ap_per_backend_and_precision(trained: tuple[Path, Path]) 
         metrics = predictor_metrics(instaseg.create_model(path, threshold=0.0), gt)
         drop = (eager["mask_AP"] - metrics["mask_AP"]) * 100
         print(f"{name}: mask AP {metrics['mask_AP'] * 100:.2f} ({-drop:+.2f}), box AP {metrics['box_AP'] * 100:.2f}")
-        if "int8" in name and abs(drop) > 5.0:
-            # Known open problem: on this 64 px model the INT8 graph keeps box AP and loses mask AP (23.7 -> 4.2
-            # with OpenVINO 2026.4.1 / NNCF 3.3-3.4, also with the mask branch left unquantized), while the demo
-            # model keeps it (55.7 -> 55.4). `--backend auto` measures this and never picks such an INT8 model.
-            pytest.xfail(f"INT8 lost {drop:.1f} mask AP points on the tiny test model (box AP kept)")
-        assert abs(drop) <= (0.2 if "fp32" in name else 5.0)
+        # INT8 held to the bar of `--max-ap-drop`'s default (measured: 23.68 -> 23.93 with OpenVINO 2026.4.1 / NNCF 3.4)
+        assert abs(drop) <= (0.2 if "fp32" in name else 1.0 if "int8" in name else 5.0)
 
 
 def test_calibration_from_a_dataset_root_takes_its_train_images(tmp_path: Path) -> None:
@@ -284,3 +280,55 @@ def test_export_without_the_deploy_extra_names_it(ckpt: Path, tmp_path: Path, cl
     code, out, err = cli("export", "--checkpoint", ckpt, "--out", tmp_path / "x")
     assert code == 2 and "instaseg[deploy]" in err and "onnx" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_int8_keeps_masks_when_a_calibration_image_has_no_detection(ckpt: Path, tmp_path: Path) -> None:
+    """A calibration image without detections runs the mask branch on an empty tensor; NNCF then recorded ranges of
+    zero for every quantizer after the RoI pooling and INT8 masks came out flat. Such images do not calibrate."""
+    import cv2
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i, image in enumerate([GREY, *pictures()]):  # the grey picture yields no detection (see `ckpt`)
+        cv2.imwrite(str(folder / f"{i}.png"), image[:, :, ::-1])
+    result = export_model(ckpt, format="openvino", int8=True, calib_data=folder, out=tmp_path, dynamic=True)
+    report = result["report"]
+    assert report["calibration_images"] == 4 and report["calibration_images_without_detections"] == 1
+    assert report["accuracy"] is None and not report["float_layers"]  # plain quantization: no validation images
+    import openvino as ov
+
+    mask_branch = [  # the quantizers feeding the mask head's convolutions: their ranges were [0, 8e-5]
+        op for op in ov.Core().read_model(result["path"]).get_ops()
+        if op.get_type_name() == "FakeQuantize" and "/mask_head/" in op.get_friendly_name()
+    ]
+    highs = [float(np.abs(op.input_value(2).get_node().get_data()).max()) for op in mask_branch]
+    assert mask_branch and min(highs) > 0.01
+
+
+def test_int8_export_under_accuracy_control_reports_ap(ckpt: Path, tmp_path: Path, cli) -> None:
+    """A dataset root as --calib-data: its train split calibrates, its val split keeps mask AP within the drop;
+    the report (printed and written beside the model) gives AP before and after, float layers, sizes and speed."""
+    import json
+
+    from instaseg.data.synthetic import SynthStyle, generate_synthetic
+
+    data = generate_synthetic(tmp_path / "data", num_images=10, img_size=64, seed=0, style=SynthStyle(num_classes=2))
+    for split in ("train", "val"):  # the checkpoint's classes and ids
+        path = data / "annotations" / f"instances_{split}.json"
+        coco = json.loads(path.read_text())
+        ids = {c["id"]: new for c, new in zip(coco["categories"], CATEGORY_IDS, strict=True)}
+        coco["categories"] = [{"id": i, "name": n} for i, n in zip(CATEGORY_IDS, CLASSES, strict=True)]
+        for a in coco["annotations"]:
+            a["category_id"] = ids[a["category_id"]]
+        path.write_text(json.dumps(coco))
+    args = ["--format", "openvino", "--int8", "--calib-data", data, "--max-ap-drop", "0.5", "--out", tmp_path / "m"]
+    code, out, err = cli("export", "--checkpoint", ckpt, *args)
+    assert code == 0, err
+    report = json.loads((tmp_path / "m" / "model_int8.report.json").read_text())
+    accuracy = report["accuracy"]
+    assert accuracy["images"] == 2 and set(accuracy["fp32"]) == set(accuracy["int8"]) == {"mask_AP", "box_AP"}
+    assert report["max_ap_drop"] == 0.5 and report["holds"] and report["mask_ap_drop"] <= 0.5
+    assert report["size_bytes"]["int8"] < report["size_bytes"]["fp32"] and report["network_ms"]["int8"] > 0
+    assert report["settings"]["why"] and report["quantizable_layers"] > len(report["float_layers"])
+    assert f"mask AP {accuracy['fp32']['mask_AP']:.1f} -> {accuracy['int8']['mask_AP']:.1f}" in out
+    assert "report: " in out and "in float" in out

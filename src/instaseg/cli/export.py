@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from instaseg.export.defaults import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,6 +27,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="images for INT8 calibration: a dataset root (its train split), a folder (searched recursively) or a glob",
     )
     p.add_argument("--calib-size", type=int, default=100, help="calibration images used (default 100)")
+    p.add_argument(
+        "--val-data",
+        help="INT8: annotated images (a dataset root's val split, or an annotation file) to keep mask AP on; "
+        "default: the val split of --calib-data when it is a dataset root",
+    )
+    p.add_argument(
+        "--max-ap-drop",
+        type=float,
+        default=DEFAULT_MAX_AP_DROP,
+        help=f"INT8: mask AP points (0-100) the model may lose; layers return to float until it holds "
+        f"(default {DEFAULT_MAX_AP_DROP})",
+    )
+    p.add_argument(
+        "--val-images",
+        type=int,
+        default=DEFAULT_VAL_IMAGES,
+        help=f"INT8: validation images used (default {DEFAULT_VAL_IMAGES})",
+    )
     p.set_defaults(func=_export)
 
 
@@ -41,6 +61,9 @@ def _export(args: argparse.Namespace) -> int:
         int8=args.int8,
         calib_data=args.calib_data,
         calib_size=args.calib_size,
+        val_data=args.val_data,
+        max_ap_drop=args.max_ap_drop,
+        val_images=args.val_images,
     )
     meta = result["metadata"]
     graph = meta["graph"]
@@ -51,4 +74,28 @@ def _export(args: argparse.Namespace) -> int:
         f"exported {result['path']} ({result['format']}, {kind}, {shape}, "
         f"{len(meta['class_names'])} classes, {meta['gflops']:.1f} GFLOPs at {h}x{w})"
     )
+    if "report" in result:
+        _print_report(result["report"], result["path"])
     return 0
+
+
+def _print_report(report: dict, path: str) -> None:
+    from instaseg.export.exporter import report_path
+
+    sizes, speed = report["size_bytes"], report["network_ms"]
+    accuracy = report["accuracy"]
+    if accuracy is None:
+        print("INT8 accuracy not measured (no validation images: --val-data, or --calib-data with a val split)")
+    else:
+        before, after = accuracy["fp32"], accuracy["int8"]
+        verdict = "within" if report["holds"] else "NOT within"
+        print(
+            f"mask AP {before['mask_AP']:.1f} -> {after['mask_AP']:.1f}, box AP {before['box_AP']:.1f} -> "
+            f"{after['box_AP']:.1f} on {accuracy['images']} validation images "
+            f"({verdict} the allowed drop of {report['max_ap_drop']} points)"
+        )
+    print(
+        f"{len(report['float_layers'])} of {report['quantizable_layers']} convolutions / matrix products in float; "
+        f"{sizes['fp32'] / 2**20:.1f} MB -> {sizes['int8'] / 2**20:.1f} MB; network {speed['fp32']:.1f} -> "
+        f"{speed['int8']:.1f} ms ({report['speedup']:.2f}x); report: {report_path(path)}"
+    )

@@ -1,7 +1,9 @@
 """High-performance mode: pick the fastest backend whose accuracy stays within a tolerance of fp32 eager.
 
 `choose_backend` exports a checkpoint to every runtime and precision this machine offers (torch; ONNX Runtime;
-OpenVINO fp32, bf16 where the CPU computes bf16, INT8 calibrated on the dataset's train split; on a GPU, torch on
+OpenVINO fp32, bf16 where the CPU computes bf16, INT8 calibrated on the dataset's train split and quantized under
+accuracy control (layers return to float until mask AP on the validation images is within the tolerance of
+OpenVINO fp32, so INT8 is picked wherever it holds); on a GPU, torch on
 CUDA, ONNX Runtime's CUDA provider and TensorRT fp32/fp16 when installed), measures each one's COCO mask AP on the
 dataset's validation images and its end-to-end latency on those images through the shared predictor, keeps those
 within ``tolerance`` AP points of torch fp32 and picks the fastest. The decision, its table and the exported models
@@ -129,34 +131,17 @@ def machine_fingerprint(device: str) -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, **versions}
 
 
-def _validation_subset(val_data: str | Path, max_images: int) -> Any:
-    """The validation split of a dataset root (or one annotation file), cut to ``max_images`` evenly spread
-    images that hold objects (an image without objects says nothing about mask AP)."""
-    from instaseg.data.coco import load_dataset
-
-    splits = load_dataset(val_data)
-    gt = splits.get("val") or splits.get("test") or splits["train"]
-    annotated = {a["image_id"] for a in gt.annotations}
-    images = [im for im in gt.images if im["id"] in annotated]
-    if not images:
-        raise UserError("the validation split has no annotated images to measure accuracy on", val_data)
-    picks = np.unique(np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int))
-    subset = gt.copy()
-    subset.images = [images[i] for i in picks]
-    keep = {im["id"] for im in subset.images}
-    subset.annotations = [a for a in gt.annotations if a["image_id"] in keep]
-    return subset
-
-
-def _model_file(candidate: Candidate, checkpoint: Path, folder: Path, calib_data: Path) -> Path:
+def _model_file(candidate: Candidate, checkpoint: Path, folder: Path, data: Path, settings: dict) -> Path:
     if candidate.export is None:
         return checkpoint
     from instaseg.export.exporter import export_model
 
     options = dict(candidate.export)
     if options.get("int8"):
-        options["calib_data"] = calib_data
+        options["calib_data"] = data
         options["calib_size"] = 32  # enough for NNCF's ranges on small sets; keeps the choice a few minutes long
+        # accuracy control on the images the choice is measured on, the drop it may take being the tolerance
+        options.update(val_data=data, val_images=settings["max_images"], max_ap_drop=settings["tolerance"])
     out = folder / candidate.label.replace(" ", "_")
     return Path(export_model(checkpoint, out=out, **options)["path"])
 
@@ -214,6 +199,7 @@ def choose_backend(
 ) -> dict:
     """Measure every candidate on ``val_data`` (a COCO dataset root: val split for accuracy, train split for INT8
     calibration) and return ``{"choice": Row, "rows": [Row], "cached": bool, "folder", "tolerance", "machine"}``."""
+    from instaseg.evaluation.parity import validation_subset
     from instaseg.utils.device import resolve_device
     from instaseg.utils.images import read_image
 
@@ -223,7 +209,7 @@ def choose_backend(
     if not checkpoint.is_file():
         raise UserError("checkpoint file not found", checkpoint)
     device = resolve_device(device).type
-    gt = _validation_subset(val_data, max_images)
+    gt = validation_subset(val_data, max_images)
     settings = {"device": device, "tolerance": tolerance, "max_images": max_images, "iters": iters}
     folder = _cache_folder(checkpoint, gt, settings)
     cached = _read_choice(folder) if not refresh else None
@@ -237,7 +223,7 @@ def choose_backend(
     for candidate in candidates(device):
         logger.info("measuring %s", candidate.label)
         try:
-            path = _model_file(candidate, checkpoint, folder, Path(val_data))
+            path = _model_file(candidate, checkpoint, folder, Path(val_data), settings)
             rows.append(_measure(candidate, path, gt, images, max_dets, iters))
         except (UserError, RuntimeError, ImportError) as e:  # a runtime that fails here is not a choice here
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -8,12 +8,40 @@ alone. The predictor is passed in, so evaluation needs nothing of inference's ow
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from instaseg.errors import UserError
 from instaseg.evaluation.coco import CocoEvaluator
+
+
+def validation_subset(val_data: str | Path, max_images: int | None = None) -> Any:
+    """The validation split of a dataset root (or one annotation file; test or train when it has no val split),
+    cut to ``max_images`` evenly spread images that hold objects (an image without objects says nothing about
+    mask AP)."""
+    from instaseg.data.coco import load_dataset
+
+    splits = load_dataset(val_data)
+    gt = splits.get("val") or splits.get("test") or splits["train"]
+    annotated = {a["image_id"] for a in gt.annotations}
+    images = [im for im in gt.images if im["id"] in annotated]
+    if not images:
+        raise UserError("the validation split has no annotated images to measure accuracy on", val_data)
+    count = len(images) if max_images is None else min(max_images, len(images))
+    picks = np.unique(np.linspace(0, len(images) - 1, count).round().astype(int))
+    return image_subset(gt, [images[i] for i in picks])
+
+
+def image_subset(gt: Any, images: list[dict]) -> Any:
+    """A copy of ``gt`` (CocoData) holding only ``images`` and their annotations."""
+    subset = gt.copy()
+    subset.images = list(images)
+    keep = {im["id"] for im in subset.images}
+    subset.annotations = [a for a in gt.annotations if a["image_id"] in keep]
+    return subset
 
 
 def predictor_metrics(predictor: Any, gt: Any, max_dets: int = 100, batch_size: int = 1) -> dict:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from instaseg.export.defaults import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
+
 
 def export_model(*args: Any, **kwargs: Any) -> dict:
     """See `instaseg.export.exporter.export_model` (imported on first use: torch and the runtimes are heavy)."""
@@ -15,4 +17,4 @@ def export_model(*args: Any, **kwargs: Any) -> dict:
     return _export(*args, **kwargs)
 
 
-__all__ = ["export_model"]
+__all__ = ["DEFAULT_MAX_AP_DROP", "DEFAULT_VAL_IMAGES", "export_model"]

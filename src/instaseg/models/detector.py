@@ -32,6 +32,9 @@ What a detector provides:
 - ``export_forward(images, image_size)``: the graph that is exported (ONNX, then OpenVINO): one image
   [1,3,H,W] and its int64 (h, w) as a tensor -> (boxes, scores, labels, masks) as ``raw_forward`` gives them.
   It must be traceable by torch's TorchScript-based ONNX exporter; the default calls ``raw_forward``.
+- ``quantization``: how INT8 post-training quantization treats this architecture's exported graph
+  (`QuantizationSettings`): which operations are quantized, which parts stay in float, NNCF's preset and model type,
+  each value chosen by measurement and the reason written beside it. The default suits convolutional models.
 - ``make_outputs_busy()``: for a randomly initialised model, what makes its output look like a trained model's
   on a busy picture (every detection kept, masks partly filled), so `instaseg benchmark` of a recipe name times
   realistic post-processing. The default does nothing.
@@ -159,12 +162,58 @@ def clip_boxes(boxes: torch.Tensor, height: Any, width: Any) -> torch.Tensor:
     return torch.minimum(boxes.clamp(min=0), limit)
 
 
+# the OpenVINO operations that INT8 speeds up: their inputs (activations and weights) are quantized
+COMPUTE_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+PRESETS = ("performance", "mixed")
+RANGE_ESTIMATORS = ("minmax", "quantile")
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """How INT8 post-training quantization (NNCF on the exported OpenVINO graph) treats an architecture.
+
+    ``quantized_ops``: the OpenVINO operation types whose inputs are quantized; every other operation stays in
+    float. The default, convolutions and matrix products, is where the time goes; left to itself NNCF also
+    quantizes the inputs of element-wise arithmetic, comparisons and resizes, which in a detector's graph compute
+    box coordinates, scores and mask logits from each other, where 256 levels are too coarse.
+    ``float_patterns``: regular expressions matched against node names (the exported graph's, e.g.
+    ``/model/roi_heads/mask_head/.*``) of operations kept in float even if their type is quantized.
+    ``float_computed_products``: products whose two operands are both computed from the picture (per-instance
+    mask kernels or coefficients applied to shared mask features, query-feature products) stay in float; the mask
+    logits come straight out of them and their operands' ranges change with every picture and instance.
+    ``preset``: "performance" (symmetric activation ranges) or "mixed" (asymmetric: activations whose range is
+    not centred on zero, such as after a ReLU-free activation, keep their resolution).
+    ``transformer``: NNCF's transformer model type (attention-aware patterns); ``smooth_quant``: SmoothQuant's
+    alpha for matrix products under it, None for off.
+    ``range_estimator``: "minmax" (NNCF's default ranges) or "quantile" (outliers do not widen the step).
+    ``why``: the measurement that chose these values, carried into the export report.
+    """
+
+    quantized_ops: tuple[str, ...] = COMPUTE_OPS
+    float_patterns: tuple[str, ...] = ()
+    float_computed_products: bool = False
+    preset: str = "performance"
+    transformer: bool = False
+    smooth_quant: float | None = None
+    range_estimator: str = "minmax"
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.range_estimator not in RANGE_ESTIMATORS:
+            raise ValueError(f"range_estimator must be one of {RANGE_ESTIMATORS}, got {self.range_estimator!r}")
+        if self.smooth_quant is not None and not self.transformer:
+            raise ValueError("smooth_quant applies to the transformer model type only")
+
+
 class Detector(nn.Module):
     """Base class of every architecture; see the module notes for the contract."""
 
     mask_stride: int | None = None
     mask_logits: bool = False
     mask_box_crop: bool = True
+    quantization: QuantizationSettings = QuantizationSettings()
 
     @property
     def input_spec(self) -> InputSpec:

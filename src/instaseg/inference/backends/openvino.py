@@ -28,7 +28,7 @@ import torch
 from instaseg.errors import UserError
 from instaseg.inference.backends.exported import ExportedBackend
 from instaseg.models.detector import OUTPUT_NAMES
-from instaseg.models.metadata import openvino_metadata
+from instaseg.models.metadata import openvino_metadata, to_strings
 
 STATIC_SHAPES = ("auto", "first", "off")  # "first": specialise a shape on first sight (a fixed camera); "off": never
 MAX_STATIC = 4
@@ -125,6 +125,21 @@ class OpenVinoBackend(ExportedBackend):
         model = openvino_core().read_model(str(self.path))
         model.reshape({"images": list(shape)})
         return openvino_core().compile_model(model, self.ov_device, self.config).create_infer_request()
+
+
+class CompiledModelBackend(ExportedBackend):
+    """An `openvino.CompiledModel` in memory with the metadata its export will carry: INT8 export measures each
+    candidate model through the shared predictor before any file is written (`instaseg.export.accuracy`)."""
+
+    name = "openvino"
+
+    def __init__(self, compiled: Any, meta: dict, source: str = "the model being exported"):
+        super().__init__(to_strings(meta), source)
+        self.request = compiled.create_infer_request()
+
+    def run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        result = self.request.infer(feed)
+        return tuple(np.array(result[name]) for name in OUTPUT_NAMES)
 
 
 def load(

@@ -18,7 +18,7 @@ import torch
 from instaseg.models.common.losses import giou_loss, varifocal_loss
 from instaseg.models.common.masks import box_cropped_output
 from instaseg.models.common.points import distance_to_boxes, flatten_levels, make_priors
-from instaseg.models.detector import RawOutput, TransformDetector, pad_masks, resize_transform
+from instaseg.models.detector import QuantizationSettings, RawOutput, TransformDetector, pad_masks, resize_transform
 from instaseg.models.ppyoloe_seg.assigner import ATSSAssigner, TaskAlignedAssigner
 from instaseg.models.ppyoloe_seg.backbone import CSPResNet, scaled_channels, scaled_depth
 from instaseg.models.ppyoloe_seg.decode import detect_single
@@ -33,6 +33,12 @@ PROTO_CHANNELS = 256
 
 class PPYOLOESeg(TransformDetector):
     mask_stride = PROTOTYPE_STRIDE
+    quantization = QuantizationSettings(
+        float_computed_products=True,
+        why="masks are per-instance coefficients x prototypes (YOLACT style): that product makes the mask logits "
+        "from two computed operands whose ranges change per picture, so it stays in float (a small share of the "
+        "time); the rest as convolutional models; not yet measured on a trained model"
+    )
 
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from instaseg.models.common.losses import dice_loss, giou_loss
 from instaseg.models.common.masks import box_cropped_output, mask_centers
 from instaseg.models.common.points import distance_to_boxes, flatten_levels, make_priors
-from instaseg.models.detector import RawOutput, TransformDetector, clip_boxes, pad_masks, resize_transform
+from instaseg.models.detector import (
+    QuantizationSettings,
+    RawOutput,
+    TransformDetector,
+    clip_boxes,
+    pad_masks,
+    resize_transform,
+)
 from instaseg.models.rtmdet_ins.assigner import DynamicSoftLabelAssigner
 from instaseg.models.rtmdet_ins.backbone import CSPNeXt
 from instaseg.models.rtmdet_ins.decode import detect_single
@@ -32,6 +39,12 @@ DICE_EPS = 5e-6  # the published Dice loss's smoothing
 class RTMDetIns(TransformDetector):
     mask_logits = True
     mask_box_crop = False
+    quantization = QuantizationSettings(
+        float_computed_products=True,
+        why="the dynamic mask head convolves per-instance kernels, computed from the picture, with shared mask "
+        "features: those products make the mask logits and their ranges change per instance, so they stay in "
+        "float (a small share of the time); the rest as convolutional models; not yet measured on a trained model"
+    )
 
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()

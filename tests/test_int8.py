@@ -1,0 +1,123 @@
+"""INT8 quantization settings as part of the detector contract, and their translation into NNCF's arguments.
+
+Every registered architecture states its `QuantizationSettings` (`Detector.quantization`) with the reason; what
+the settings say must reach NNCF: only the stated operation types quantized, the stated patterns and the preset,
+model type and range estimator passed on. The export with accuracy control, its report and the calibration fix
+are tested in tests/test_export.py (whose slow test holds a trained tiny Mask R-CNN's INT8 to 1 mask AP point);
+the other architectures have no trained INT8 test yet (bench/int8_accuracy.py measures them).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from instaseg.models.detector import COMPUTE_OPS, Detector, QuantizationSettings
+from instaseg.models.registry import ARCHITECTURES, architecture
+
+pytest.importorskip("nncf")
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_states_its_quantization_settings(name: str) -> None:
+    from instaseg.export.quantize import quantizable_types
+    from instaseg.models.factory import build_model
+    from instaseg.models.recipes import load_recipe
+
+    model = build_model(load_recipe(architecture(name).small_recipe), 2, weights="none")
+    settings = model.quantization
+    assert isinstance(settings, QuantizationSettings)
+    assert set(settings.quantized_ops) <= quantizable_types()
+    assert settings.why, f"{name} states no reason for its quantization settings"
+    assert "quantization" in type(model).__dict__ or any(
+        "quantization" in vars(base) for base in type(model).__mro__ if base is not Detector
+    )
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="preset"):
+        QuantizationSettings(preset="fast")
+    with pytest.raises(ValueError, match="range_estimator"):
+        QuantizationSettings(range_estimator="median")
+    with pytest.raises(ValueError, match="transformer"):
+        QuantizationSettings(smooth_quant=0.5)
+
+
+def _small_graph():
+    """An OpenVINO model with a convolution, an addition, a multiplication and a matrix product."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="images")
+    conv = ops.convolution(x, ops.constant(np.ones((4, 3, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    summed = ops.add(conv, conv)
+    scaled = ops.multiply(summed, ops.constant(np.float32(0.5)))
+    flat = ops.reshape(scaled, ops.constant(np.array([1, 256], np.int64)), False)
+    out = ops.matmul(flat, ops.constant(np.ones((256, 2), np.float32)), False, False)
+    return ov.Model([out], [x], "small")
+
+
+def test_settings_become_nncf_options() -> None:
+    import nncf
+
+    from instaseg.export.quantize import nncf_options
+
+    model = _small_graph()
+    plain = nncf_options(QuantizationSettings(), model)
+    assert plain["preset"] == nncf.QuantizationPreset.PERFORMANCE and plain["model_type"] is None
+    assert {"Add", "Multiply"} <= set(plain["ignored_scope"].types)  # arithmetic stays in float
+    assert not set(COMPUTE_OPS) & set(plain["ignored_scope"].types)
+    custom = QuantizationSettings(
+        quantized_ops=("Convolution", "MatMul", "Add"),
+        float_patterns=(".*/head/.*",),
+        preset="mixed",
+        transformer=True,
+        range_estimator="quantile",
+    )
+    options = nncf_options(custom, model)
+    assert options["preset"] == nncf.QuantizationPreset.MIXED and options["model_type"] == nncf.ModelType.TRANSFORMER
+    assert options["ignored_scope"].types == ["Multiply"] and options["ignored_scope"].patterns == [".*/head/.*"]
+    advanced = options["advanced_parameters"]
+    assert advanced.smooth_quant_alphas.matmul == -1.0  # SmoothQuant off unless an alpha is stated
+    assert advanced.activations_range_estimator_params.min.quantile_outlier_prob > 0
+
+
+def test_only_the_stated_operations_are_quantized() -> None:
+    import numpy as np
+
+    from instaseg.export.quantize import float_layers, quantize_openvino
+
+    rng = np.random.default_rng(0)
+    feeds = [{"images": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    quantized = quantize_openvino(_small_graph(), feeds, QuantizationSettings())
+    fake = [op for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize"]
+    consumers = {t.get_node().get_type_name() for op in fake for t in op.output(0).get_target_inputs()}
+    assert fake and not consumers & {"Add", "Multiply"}  # (a quantizer may sit before the reshape of the product)
+    assert float_layers(quantized, COMPUTE_OPS) == ([], 2)
+    convolution_only = quantize_openvino(_small_graph(), feeds, QuantizationSettings(quantized_ops=("Convolution",)))
+    in_float, total = float_layers(convolution_only, COMPUTE_OPS)
+    assert total == 2 and len(in_float) == 1
+
+
+def test_products_of_two_computed_operands_stay_in_float_when_asked() -> None:
+    """Per-instance kernels x mask features: both operands come from the picture (no weight)."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from instaseg.export.quantize import computed_products, float_layers, nncf_options, quantize_openvino
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="images")
+    conv = ops.convolution(x, ops.constant(np.ones((4, 3, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    features = ops.reshape(conv, ops.constant(np.array([4, 64], np.int64)), False)
+    kernels = ops.matmul(features, ops.constant(np.ones((64, 64), np.float32)), False, False)
+    masks = ops.matmul(kernels, features, False, True)
+    masks.set_friendly_name("masks")
+    model = ov.Model([masks], [x], "dynamic_kernels")
+    assert computed_products(model, COMPUTE_OPS) == ["masks"]
+    settings = QuantizationSettings(float_computed_products=True)
+    assert nncf_options(settings, model)["ignored_scope"].names == ["masks"]
+    assert nncf_options(QuantizationSettings(), model)["ignored_scope"].names == []
+    rng = np.random.default_rng(0)
+    feeds = [{"images": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    assert float_layers(quantize_openvino(model, feeds, settings), COMPUTE_OPS) == (["masks"], 3)
