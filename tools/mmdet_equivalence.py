@@ -1,0 +1,466 @@
+"""Every published RTMDet-Ins size and SOLOv2 R50-FPN against MMDetection itself, on real pictures.
+
+    PYTHONPATH=src MMDET_PYTHON tools/mmdet_equivalence.py rtmdet_ins_tiny [solov2_r50_fpn ...] [--images 2]
+        [--data ../shared/datasets/tiny_coco] [--json equivalence.json] [--f64 auto|always|never]
+    MMDET_PYTHON tools/mmdet_equivalence.py --table equivalence.json     # the table of earlier runs
+
+with MMDET_PYTHON the Python of the reference environment (docs/equivalence.md says how to make it). Per model:
+the reference is built from the config MMDetection ships for it, with random weights made to give distinct
+outputs (as tools/mmdet_fixtures.py makes them); those weights are saved in the published format and loaded by
+``build_model(recipe, 80, weights=FILE)``, i.e. through our key map. Then, on ``--images`` tiny_coco pictures:
+
+- features (backbone, neck) and head outputs before decoding on the reference's input tensor: the largest
+  error relative to the reference's largest magnitude (tolerance 1e-4); where float32 rounding through the deep
+  random network exceeds it, the same in float64 on both sides (first picture; for RTMDet-Ins with its instances
+  on the same input) shows whether the functions agree;
+- instances on the same input tensor, each side's decoding; and instances after each side's own pre- and
+  post-processing (MMDetection's test pipeline and ``predict(rescale=True)``; our ``Predictor``): the same set,
+  box corners within 0.5 px, scores within 1e-3, mask IoU >= 0.99;
+- training losses on the same batch and targets (1e-3 relative) and, for RTMDet-Ins, the assignment.
+
+Two diagnostics separate pre- from post-processing where the instances after each side's own processing differ:
+our inference and post-processing on the reference's input tensor, and (RTMDet-Ins) our mask logits resampled
+with the geometry of the reference's ``rescale`` (JSON only).
+
+Prints one markdown table row per model (the header first) and, with ``--json``, merges the numbers into a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mmdet_fixtures as FX  # noqa: E402
+import mmdet_reference as R  # noqa: E402  (installs the mmcv._ext stand-in first)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from mmdet.structures import DetDataSample  # noqa: E402
+from pycocotools import mask as mask_utils  # noqa: E402
+
+from instaseg.inference.backends.torch import TorchBackend  # noqa: E402
+from instaseg.inference.predictor import Predictor  # noqa: E402
+from instaseg.models.factory import build_model  # noqa: E402
+
+PICTURES = ["000000005802.jpg", "000000037777.jpg", "000000006818.jpg"]
+MODELS = {f"rtmdet_ins_{s}": ("rtmdet_ins", R.RTMDET[s]) for s in ("tiny", "s", "m", "l", "x")}
+MODELS["solov2_r50_fpn"] = ("solov2", R.SOLOV2["r50"])
+FEATURE_TOL, BOX_TOL, SCORE_TOL, IOU_TOL, LOSS_TOL = 1e-4, 0.5, 1e-3, 0.99, 1e-3
+
+
+def rel_err(ref, ours) -> float:
+    """Largest error relative to the reference's largest magnitude, over a tensor or a list of them."""
+    if isinstance(ref, (list, tuple)):
+        return max(rel_err(r, o) for r, o in zip(ref, ours, strict=True))
+    ref, ours = torch.as_tensor(ref).detach().double(), torch.as_tensor(ours).detach().double()
+    if ref.shape != ours.shape:
+        return float("inf")
+    return float((ref - ours).abs().max() / ref.abs().max().clamp(min=1e-12)) if ref.numel() else 0.0
+
+
+# ---------------------------------------------------------------- instances
+def compare_instances(ref: dict, ours: dict, boxes: bool = True) -> dict:
+    """Each reference instance (by descending score) paired with an unpaired one of ours of its label: the nearest
+    box or, without boxes (SOLOv2), the nearest score then the best mask. The worst pair's errors."""
+    n, m = len(ref["scores"]), len(ours["scores"])
+    rm = torch.as_tensor(np.asarray(ref["masks"])).reshape(n, -1).double()
+    om = torch.as_tensor(np.asarray(ours["masks"])).reshape(m, -1).double()
+    inter = rm @ om.T
+    union = rm.sum(1)[:, None] + om.sum(1)[None] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter)).numpy()
+    rb, ob = np.asarray(ref["boxes"], np.float64), np.asarray(ours["boxes"], np.float64)
+    rs, os_ = np.asarray(ref["scores"], np.float64), np.asarray(ours["scores"], np.float64)
+    rl, ol = np.asarray(ref["labels"]), np.asarray(ours["labels"])
+    free, box_err, score_err, min_iou, paired, low = set(range(m)), 0.0, 0.0, 1.0, 0, []
+    for i in np.argsort(-rs, kind="stable"):
+        same = [j for j in free if ol[j] == rl[i]]
+        if not same:
+            continue
+        if boxes:
+            j = min(same, key=lambda c: np.abs(rb[i] - ob[c]).max())
+            box_err = max(box_err, float(np.abs(rb[i] - ob[j]).max()))
+        else:
+            near = [c for c in same if abs(rs[i] - os_[c]) <= SCORE_TOL] or same
+            j = max(near, key=lambda c: iou[i, c])
+        score_err, min_iou = max(score_err, abs(rs[i] - os_[j])), min(min_iou, float(iou[i, j]))
+        if iou[i, j] < IOU_TOL:  # the mask's area tells a one-pixel boundary difference from a real one
+            low.append((round(float(iou[i, j]), 4), int(rm[i].sum()), int(om[j].sum())))
+        free.remove(j)
+        paired += 1
+    same_set = n == m == paired
+    ok = same_set and box_err <= BOX_TOL and score_err <= SCORE_TOL and min_iou >= IOU_TOL
+    return {"reference": n, "ours": m, "paired": paired, "same_set": same_set, "box_px": box_err,
+            "score": score_err, "min_iou": min_iou, "ok": ok, "below_iou": sorted(low)}  # fmt: skip
+
+
+def worst(results: list[dict]) -> dict:
+    return {"pictures_same_set": sum(r["same_set"] for r in results), "pictures": len(results),
+            "instances": [r["reference"] for r in results], "box_px": max(r["box_px"] for r in results),
+            "score": max(r["score"] for r in results), "min_iou": min(r["min_iou"] for r in results),
+            "ok": all(r["ok"] for r in results), "per_picture": results}  # fmt: skip
+
+
+def reference_instances(result, clip: tuple[int, int] | None = None) -> dict:
+    boxes = result.bboxes.clone()
+    if clip is not None:  # ours are clipped to the picture, the reference's to its padded canvas
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, clip[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, clip[0])
+    return {"boxes": boxes.numpy(), "scores": result.scores.numpy(), "labels": result.labels.numpy() + 1,
+            "masks": result.masks.numpy()}  # fmt: skip
+
+
+def predicted(model, picture: np.ndarray) -> dict:
+    result = next(iter(Predictor(TorchBackend(model), [str(i) for i in range(80)], threshold=0.0).predict(picture)))
+    return {"boxes": result.boxes, "scores": result.scores, "labels": result.labels, "masks": result.masks}
+
+
+# ---------------------------------------------------------------- pictures and targets
+def read_rgb(path: str) -> np.ndarray:
+    return cv2.imread(path)[:, :, ::-1].copy()
+
+
+def load_annotations(data: str) -> tuple[dict, dict, list]:
+    images, anns, cats = {}, {}, None
+    for split in ("train", "val"):
+        with open(os.path.join(data, "annotations", f"instances_{split}.json")) as f:
+            coco = json.load(f)
+        images.update({im["file_name"]: im for im in coco["images"]})
+        for a in coco["annotations"]:
+            anns.setdefault(a["image_id"], []).append(a)
+        cats = cats or sorted(c["id"] for c in coco["categories"])
+    return images, anns, cats
+
+
+def picture_targets(data: str, name: str, sample, frame: tuple[int, int], max_objects: int = 20) -> dict:
+    """A picture's objects in the reference pipeline's frame: boxes scaled by its scale factor, masks rasterised
+    at the original size, resized (nearest) to the resized picture and padded to the batch ``frame`` (h, w)."""
+    images, anns, cats = load_annotations(data)
+    image = images[name]
+    h0, w0 = image["height"], image["width"]
+    sx, sy = sample.scale_factor
+    size = (int(w0 * sx + 0.5), int(h0 * sy + 0.5))  # mmcv.imrescale's rounding
+    boxes, labels, masks = [], [], []
+    for a in [a for a in anns.get(image["id"], []) if not a.get("iscrowd", 0)][:max_objects]:
+        rle = mask_utils.frPyObjects(a["segmentation"], h0, w0)
+        full = mask_utils.decode(mask_utils.merge(rle) if isinstance(rle, list) else rle)
+        small = cv2.resize(full, size, interpolation=cv2.INTER_NEAREST)
+        x, y, w, h = a["bbox"]
+        box = [x * sx, y * sy, (x + w) * sx, (y + h) * sy]
+        if small.any() and box[2] - box[0] > 1 and box[3] - box[1] > 1:
+            padded = np.zeros(frame, np.uint8)
+            padded[: size[1], : size[0]] = small
+            boxes.append(box)
+            labels.append(cats.index(a["category_id"]))
+            masks.append(padded)
+    return {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "labels": np.array(labels, np.int64),
+            "masks": np.stack(masks) if masks else np.zeros((0, *frame), np.uint8)}  # fmt: skip
+
+
+def our_targets(targets: list[dict]) -> list[dict]:
+    return [{"boxes": torch.from_numpy(t["boxes"]), "labels": torch.from_numpy(t["labels"]) + 1,
+             "masks": torch.from_numpy(t["masks"])} for t in targets]  # fmt: skip
+
+
+# ---------------------------------------------------------------- the two sides
+@torch.no_grad()
+def temper_class_logits(ref: torch.nn.Module, x: torch.Tensor, bound: float = 10.0) -> None:
+    """RTMDet-Ins: class predictors scaled down where a logit on these pictures exceeds ``bound``. At full size
+    the random towers' features are heavy-tailed: logits reach 30 on some pictures and more than 100 candidates
+    score exactly 1.0 in float32, so which 100 survive is a tie either side may break its own way."""
+    head = ref.bbox_head
+    feats = ref.neck(ref.backbone(x))
+    for conv, tower, f in zip(head.rtm_cls, head.cls_convs, feats, strict=True):
+        varying = conv(R._through(tower, f)) - conv.bias[None, :, None, None]
+        peak = float((varying + conv.bias[None, :, None, None]).max())
+        if peak > bound:
+            conv.weight.mul_((bound - float(conv.bias.max())) / float(varying.max()))
+
+
+@torch.no_grad()
+def limit_solov2_candidates(ref: torch.nn.Module, cfg, paths: list[str], most: int = 1000) -> None:
+    """SOLOv2: category logits shifted down until no picture has more than ``most`` (cell, class) candidates above
+    the 0.1 score cut. At full size the random model would have tens of thousands, for each of which the reference
+    computes a full mask (more memory than this machine has), and ours stops at ``max_candidates`` (2000)."""
+    cut = math.log(0.1 / 0.9)
+    highest = -math.inf
+    for path in paths:
+        x, _ = R.pipeline_inputs(ref, cfg, [path])
+        _, cls, _ = ref.mask_head(ref.neck(ref.backbone(x)))
+        logits = torch.cat([c.flatten() for c in cls])
+        highest = max(highest, float(logits.topk(min(most, logits.numel())).values[-1]))
+    if highest > cut:
+        ref.mask_head.conv_cls.bias.sub_(highest - cut)
+
+
+def converted(ref: torch.nn.Module, config: str, recipe: str, folder: str) -> torch.nn.Module:
+    """The reference's weights in the published format, loaded through our key map."""
+    path = os.path.join(folder, f"{recipe}.pth")
+    FX.published_file(path, "random weights of " + config, {k: v.clone() for k, v in ref.state_dict().items()})
+    return build_model(recipe, 80, weights=path).eval()
+
+
+def rtmdet_stage_a(ref, ours, x: torch.Tensor) -> tuple[float, float]:
+    """(features, head outputs) errors; ours reads RGB, the reference BGR (the converted stem is flipped)."""
+    with torch.no_grad():
+        rb, ob = ref.backbone(x), ours.backbone(x.flip(1))
+        rn, on = ref.neck(rb), ours.neck(ob)
+        rh, oh = ref.bbox_head(rn), ours.head(on)
+    features = max(rel_err(list(rb), list(ob)), rel_err(list(rn), list(on)))
+    head = [rel_err(list(r), list(o)) for r, o in zip(rh[:3], oh[:3], strict=True)]
+    return features, max(*head, rel_err(rh[3], oh[3]))
+
+
+def solov2_stage_a(ref, ours, x: torch.Tensor) -> tuple[float, float]:
+    with torch.no_grad():
+        rb = ref.backbone(x)
+        body = ours.backbone.body(x)
+        body = list(body.values()) if isinstance(body, dict) else body
+        rn = ref.neck(rb)
+        rker, rcls, rfeat = ref.mask_head(rn)
+        ocls, oker, ofeat = ours._features(x)
+        features = max(rel_err(list(rb), body), rel_err(list(rn), list(ours.backbone(x).values())))
+    return features, max(rel_err(list(rcls), list(ocls)), rel_err(list(rker), list(oker)), rel_err(rfeat, ofeat))
+
+
+def float64_stage_a(arch: str, ref, ours, x: torch.Tensor, samples: list) -> dict:
+    """Features, head outputs and (RTMDet-Ins) the instances on the same input, in float64 on both sides (copies:
+    the float32 models go on to the instances and losses)."""
+    import copy
+
+    ref64, ours64, x64 = copy.deepcopy(ref).double(), copy.deepcopy(ours).double(), x.double()
+    stage_a = rtmdet_stage_a if arch == "rtmdet_ins" else solov2_stage_a
+    out = dict(zip(("features", "head"), stage_a(ref64, ours64, x64), strict=True))
+    if arch == "rtmdet_ins":
+        with torch.no_grad():
+            out["same_input"] = worst(rtmdet_same_input(ref64, ours64, x64, samples))
+    return out
+
+
+def our_post_processing(ours, x: torch.Tensor, sample) -> dict:
+    """Our inference and post-processing on the reference's input tensor (one picture): with the instances after
+    each side's own processing, tells a pre-processing difference (the resize) from a post-processing one."""
+    h0, w0 = sample.ori_shape
+    sx, sy = sample.scale_factor
+    size = (int(h0 * sy + 0.5), int(w0 * sx + 0.5))
+    out = ours.full_size(ours.raw_forward(x, [size])[0], size, (h0, w0))
+    return {"boxes": out["boxes"].numpy(), "scores": out["scores"].numpy(), "labels": out["labels"].numpy(),
+            "masks": (out["masks"][:, 0] > 0.5).numpy()}  # fmt: skip
+
+
+def canvas_resampling(ours, x: torch.Tensor, sample) -> dict:
+    """Diagnostic: our stride-8 mask logits resampled with the geometry of the reference's ``rescale``: the whole
+    padded canvas upsampled x8, resized to ``ceil(canvas / scale)`` with the width's scale factor applied to the
+    height and the height's to the width, then cut to the original size. Ours maps the resized picture exactly onto
+    the original; where the two agree on this, our masks differ from the reference's by that geometry alone."""
+    h0, w0 = sample.ori_shape
+    sx, sy = sample.scale_factor
+    size = (int(h0 * sy + 0.5), int(w0 * sx + 0.5))
+    raw = ours.raw_forward(x, [size])[0]
+    out = ours.full_size(raw, size, (h0, w0))
+    up = F.interpolate(raw.masks[None], scale_factor=ours.mask_stride, mode="bilinear", align_corners=False)
+    shape = [math.ceil(up.shape[-2] / sx), math.ceil(up.shape[-1] / sy)]
+    masks = F.interpolate(up, size=shape, mode="bilinear", align_corners=False)[0, :, :h0, :w0] > 0
+    return {"boxes": out["boxes"].numpy(), "scores": out["scores"].numpy(), "labels": out["labels"].numpy(),
+            "masks": masks.numpy()}  # fmt: skip
+
+
+def rtmdet_same_input(ref, ours, x, samples) -> list[dict]:
+    cls, reg, ker, protos = ref.bbox_head(ref.neck(ref.backbone(x)))
+    metas = [s.metainfo for s in samples]
+    raw = ref.bbox_head.predict_by_feat(list(cls), list(reg), list(ker), protos, batch_img_metas=metas,
+                                        rescale=False)  # fmt: skip
+    frames = [tuple(s.img_shape) for s in samples]  # the padded canvas, which the reference clips to
+    same_input = []
+    for r, (boxes, scores, labels, logits) in zip(raw, ours.raw_outputs(x.flip(1), frames), strict=True):
+        masks = F.interpolate(logits[None], scale_factor=8, mode="bilinear", align_corners=False)[0] > 0
+        mine = {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy(), "masks": masks.numpy()}
+        same_input.append(compare_instances(reference_instances(r), mine))
+    return same_input
+
+
+def rtmdet_instances(ref, ours, x, samples, paths) -> tuple[dict, ...]:
+    own, post, canvas = [], [], []
+    with torch.no_grad():
+        same_input = rtmdet_same_input(ref, ours, x, samples)
+        final = ref.predict(x, [DetDataSample(metainfo=s.metainfo) for s in samples], rescale=True)
+        for i, (f, s, path) in enumerate(zip(final, samples, paths, strict=True)):
+            reference = reference_instances(f.pred_instances, clip=s.ori_shape)
+            own.append(compare_instances(reference, predicted(ours, read_rgb(path))))
+            post.append(compare_instances(reference, our_post_processing(ours, x[i : i + 1].flip(1), s)))
+            canvas.append(compare_instances(reference, canvas_resampling(ours, x[i : i + 1].flip(1), s)))
+    return worst(same_input), worst(own), worst(post), worst(canvas)
+
+
+def solov2_instances(ref, ours, cfg, paths) -> tuple[dict, dict, dict]:
+    """One picture at a time, as MMDetection's test loader runs SOLOv2 (its grids divide the padded input)."""
+    same_input, own, post = [], [], []
+    with torch.no_grad():
+        for path in paths:
+            x, samples = R.pipeline_inputs(ref, cfg, [path])
+            kernels, cls, feat = ref.mask_head(ref.neck(ref.backbone(x)))
+            metas = [dict(s.metainfo, ori_shape=s.img_shape) for s in samples]
+            r = ref.mask_head.predict_by_feat([k.clone() for k in kernels], [c.clone() for c in cls], feat,
+                                              batch_img_metas=metas)[0]  # fmt: skip
+            h, w = samples[0].img_shape
+            out = ours.raw_forward(x, [(h, w)])[0]
+            masks = F.interpolate(out.masks[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
+            mine = {"boxes": out.boxes.numpy(), "scores": out.scores.numpy(), "labels": out.labels.numpy(),
+                    "masks": (masks > 0.5).numpy()}  # fmt: skip
+            same_input.append(compare_instances(reference_instances(r), mine, boxes=False))
+            final = ref.predict(x, [DetDataSample(metainfo=s.metainfo) for s in samples], rescale=True)[0]
+            reference = reference_instances(final.pred_instances)
+            own.append(compare_instances(reference, predicted(ours, read_rgb(path)), boxes=False))
+            post.append(compare_instances(reference, our_post_processing(ours, x, samples[0]), boxes=False))
+    return worst(same_input), worst(own), worst(post)
+
+
+def losses(ref, ours, arch: str, x, samples, targets: list[dict]) -> tuple[dict, str]:
+    """Both sides' training losses on the same batch and targets (train mode), and the assignment (RTMDet-Ins)."""
+    ref_samples = [FX.loss_samples([s], t)[0] for s, t in zip(samples, targets, strict=True)]
+    assigned_ref, assigned_ours = [], []
+    assignment = "-"
+    if arch == "rtmdet_ins":
+        original, ours_assigner = ref.bbox_head.assigner.assign, ours.assigner
+        ref.bbox_head.assigner.assign = lambda *a, **k: assigned_ref.append(original(*a, **k)) or assigned_ref[-1]
+        ours.assigner = lambda *a, **k: assigned_ours.append(ours_assigner(*a, **k)) or assigned_ours[-1]
+    ref.train()
+    ours.train()
+    try:
+        rl = ref.loss(x, ref_samples)
+        ol = ours.losses(x.flip(1) if arch == "rtmdet_ins" else x, our_targets(targets))
+    finally:
+        ref.eval()
+        ours.eval()
+        if arch == "rtmdet_ins":
+            ref.bbox_head.assigner.assign, ours.assigner = original, ours_assigner
+    if arch == "rtmdet_ins":
+        names = {"loss_cls": sum(rl["loss_cls"]), "loss_box": sum(rl["loss_bbox"]), "loss_mask": rl["loss_mask"]}
+        same = [torch.equal((r.gt_inds - 1).clamp(min=-1), o.gt_index) for r, o in zip(assigned_ref, assigned_ours,
+                                                                                        strict=True)]  # fmt: skip
+        positives = sum(int((o.gt_index >= 0).sum()) for o in assigned_ours)
+        assignment = f"{'same' if all(same) else 'DIFFERENT'} ({positives} positives)"
+    else:
+        names = {"loss_cls": rl["loss_cls"], "loss_mask": rl["loss_mask"]}
+    out = {}
+    for k, v in names.items():
+        r, o = float(v.detach()), float(ol[k].detach())
+        out[k] = {"reference": r, "ours": o, "rel": abs(r - o) / abs(r)}
+    return out, assignment
+
+
+def run(name: str, data: str, n_images: int, f64: str, folder: str) -> dict:
+    arch, config = MODELS[name]
+    start = time.time()
+    cfg = R.load_config(config)
+    ref = R.build(cfg)
+    paths = [os.path.join(data, "images", p) for p in PICTURES[:n_images]]
+    x, samples = R.pipeline_inputs(ref, cfg, paths)
+    gen = torch.Generator().manual_seed(FX.SEED)
+    if arch == "rtmdet_ins":
+        R.make_rtmdet_distinct(ref, x, gen)
+        temper_class_logits(ref, x)
+    else:
+        R.make_solov2_distinct(ref, x, gen)
+        limit_solov2_candidates(ref, cfg, paths)
+    ours = converted(ref, config, name, folder)
+    stage_a = rtmdet_stage_a if arch == "rtmdet_ins" else solov2_stage_a
+    features, head = stage_a(ref, ours, x)
+    out = {"model": name, "config": config, "pictures": PICTURES[:n_images], "features": features, "head": head}
+    if f64 == "always" or (f64 == "auto" and max(features, head) > FEATURE_TOL):
+        out["float64"] = float64_stage_a(arch, ref, ours, x[:1], samples[:1])
+    if arch == "rtmdet_ins":
+        instances = rtmdet_instances(ref, ours, x, samples, paths)
+    else:
+        instances = solov2_instances(ref, ours, cfg, paths)
+    out["same_input"], out["own_processing"], out["reference_input_our_post_processing"] = instances[:3]
+    if len(instances) > 3:
+        out["reference_input_reference_mask_geometry"] = instances[3]
+    frame = tuple(x.shape[-2:])
+    targets = [picture_targets(data, os.path.basename(p), s, frame) for p, s in zip(paths, samples, strict=True)]
+    out["losses"], out["assignment"] = losses(ref, ours, arch, x, samples, targets)
+    out["seconds"] = round(time.time() - start)
+    return out
+
+
+# ---------------------------------------------------------------- the table
+HEADER = ("| model | pictures | features (backbone, neck) | head outputs | float64 features / head | instances, same "
+          "input | instances, own pre- and post-processing | instances, reference input and our post-processing | "
+          "losses | assignment |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")  # fmt: skip
+
+
+def instances_cell(r: dict, boxes: bool) -> str:
+    pictures = r["per_picture"]
+    below = sum(len(p["below_iou"]) for p in pictures)
+    box = f", boxes {r['box_px']:.2g} px" if boxes else ""
+    return (f"{sum(p['ok'] for p in pictures)}/{len(pictures)} pass: {r['pictures_same_set']} same sets "
+            f"({'+'.join(map(str, r['instances']))} instances){box}, scores {r['score']:.1e}, "
+            f"mask IoU >= {r['min_iou']:.3f} ({below} pairs < {IOU_TOL})")  # fmt: skip
+
+
+def table_row(r: dict) -> str:
+    f64 = r.get("float64")
+    f64_cell = f"{f64['features']:.1e} / {f64['head']:.1e}" if f64 else "-"
+    if f64 and "same_input" in f64:
+        f64_cell += "; instances, same input: " + instances_cell(f64["same_input"], True)
+    boxes = r["model"].startswith("rtmdet")
+    loss_rel = max(v["rel"] for v in r["losses"].values())
+    values = ", ".join(f"{k} {v['reference']:.4g}" for k, v in r["losses"].items())
+    cells = [r["model"], str(len(r["pictures"])), f"{r['features']:.1e}", f"{r['head']:.1e}",
+             f64_cell,
+             instances_cell(r["same_input"], boxes), instances_cell(r["own_processing"], boxes),
+             instances_cell(r["reference_input_our_post_processing"], boxes),
+             f"max rel {loss_rel:.1e} ({values})", r["assignment"]]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def save(path: str, name: str, result: dict) -> None:
+    saved = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+    saved[name] = result
+    with open(path, "w") as f:
+        json.dump(saved, f, indent=1)
+
+
+def main() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="*", help=" ".join(MODELS))
+    p.add_argument("--images", type=int, default=2, choices=range(1, len(PICTURES) + 1))
+    p.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "datasets", "tiny_coco"))
+    p.add_argument("--json", help="merge the numbers into this file")
+    p.add_argument("--table", help="print the table of a file --json wrote, running nothing")
+    p.add_argument("--f64", choices=("auto", "always", "never"), default="auto")
+    args = p.parse_args()
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown or not (args.models or args.table):
+        p.error(f"models: some of {', '.join(MODELS)} (unknown: {', '.join(unknown) or 'none given'})")
+    print(HEADER, flush=True)
+    if args.table:
+        with open(args.table) as f:
+            saved = json.load(f)
+        for name in [m for m in MODELS if m in saved]:
+            print(table_row(saved[name]))
+        return
+    torch.manual_seed(FX.SEED)
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models:
+            result = run(name, args.data, args.images, args.f64, folder)
+            result.update(mmdet=R.mmdet.__version__, torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
+            print(table_row(result), flush=True)
+            if args.json:
+                save(args.json, name, result)
+
+
+if __name__ == "__main__":
+    main()
