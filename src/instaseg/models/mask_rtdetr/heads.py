@@ -62,7 +62,8 @@ class Predictions:
 
 def make_anchors(shapes: list[tuple[int, int]], device: torch.device, eps: float = 0.01, size: float = 0.05):
     """(anchors before the sigmoid [1,A,4], valid [1,A,1]): one per token, centred on its cell, 0.05 x 2^level
-    wide; those too close to the border are invalid (their logit would be inf)."""
+    wide; those too close to the border are invalid and +inf (as published: a selected border token's encoder
+    box is then (1, 1, 1, 1), which the encoder's set loss sees, and takes no gradient)."""
     anchors = []
     for level, (h, w) in enumerate(shapes):
         ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
@@ -72,7 +73,8 @@ def make_anchors(shapes: list[tuple[int, int]], device: torch.device, eps: float
         anchors.append(torch.cat([xy, torch.full_like(xy, size * 2.0**level)], dim=-1))
     anchors = torch.cat(anchors)[None]
     valid = ((anchors > eps) & (anchors < 1 - eps)).all(-1, keepdim=True)
-    return torch.log(anchors / (1 - anchors)), valid
+    logits = torch.log(anchors / (1 - anchors))
+    return torch.where(valid, logits, torch.full_like(logits, float("inf"))), valid
 
 
 def masks_to_boxes_normalised(masks: torch.Tensor) -> torch.Tensor:
