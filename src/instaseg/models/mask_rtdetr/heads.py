@@ -95,14 +95,15 @@ def masks_to_boxes_normalised(masks: torch.Tensor) -> torch.Tensor:
 
 
 class MaskTransformer(nn.Module):
-    """Fused levels and prototypes -> per-layer predictions (training) or the last layer's (inference)."""
+    """Fused levels and prototypes -> per-layer predictions (training) or the last layer's (inference).
+    ``in_dim``: the encoder's width, projected to the decoder's ``dim`` per level."""
 
-    def __init__(self, num_classes: int, dim: int, levels: int, num_queries: int, layers: int, heads: int,
-                 ffn: int, points: int, prototypes: int, mask_enhanced: bool = True):  # fmt: skip
+    def __init__(self, num_classes: int, in_dim: int, dim: int, levels: int, num_queries: int, layers: int,
+                 heads: int, ffn: int, points: int, prototypes: int, mask_enhanced: bool = True):  # fmt: skip
         super().__init__()
         self.num_queries, self.mask_enhanced = num_queries, mask_enhanced
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(levels)
+            nn.Sequential(nn.Conv2d(in_dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(levels)
         )
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn, levels, points) for _ in range(layers))
         self.denoising_class_embed = nn.Embedding(num_classes, dim)

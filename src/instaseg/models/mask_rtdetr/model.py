@@ -40,9 +40,9 @@ class MaskRTDETR(TransformDetector):
             tuple(cfg["mask_feat_channels"]), int(cfg["num_prototypes"]),
         )  # fmt: skip
         self.transformer = MaskTransformer(
-            num_classes, dim, 3, int(cfg["num_queries"]), int(cfg["decoder_layers"]), int(cfg["decoder_heads"]),
-            int(cfg["decoder_ffn"]), int(cfg["decoder_points"]), int(cfg["num_prototypes"]),
-            bool(cfg["mask_enhanced"]),
+            num_classes, dim, int(cfg["decoder_dim"]), 3, int(cfg["num_queries"]), int(cfg["decoder_layers"]),
+            int(cfg["decoder_heads"]), int(cfg["decoder_ffn"]), int(cfg["decoder_points"]),
+            int(cfg["num_prototypes"]), bool(cfg["mask_enhanced"]),
         )  # fmt: skip
         weights = {k: float(cfg[f"loss_{k}_weight"]) for k in LOSS_TERMS}
         matcher = HungarianMatcher(weights, int(cfg["num_sample_points"]))
