@@ -3,8 +3,9 @@
 convention), and ``raw_forward`` for instaseg's predictor and export: no NMS, the best ``eval.max_dets``
 (query, class) pairs, masks as probabilities over the padded input at stride 4 (``mask_stride``).
 
-Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet mean/std on [0, 1] RGB, resize by the recipe
-rule, zero padding to a multiple of 32), the `InputSpec` every architecture shares. Boxes inside the network are
+Pre-processing is torchvision's GeneralizedRCNNTransform with the published normalisation (RGB pixels / 255, no
+mean or std: PaddleDetection's NormalizeImage with norm_type none), resize by the recipe rule, zero padding to a
+multiple of 32: the `InputSpec` every architecture shares. Boxes inside the network are
 (cx, cy, w, h) normalised to the padded batch.
 """
 
@@ -31,7 +32,8 @@ class MaskRTDETR(TransformDetector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg, self.num_classes = dict(cfg), dict(test_cfg), num_classes
-        self.transform = resize_transform(min_size, max_size)
+        # pixels / 255 and nothing else, as the published weights were trained
+        self.transform = resize_transform(min_size, max_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         dim = int(cfg["hidden_dim"])
         self.backbone = HGNetV2(cfg["arch"], frozen_norm=cfg["norm"] == "frozen_bn")
         self.encoder = MaskHybridEncoder(

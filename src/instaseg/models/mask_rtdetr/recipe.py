@@ -158,8 +158,6 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
             "exported backend (the reference evaluates with bicubic and trains with a random one of five)",
             "batch resize": "samples are stretched to 640 in the data workers, then each batch to its drawn size: "
             "two resamplings where the reference makes one (a batch's size is unknown while its samples load)",
-            "input normalisation": "the model package's own (ImageNet mean/std on [0, 1] pixels), where the reference "
-            "feeds pixels / 255",
         }
     },
 }
