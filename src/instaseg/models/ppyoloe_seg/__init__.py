@@ -19,6 +19,6 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate,
     small_recipe="ppyoloe_seg_fast",
-    candidate_keys={"nms_pre": 2.0},  # boxes into NMS, as a multiple of eval.max_dets
+    candidate_keys={"nms_pre": 2.0},  # boxes of a class into NMS, as a multiple of eval.max_dets
     recipe_defaults=RECIPE_DEFAULTS,
 )

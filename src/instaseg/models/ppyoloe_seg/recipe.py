@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "loss_iou_weight": 2.5,  # GIoU
     "loss_dfl_weight": 0.5,  # distribution focal
     "loss_mask_weight": 2.5,  # BCE; the published head weighs it with the IoU weight
-    "nms_pre": 1000,
+    "nms_pre": 1000,  # candidates per class into NMS (PaddleDetection's nms_top_k)
     "nms_iou": 0.7,
 }
 
