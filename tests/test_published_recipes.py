@@ -140,17 +140,18 @@ PUBLISHED = {
                                    {**RCNN_1X, "train.grad_clip": 35.0}, set(),
                                    {"resize interpolation", "backbone weights", "backbone stage learning rates"}),
     "rtmdet_ins_tiny": (MMDET, "configs/rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py",
-                        {**RTMDET_INS, "train.mixup_prob": 0.5}, {"model.weights"},
+                        {**RTMDET_INS, "train.mixup_prob": 0.5}, set(),
                         RTMDET_SETTINGS - {"sample caches"}),
-    "rtmdet_ins_s": (MMDET, "configs/rtmdet/rtmdet-ins_s_8xb32-300e_coco.py", RTMDET_INS, {"model.weights"},
+    "rtmdet_ins_s": (MMDET, "configs/rtmdet/rtmdet-ins_s_8xb32-300e_coco.py", RTMDET_INS, set(),
                      RTMDET_SETTINGS),
+    # the m, l and x configs set no backbone init_cfg: they train from scratch
     "rtmdet_ins_m": (MMDET, "configs/rtmdet/rtmdet-ins_m_8xb32-300e_coco.py",
-                     {**RTMDET_INS, "train.scale_jitter": [0.1, 2.0]}, {"model.weights"}, RTMDET_SETTINGS),
+                     {**RTMDET_INS, "train.scale_jitter": [0.1, 2.0], "model.weights": "none"}, set(), RTMDET_SETTINGS),
     "rtmdet_ins_l": (MMDET, "configs/rtmdet/rtmdet-ins_l_8xb32-300e_coco.py",
-                     {**RTMDET_INS, "train.scale_jitter": [0.1, 2.0]}, {"model.weights"}, RTMDET_SETTINGS),
+                     {**RTMDET_INS, "train.scale_jitter": [0.1, 2.0], "model.weights": "none"}, set(), RTMDET_SETTINGS),
     "rtmdet_ins_x": (MMDET, "configs/rtmdet/rtmdet-ins_x_8xb16-300e_coco.py",
                      {**RTMDET_INS, "train.scale_jitter": [0.1, 2.0], "train.batch_size": 16,
-                      "train.base_batch": 128, "train.lr": 0.002}, {"model.weights"}, RTMDET_SETTINGS),
+                      "train.base_batch": 128, "train.lr": 0.002, "model.weights": "none"}, set(), RTMDET_SETTINGS),
     # configs/solov2/solov2_r50_fpn_ms-3x_coco.py (RandomChoiceResize (1333, 640..800), 36 epochs, LinearLR 1/3
     # over 500, MultiStepLR [27, 33]) on solov2_r50_fpn_1x_coco.py (lr 0.01, clip_grad max_norm 35, test_cfg
     # nms_pre 500, score_thr 0.1, mask_thr 0.5, filter_thr 0.05, sigma 2.0, max_per_img 100)

@@ -40,16 +40,20 @@ def print_zoo(task: str | None = None, as_json: bool = False) -> list[dict]:
     from rich.console import Console
     from rich.table import Table
 
+    from instaseg.models.recipes import load_recipe
+    from instaseg.models.weights.published import recipe_weights
     from instaseg.models.zoo import zoo_rows
 
-    rows = zoo_rows(task)
+    rows = [{**r, "starts_from": recipe_weights(load_recipe(r["name"]))} for r in zoo_rows(task)]
     if as_json:
         print(json.dumps(rows, indent=2))
         return rows
     table = Table(title="instaseg model zoo (measured: random init, 80 classes, one image at the input size)")
-    for col in ("name", "architecture", "backbone", "input", "params (M)", "GFLOPs", "weights (MB)", "COCO"):
+    columns = ("name", "architecture", "backbone", "input", "params (M)", "GFLOPs", "weights (MB)", "COCO weights")
+    for col in (*columns, "ImageNet"):
         table.add_column(col, justify="right" if col[0].isupper() or "(" in col else "left")
     for r in rows:
+        kinds = {w["kind"] for w in r["starts_from"]}
         table.add_row(
             r["name"],
             r["architecture"],
@@ -58,29 +62,51 @@ def print_zoo(task: str | None = None, as_json: bool = False) -> list[dict]:
             f"{r['params_M']:.1f}",
             f"{r['gflops']:.1f}",
             f"{r['weights_MB']:.1f}",
-            "yes" if r["coco_weights"] else "",
+            _coco_cell(r["starts_from"]),
+            "yes" if "imagenet" in kinds else "",
         )
-    Console(file=sys.stdout, width=160).print(table)
+    Console(file=sys.stdout, width=180).print(table)
     print("GFLOPs: convolutions and matrix products of one eval forward, mask head on max_dets detections.")
+    print("COCO weights: the published COCO val2017 mask AP of the weights --weights coco loads (the publisher's).")
     return rows
+
+
+def _coco_cell(weights: list[dict]) -> str:
+    coco = next((w for w in weights if w["kind"] == "coco"), None)
+    if coco is None:
+        return ""
+    return f"{coco['mask_ap']} ({coco['publisher']})" if coco["mask_ap"] is not None else coco["publisher"]
 
 
 def print_recipe(name: str, as_json: bool = False) -> dict:
     """One recipe in full (yaml) plus its measured numbers."""
     from instaseg.config import recipe_to_yaml
     from instaseg.models.recipes import load_recipe
+    from instaseg.models.weights.published import recipe_weights
     from instaseg.models.zoo import measure_shipped_or_file
 
     recipe = load_recipe(name)
     measured = measure_shipped_or_file(name)
+    weights = recipe_weights(recipe)
     if as_json:
-        print(json.dumps({"recipe": recipe, "measured": measured}, indent=2))
+        print(json.dumps({"recipe": recipe, "measured": measured, "starts_from": weights}, indent=2))
     else:
         print(recipe_to_yaml(recipe).rstrip())
         print("# measured (random init, 80 classes, one image at the input size):")
         for key in ("params_M", "gflops", "weights_MB"):
             print(f"#   {key}: {measured[key]}")
+        print("# can start from (--weights coco, imagenet, or the name; published metrics):" if weights else "")
+        for w in weights:
+            print(f"#   {w['kind']}: {_weights_line(w)}")
     return measured
+
+
+def _weights_line(w: dict) -> str:
+    metrics = [f"{label} {w[key]}" for key, label in (("mask_ap", "mask AP"), ("box_ap", "box AP"), ("top1", "top-1"))
+               if w[key] is not None]  # fmt: skip
+    where = {True: "cached", False: "downloaded on first use", None: ""}[w["cached"]]
+    parts = [", ".join(metrics), w["url"] or "", where, w["note"]]
+    return f"{w['publisher']} {w['name']}" + "".join(f"; {p}" for p in parts if p)
 
 
 def print_published(name: str, as_json: bool = False) -> dict:

@@ -30,7 +30,7 @@ SIZES: dict[str, tuple[float, float, int, int]] = {
 DEFAULTS: dict[str, Any] = {
     "architecture": "rtmdet_ins",
     "backbone": "cspnext_s",
-    "weights": "none",  # none | PATH
+    "weights": "none",  # none | imagenet (CSPNeXt) | coco | a published name | PATH
     "frozen_stages": 1,  # stem + this many backbone stages get no gradient when starting from a weights PATH
     "coco_weights": None,
     "deepen": None,  # null: from the backbone size
@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "loss_mask_weight": 2.0,  # Dice
     "nms_pre": 1000,
     "nms_iou": 0.6,
+    # MMDetection's pipeline pads every picture to a max_size square with grey 114 (training and test), and boxes
+    # are clipped to that canvas before NMS; false: pad to a multiple of 32 only (cheaper for wide pictures)
+    "pad_to_square": True,
+    "pad_value": 114 / 255,  # the padding's pixel value on [0, 1]
 }
 
 
@@ -93,7 +97,6 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "published": {
         "differences": {
-            "model.weights": "the published backbone starts from CSPNeXt ImageNet weights, which are not fetched here",
             "sample caches": "Mosaic keeps the 20 most recent samples and MixUp 10, dropping the oldest (the "
             "reference's tiny config does the same; the others keep 40 and 20 and drop one at random): each data "
             "worker holds its own cache",
@@ -104,8 +107,8 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         }
     },
 }
-# no pretrained CSPNeXt weights are fetched
-DOWNLOADS: tuple[str, ...] = ()
+# MMDetection's COCO models and CSPNeXt ImageNet backbones (published.py)
+DOWNLOADS: tuple[str, ...] = ("imagenet", "coco")
 
 
 def validate(cfg: dict, source: str | None = None) -> None:
@@ -121,5 +124,6 @@ def validate(cfg: dict, source: str | None = None) -> None:
     if 8 % cfg["mask_loss_stride"]:
         raise bad("mask_loss_stride", "must divide the prototype stride 8 (1, 2, 4 or 8)")
     check_fraction(cfg, bad, ("nms_iou",))
+    check_fraction(cfg, bad, ("pad_value",), closed_low=True)
     check_frozen_stages(cfg, bad)
     check_weights(cfg, bad, DOWNLOADS, "rtmdet_ins")

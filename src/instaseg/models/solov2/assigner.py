@@ -96,8 +96,16 @@ def assign(
 
 def mask_targets(masks: torch.Tensor, stride: int, soft: bool) -> torch.Tensor:
     """[N, H/stride, W/stride] mask targets at the mask feature's stride: the share of each cell an object
-    covers (``soft``), or whether it covers at least half of it (binary, as published)."""
+    covers (``soft``), or, as published, the mask bilinearly downscaled (OpenCV, ``mmcv.imrescale``) and rounded:
+    each cell reads its central 2 x 2 pixels (input pixels stride*j + stride/2 - 1 and + stride/2, weights 1/2)
+    and is foreground when at least two of the four are."""
     if masks.shape[0] == 0:
         return masks.new_zeros((0, masks.shape[-2] // stride, masks.shape[-1] // stride), dtype=torch.float32)
-    share = F.avg_pool2d(masks[:, None].float(), stride)[:, 0]
-    return share if soft else (share >= 0.5).float()
+    h, w = masks.shape[-2] // stride, masks.shape[-1] // stride
+    m = masks[:, : h * stride, : w * stride].float()
+    if soft:
+        return F.avg_pool2d(m[:, None], stride)[:, 0]
+    a = stride // 2 - 1  # OpenCV samples input coordinate stride*j + (stride - 1)/2, between pixels a and a + 1
+    centre = m[:, a::stride, a::stride] + m[:, a + 1 :: stride, a::stride]
+    centre = centre + m[:, a::stride, a + 1 :: stride] + m[:, a + 1 :: stride, a + 1 :: stride]
+    return (centre >= 2).float()

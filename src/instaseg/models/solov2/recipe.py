@@ -21,7 +21,7 @@ from instaseg.models.common.rules import (
 DEFAULTS: dict[str, Any] = {
     "architecture": "solov2",
     "backbone": "resnet50",
-    "weights": "imagenet",  # none | imagenet | PATH
+    "weights": "imagenet",  # none | imagenet | coco (MMDetection's, published.py) | a published name | PATH
     "coco_weights": None,  # no torchvision COCO weights exist for SOLOv2
     "norm": "frozen_bn",  # backbone BatchNorm: frozen_bn (pretrained) | bn (from scratch)
     "frozen_stages": 1,  # stem + this many stages get no gradient when the backbone starts pretrained
@@ -44,11 +44,15 @@ DEFAULTS: dict[str, Any] = {
     "loss_mask_weight": 3.0,  # Dice
     "cls_score_thr": 0.1,  # category score a cell needs to become a candidate (eval.score_threshold is the final cut)
     "mask_thr": 0.5,
-    "nms_pre": 500,  # candidates into Matrix NMS; eval.max_dets come out
+    # masks are computed for the best max_candidates (cell, class) pairs above cls_score_thr; after maskness
+    # rescoring the best nms_pre go into Matrix NMS and eval.max_dets come out. The published code computes masks
+    # for every pair above cls_score_thr (no cap) and takes nms_pre after rescoring: the cap only bounds memory
+    "max_candidates": 2000,
+    "nms_pre": 500,
     "nms_kernel": "gaussian",  # gaussian | linear
     "nms_sigma": 2.0,
 }
-DOWNLOADS = ("imagenet",)  # no COCO download exists for SOLOv2 here
+DOWNLOADS = ("imagenet", "coco")  # COCO: MMDetection's R50 models (published.py)
 
 
 def _check_levels(cfg: dict, bad) -> None:
@@ -68,7 +72,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     check_backbone_and_norm(cfg, bad)
     _check_levels(cfg, bad)
     sizes = ("fpn_channels", "head_channels", "stacked_convs", "kernel_channels", "mask_feat_channels", "gn_groups")
-    check_positive(cfg, bad, (*sizes, "nms_pre"), integer=True)
+    check_positive(cfg, bad, (*sizes, "nms_pre", "max_candidates"), integer=True)
     for key in ("head_channels", "kernel_channels", "mask_feat_channels"):
         if cfg[key] % cfg["gn_groups"]:
             raise bad(key, f"must be a multiple of model.gn_groups ({cfg['gn_groups']})")
