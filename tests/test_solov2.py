@@ -260,7 +260,8 @@ def test_eval_masks_cover_the_whole_picture():
     """A 352 x 230 picture resized to 1224 x 800: 200 x 4 x 230 / 800 rows is 229.99999 in floating point, and
     interpolating by that scale made masks one row short of the picture."""
     torch.manual_seed(0)
-    recipe = apply_overrides(load_recipe("solov2_fast"), ["input.min_size=800", "input.max_size=1333", "eval.max_dets=3"])
+    overrides = ["input.min_size=800", "input.max_size=1333", "eval.max_dets=3"]
+    recipe = apply_overrides(load_recipe("solov2_fast"), overrides)
     model = build_model(recipe, 2, weights="none").eval()
     model.make_outputs_busy()
     with torch.no_grad():

@@ -39,7 +39,7 @@ PRESET_KEYS = ("arch", "hidden_dim", "decoder_dim", "encoder_level", "encoder_la
 DEFAULTS: dict[str, Any] = {
     "architecture": "mask_rtdetr",
     "backbone": "hgnetv2_l",
-    "weights": "none",  # none | PATH
+    "weights": "none",  # none | imagenet (PP-HGNetV2) | coco | a published name | PATH
     "coco_weights": None,
     "norm": "frozen_bn",  # backbone BatchNorm: frozen_bn (pretrained, as published) | bn (from scratch)
     "arch": None,  # null: from the backbone size
@@ -78,12 +78,13 @@ def resolved_model_section(cfg: dict) -> dict:
 
 
 LOSS_TERMS = ("class", "bbox", "giou", "mask", "dice")
-# no PP-HGNetV2 ImageNet weights are fetched
-DOWNLOADS: tuple[str, ...] = ()
+# PaddleX's COCO models and the PP-HGNetV2 ImageNet backbones of the published configs (published.py)
+DOWNLOADS: tuple[str, ...] = ("imagenet", "coco")
 
 
 def _check_sizes(cfg: dict, bad) -> None:
-    check_positive(cfg, bad, ("hidden_dim", "decoder_dim", "encoder_ffn", "num_prototypes"), integer=True, nullable=True)
+    sizes = ("hidden_dim", "decoder_dim", "encoder_ffn", "num_prototypes")
+    check_positive(cfg, bad, sizes, integer=True, nullable=True)
     check_positive(cfg, bad, ("csp_blocks", "num_queries", "decoder_layers", "decoder_heads", "decoder_ffn",
                               "decoder_points", "num_sample_points"), integer=True)  # fmt: skip
     for key in ("encoder_layers", "num_denoising"):
@@ -152,8 +153,8 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {"score_threshold": 0.0, "max_dets": 100},  # DETRPostProcess: the 100 best queries, no score cut
     "published": {
         "differences": {
-            "model.weights": "no PP-HGNetV2 ImageNet (SSLD) weights are fetched here: training starts from scratch, "
-            "with trainable BatchNorm (the published frozen BatchNorm normalises nothing on random weights)",
+            "model.weights": "the recipe starts from random weights unless asked: --weights imagenet loads the "
+            "published start (PP-HGNetV2 SSLD ImageNet weights), --weights coco PaddleX's COCO model",
             "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
             "exported backend (the reference evaluates with bicubic and trains with a random one of five)",
             "batch resize": "samples are stretched to 640 in the data workers, then each batch to its drawn size: "
