@@ -7,8 +7,12 @@ offline; files that would run code, truncated files and files of another model a
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import io
 import json
+import os
+import pickle
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,14 +21,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from instaseg.errors import UserError
 from instaseg.inference.backends.torch import TorchBackend
 from instaseg.inference.predictor import Predictor
 from instaseg.inference.preprocess import preprocess
 from instaseg.models.common.points import flatten_levels
-from instaseg.models.factory import build_architecture, build_model
+from instaseg.models.factory import build_architecture, build_model, checkpoint_from_weights, model_from_checkpoint
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import architecture
+from instaseg.models.weights import published as published_module
 from instaseg.models.weights.convert import convert
+from instaseg.models.weights.readers import read_pdparams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "paddle"
@@ -253,4 +260,134 @@ def test_reduced_mask_rtdetr_equals_paddledetection(monkeypatch):
             (f"loss_{key}_dn", ["_dn", "_aux_dn"]),
         ):
             ref_value = sum(float(data[f"loss.loss_{key}{p}"]) for p in parts)
-            assert float(losses[ours_name]) == pytest.approx(ref_value, rel=1e-3), ours_name
+            assert float(losses[ours_name].detach()) == pytest.approx(ref_value, rel=1e-3), ours_name
+
+
+# ---------------------------------------------------------------- --weights coco / imagenet, files, refusals
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """Published addresses answered from files here (urlopen mocked), into an empty cache; records each request.
+    Mask-RT-DETR's entries are pointed at the reduced backbone (their maps unchanged)."""
+    import instaseg.models.mask_rtdetr as mask_rtdetr_package
+
+    monkeypatch.setenv("INSTASEG_CACHE", str(tmp_path / "cache"))
+    files, requests = {}, []
+    package = mask_rtdetr_package.ARCHITECTURE
+    nano = tuple(dataclasses.replace(w, model={"backbone": "hgnetv2_nano"}) for w in package.published[:3])
+    monkeypatch.setattr(mask_rtdetr_package, "ARCHITECTURE", dataclasses.replace(package, published=nano))
+    for arch in ("mask_rtdetr", "ppyoloe_seg"):
+        coco, _, imagenet = architecture(arch).published[:3]
+        files[coco.url], files[imagenet.url] = FIXTURES / f"{arch}.pdparams", FIXTURES / f"{arch}_imagenet.pdparams"
+
+    def urlopen(url, timeout=None):
+        requests.append(url)
+        data = files[url].read_bytes()
+        response = io.BytesIO(data)
+        response.headers = {"Content-Length": str(len(data))}
+        return response
+
+    monkeypatch.setattr(published_module.urllib.request, "urlopen", urlopen)
+    return requests
+
+
+def _state(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["mask_rtdetr", "ppyoloe_seg"])
+def test_weights_coco_downloads_once_then_loads_from_the_cache(server, arch):
+    offline = _state(reduced_model(arch))  # the local file
+    online = reduced_model(arch, "coco")
+    assert len(server) == 1 and Path(os.environ["INSTASEG_CACHE"], "weights").is_dir()
+    assert all(torch.equal(online.state_dict()[k], v) for k, v in offline.items())
+    again = build_model(reduced_recipe(arch), 3, weights="coco")  # another class count, from the cache
+    assert len(server) == 1
+    cls = "transformer.score_head.weight" if arch == "mask_rtdetr" else "head.pred_cls.0.weight"
+    assert again.state_dict()[cls].shape[0] == 3
+    assert all(torch.equal(again.state_dict()[k], offline[k]) for k in offline if k.startswith("backbone."))
+
+
+@pytest.mark.parametrize("source", ["download", "file"])
+@pytest.mark.parametrize("arch", ["mask_rtdetr", "ppyoloe_seg"])
+def test_weights_imagenet_loads_the_published_start(server, arch, source):
+    path = FIXTURES / f"{arch}_imagenet.pdparams"
+    model = build_model(reduced_recipe(arch), 3, weights="imagenet" if source == "download" else str(path))
+    assert len(server) == (source == "download")
+    published = read_pdparams(path)
+    ours = model.state_dict()
+    if arch == "mask_rtdetr":  # the classifier's backbone, without its prefix; LAB and classifier left out
+        kept = {k: v for k, v in published.items() if not k.startswith(DROPPABLE) and ".lab." not in k}
+        renamed = {"backbone." + k.replace("._mean", ".running_mean").replace("._variance", ".running_var"): v
+                   for k, v in kept.items()}  # fmt: skip
+        assert renamed and all(torch.equal(ours[k], v) for k, v in renamed.items())
+    else:  # the Objects365 detector: backbone, neck and head stems; its 365-class layer and the mask branch not
+        assert torch.equal(ours["backbone.stem.0.conv.weight"], published["backbone.stem.conv1.conv.weight"])
+        assert torch.equal(ours["neck.lateral.0.conv.weight"], published["neck.fpn_routes.0.conv.weight"])
+        assert torch.equal(ours["head.pred_reg.2.weight"], published["yolo_head.pred_reg.0.weight"])
+        assert ours["head.pred_cls.0.weight"].shape[0] == 3
+        assert float(ours["backbone.stages.0.blocks.0.rep.alpha"]) == 1.0  # that backbone has none: as built
+
+
+def _one_line_naming(error: pytest.ExceptionInfo, path: Path) -> str:
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+class _RunsCode:
+    """Unpickled by an ordinary reader, it runs a shell command that leaves a file behind."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pdparams_file_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "model.pdparams"
+    marker = tmp_path / "ran"
+    path.write_bytes(pickle.dumps({"backbone.stem.stem1.conv.weight": _RunsCode(marker)}, protocol=2))
+    with pytest.raises(UserError) as error:
+        reduced_model("mask_rtdetr", path)
+    assert "system, which is not an array" in _one_line_naming(error, path)
+    named = tmp_path / "Mask-RT-DETR-S_pretrained.pdparams"  # known by its name: read as PaddleX's file
+    named.write_bytes(path.read_bytes())
+    with pytest.raises(UserError) as error:
+        build_model("mask_rtdetr_s", 80, weights=str(named))
+    assert "system, which is not an array" in _one_line_naming(error, named)
+    assert not marker.exists()
+
+
+def test_a_truncated_pdparams_file_is_refused(tmp_path):
+    path = tmp_path / "model.pdparams"
+    data = (FIXTURES / "ppyoloe_seg.pdparams").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError) as error:
+        reduced_model("ppyoloe_seg", path)
+    assert "truncated" in _one_line_naming(error, path)
+
+
+def test_a_pdparams_file_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "other.pdparams"
+    path.write_bytes((FIXTURES / "ppyoloe_seg.pdparams").read_bytes())
+    with pytest.raises(UserError) as error:
+        reduced_model("mask_rtdetr", path)
+    assert "not a checkpoint of recipe" in _one_line_naming(error, path)
+
+
+def test_weights_convert_writes_a_checkpoint_of_the_reference(tmp_path):
+    out = tmp_path / "ppyoloe.ckpt"
+    done = checkpoint_from_weights(FIXTURES / "ppyoloe_seg.pdparams", reduced_recipe("ppyoloe_seg"), out)
+    assert done["kind"] == "coco" and done["classes"] == 80
+    model, info = model_from_checkpoint(out)
+    expected = reduced_model("ppyoloe_seg").state_dict()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_models_lists_the_published_weights_of_the_recipe():
+    rows = {r["name"]: r for r in published_module.recipe_weights(load_recipe("mask_rtdetr_l"))}
+    assert rows["Mask-RT-DETR-L"]["mask_ap"] == 45.7 and rows["Mask-RT-DETR-L"]["publisher"] == "PaddleX"
+    assert rows["PPHGNetV2_L_ssld_pretrained"]["kind"] == "imagenet"
+    rows = {r["name"]: r for r in published_module.recipe_weights(load_recipe("ppyoloe_seg_s"))}
+    assert rows["PP-YOLOE_seg-S"]["mask_ap"] == 32.5
