@@ -67,13 +67,15 @@ def test_cells_are_the_centre_region_with_sigma_0_2_capped_to_3x3():
     assert [int(v) for v in region] == [7, 9, 6, 8]
 
 
-def test_a_cell_two_objects_claim_goes_to_the_smaller():
+def test_a_cell_two_objects_claim_takes_the_later_label_and_trains_on_both_masks():
     size = (320, 320)
     boxes = [[100, 100, 180, 180], [125, 125, 155, 155]]  # same centre, scales 80 and 30
     masks = _rect_masks(boxes, size)
     asg = assign(torch.tensor(boxes, dtype=torch.float32), torch.tensor([0, 1]), masks, [8] * 5, [[1, 100]] * 5, 1.0)
     owners = asg.gt_index[:64].reshape(8, 8)  # level 0: 40 px cells, both objects centred in cell (3, 3)
     assert owners[3, 3] == 1 and (owners[2:5, 2:5] == 0).sum() == 8 and (owners >= 0).sum() == 9
+    level0 = asg.pairs[asg.pairs[:, 0] < 64].tolist()
+    assert [3 * 8 + 3, 0] in level0 and [3 * 8 + 3, 1] in level0 and len(level0) == 10  # 9 cells, 10 masks
 
 
 def test_centre_of_mass_and_mask_targets():
@@ -260,8 +262,8 @@ def test_eval_masks_cover_the_whole_picture():
     """A 352 x 230 picture resized to 1224 x 800: 200 x 4 x 230 / 800 rows is 229.99999 in floating point, and
     interpolating by that scale made masks one row short of the picture."""
     torch.manual_seed(0)
-    overrides = ["input.min_size=800", "input.max_size=1333", "eval.max_dets=3"]
-    recipe = apply_overrides(load_recipe("solov2_fast"), overrides)
+    sizes = ["input.min_size=800", "input.max_size=1333", "eval.max_dets=3"]
+    recipe = apply_overrides(load_recipe("solov2_fast"), sizes)
     model = build_model(recipe, 2, weights="none").eval()
     model.make_outputs_busy()
     with torch.no_grad():

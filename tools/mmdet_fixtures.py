@@ -162,6 +162,16 @@ def loss_samples(samples: list, target: dict) -> list:
 
 
 # ---------------------------------------------------------------- the reduced configurations
+def distinct_reference(cfg, data: str, folder: str, size: tuple[int, int], make_distinct) -> tuple:
+    """(reference, its input batch, data samples, the picture, its scale): the reference built from ``cfg`` with
+    random weights made to give distinct outputs on the picture (``make_distinct``)."""
+    ref = R.build(cfg)
+    path, picture, scale = prepare_picture(data, size, folder)
+    x, samples = R.pipeline_inputs(ref, cfg, [path])
+    make_distinct(ref, x, torch.Generator().manual_seed(SEED))
+    return ref, x, samples, picture, scale
+
+
 def rtmdet_reduced(data: str, folder: str) -> tuple[dict, dict, torch.nn.Module]:
     c = RTMDET_REDUCED
     ch = [int(256 * c["widen"]), int(512 * c["widen"]), int(1024 * c["widen"])]
@@ -171,11 +181,7 @@ def rtmdet_reduced(data: str, folder: str) -> tuple[dict, dict, torch.nn.Module]
                                              "bbox_head.feat_channels": c["channels"]})  # fmt: skip
     w, h = c["size"]
     R.set_test_size(cfg, w, w, pad=True)  # a w x w canvas, as the published 640 x 640
-    ref = R.build(cfg)
-    path, picture, scale = prepare_picture(data, (w, h), folder)
-    x, samples = R.pipeline_inputs(ref, cfg, [path])
-    gen = torch.Generator().manual_seed(SEED)
-    R.make_rtmdet_distinct(ref, x, gen)
+    ref, x, samples, picture, scale = distinct_reference(cfg, data, folder, (w, h), R.make_rtmdet_distinct)
     out = {"picture": picture}
     with torch.no_grad():
         feats = ref.backbone(x)
@@ -222,11 +228,7 @@ def solov2_reduced(data: str, folder: str) -> tuple[dict, dict, torch.nn.Module]
         "mask_head.mask_feature_head.norm_cfg": dict(type="GN", num_groups=c["groups"])})  # fmt: skip
     w, h = c["size"]
     R.set_test_size(cfg, w, h, pad=False)
-    ref = R.build(cfg)
-    path, picture, scale = prepare_picture(data, (w, h), folder)
-    x, samples = R.pipeline_inputs(ref, cfg, [path])
-    gen = torch.Generator().manual_seed(SEED)
-    R.make_solov2_distinct(ref, x, gen)
+    ref, x, samples, picture, scale = distinct_reference(cfg, data, folder, (w, h), R.make_solov2_distinct)
     out = {"picture": picture}
     with torch.no_grad():
         feats = ref.backbone(x)

@@ -51,6 +51,17 @@ class Dropped:
         return "<dropped>"
 
 
+def _attribute_of_dropped(obj: Any, name: str) -> Dropped:
+    """``getattr`` as a publisher's metadata uses it (mmengine's HistoryBuffer pickles its statistics methods as
+    getattr(buffer, "mean")): allowed on a dropped object only, where it yields another dropped object."""
+    if not isinstance(obj, Dropped) and obj is not Dropped:
+        raise pickle.UnpicklingError(f"getattr on a {type(obj).__name__}, not on dropped metadata")
+    return Dropped()
+
+
+GETATTR = ("__builtin__.getattr", "builtins.getattr")  # protocol 2 writes Python 3's builtins as __builtin__
+
+
 def _top(name: str) -> str:
     return name.split(".", 1)[0]
 
@@ -107,12 +118,15 @@ def read_torch_file(path: str | Path) -> Any:
     path = Path(path)
     _check_exists(path)
     names = sorted(set(pickle_globals(path)))
-    undecided = [n for n in names if _top(n) not in TORCH_DECIDES]
+    undecided = [n for n in names if _top(n) not in TORCH_DECIDES and n not in GETATTR]
     code = [n for n in undecided if _top(n) not in METADATA_PACKAGES]
     if code:
         raise UserError(f"refused: loading it would call {code[0]}, which is not data (a pickle that runs code)", path)
+    allowed = [(Dropped, n) for n in undecided]
+    if any(n in GETATTR for n in names):
+        allowed.append((_attribute_of_dropped, "builtins.getattr"))  # torch reads __builtin__ as builtins
     try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals([(Dropped, n) for n in undecided]):
+        with warnings.catch_warnings(), torch.serialization.safe_globals(allowed):
             warnings.simplefilter("ignore")  # torch's remarks on legacy files say nothing to a user
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
