@@ -246,9 +246,7 @@ def test_reduced_mask_rtdetr_equals_paddledetection(monkeypatch):
         for name in ("logits", "boxes", "masks"):
             assert rel_err(data[name][0], getattr(final, name)[0, order]) <= 1e-4, name
         ref = reference_instances(data)
-        # DETRPostProcess resizes each query's mask over the whole picture; the shared paste keeps it inside the
-        # box (docs/equivalence.md): boxes, scores and labels through the predictor, masks the reference's way
-        assert_same_instances(ref, predicted(model, data["picture"]), masks=False)
+        assert_same_instances(ref, predicted(model, data["picture"]))  # the predictor's own post-processing
         assert_same_instances(ref, reference_style_mask_rtdetr(model, final, len(ref["scores"]), x.shape[-2:]))
     model.train()
     with shared_draws(monkeypatch):

@@ -103,7 +103,7 @@ def mask_rtdetr() -> list[str]:
         out += ["", "| instances | worst box | worst score | |", "| --- | --- | --- | --- |"]
         ours = T.predicted(model, data["picture"])
         out.append(instances("predictor (boxes, scores, labels)", ref, {k: v for k, v in ours.items() if k != "masks"}))
-        out.append(instances("predictor, masks pasted in the clipped box", ref, ours))
+        out.append(instances("predictor (masks resampled whole, as logits)", ref, ours))
         reference_way = T.reference_style_mask_rtdetr(model, layers[-1], len(ref["scores"]), tuple(x.shape[-2:]))
         out.append(instances("masks made the reference's way", ref, reference_way))
     model.train()

@@ -1,7 +1,11 @@
 """Mask-RT-DETR on the detector contract: ``model(images, targets) -> losses`` in training, ``model(images) ->
 [{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation (torchvision's
 convention), and ``raw_forward`` for instaseg's predictor and export: no NMS, the best ``eval.max_dets``
-(query, class) pairs, masks as probabilities over the padded input at stride 4 (``mask_stride``).
+(query, class) pairs, masks as logits over the padded input at stride 4 (``mask_stride``).
+
+Post-processing resamples each mask's logits over the whole picture and keeps the pixels above the threshold, as
+PaddleDetection's DETRPostProcess does (``mask_logits``; ``mask_box_crop`` False: a query's mask is its own, not cut
+to its box, which the set loss never taught it to respect).
 
 Pre-processing is torchvision's GeneralizedRCNNTransform with the published normalisation (RGB pixels / 255, no
 mean or std: PaddleDetection's NormalizeImage with norm_type none), resize by the recipe rule, zero padding to a
@@ -28,6 +32,8 @@ MASK_STRIDE = 4
 
 class MaskRTDETR(TransformDetector):
     mask_stride = MASK_STRIDE
+    mask_logits = True
+    mask_box_crop = False
 
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
