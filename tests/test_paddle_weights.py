@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from instaseg.errors import UserError
-from instaseg.inference.backends.torch import TorchBackend
-from instaseg.inference.predictor import Predictor
 from instaseg.inference.preprocess import preprocess
 from instaseg.models.common.points import flatten_levels
 from instaseg.models.factory import build_architecture, build_model, checkpoint_from_weights, model_from_checkpoint
@@ -32,6 +30,7 @@ from instaseg.models.registry import architecture
 from instaseg.models.weights import published as published_module
 from instaseg.models.weights.convert import convert
 from instaseg.models.weights.readers import read_pdparams
+from test_published_weights import predicted, targets  # the predictor's instances, a fixture's targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "paddle"
@@ -99,16 +98,6 @@ def assert_same_instances(ref: dict, ours: dict, masks: bool = True) -> None:
             union = (a | b).sum()
             assert union == 0 or (a & b).sum() / union >= 0.99, (i, (a & b).sum() / union)
         free.remove(j)
-
-
-def predicted(model, picture: np.ndarray) -> dict:
-    result = next(iter(Predictor(TorchBackend(model), [str(i) for i in range(80)], threshold=0.0).predict(picture)))
-    return {"boxes": result.boxes, "scores": result.scores, "labels": result.labels, "masks": result.masks}
-
-
-def targets(data: dict) -> list[dict]:
-    return [{"boxes": torch.from_numpy(data["target.boxes"]), "labels": torch.from_numpy(data["target.labels"]) + 1,
-             "masks": torch.from_numpy(data["target.masks"])}]  # fmt: skip
 
 
 def shared_sequence(shape) -> torch.Tensor:

@@ -132,6 +132,8 @@ PUBLISHED = {
                            {"resize interpolation"}),
     "maskrcnn_r101vd_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_r101_vd_fpn_1x_coco.yml", RCNN_1X, set(),
                             {"resize interpolation"}),
+    "maskrcnn_x101vd_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_x101_vd_64x4d_fpn_1x_coco.yml", RCNN_1X,
+                            {"model.weights"}, {"resize interpolation"}),
     "maskrcnn_r50_c4": (PADDLE, "configs/mask_rcnn/mask_rcnn_r50_1x_coco.yml", RCNN_1X, set(),
                         {"resize interpolation"}),
     "cascade_maskrcnn_r50_fpn": (PADDLE, "configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.yml",
