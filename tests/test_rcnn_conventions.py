@@ -1,13 +1,16 @@
 """The R-CNN conventions that differ between publishers, each a model-section switch: exact anchors (no rounding,
-level strides independent of the padding), aligned RoIAlign, adaptive sampling and the RPN's minimum proposal size.
-torchvision's values stay the defaults (its COCO weights load by name and must keep their outputs)."""
+level strides independent of the padding), aligned RoIAlign, adaptive sampling, the RPN's minimum proposal size and
+the L1 box losses. torchvision's values stay the defaults (its COCO weights load by name and must keep their
+outputs); the recipes of PaddleX's models set PaddleDetection's."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from instaseg.models.common.rcnn_ops import CellAnchorGenerator, RoIPooler
@@ -72,11 +75,40 @@ def test_switches_reach_the_modules():
         "model.roi_align_aligned=true",
         "model.roi_sampling_ratio=0",
         "model.rpn_min_size=1.0",
+        "model.rpn_box_loss_beta=0.0",
+        "model.box_loss_beta=0.0",
     )
-    assert model.rpn.anchor_generator.exact and model.rpn.min_size == 1.0
+    assert model.rpn.anchor_generator.exact and model.rpn.min_size == 1.0 and model.rpn.box_loss_beta == 0.0
     heads = model.roi_heads
+    assert heads.box_loss_beta == 0.0
     for pooler in (heads.box_roi_pool, heads.mask_roi_pool):
         assert pooler.aligned and pooler.sampling_ratio == 0
     default = _fast()
     assert not default.rpn.anchor_generator.exact and default.rpn.min_size == 1e-3
     assert default.roi_heads.box_roi_pool.sampling_ratio == 2 and not default.roi_heads.box_roi_pool.aligned
+
+
+def test_box_losses_with_torchvisions_beta_are_torchvisions():
+    """Our training path (sampling, box and mask losses) with beta 1/9 gives what torchvision's RoIHeads gives."""
+    model = _fast().train()
+    heads = model.roi_heads
+    feats = {k: torch.rand(1, 64, 96 // s, 96 // s) for k, s in zip(["0", "1", "2"], (8, 16, 32), strict=True)}
+    masks = torch.zeros(1, 96, 96, dtype=torch.uint8)
+    masks[0, 20:70, 10:60] = 1
+    target = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0]]), "labels": torch.tensor([1]), "masks": masks}]
+    proposals = [torch.tensor([[8.0, 18.0, 62.0, 66.0], [0.0, 0.0, 40.0, 40.0], [30.0, 30.0, 90.0, 90.0]])]
+    torch.manual_seed(1)
+    ours = heads.losses(feats, proposals, [(96, 96)], target)
+    torch.manual_seed(1)
+    _, theirs = RoIHeads.forward(heads, feats, proposals, [(96, 96)], target)
+    assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k]) for k in ours)
+
+
+def test_beta_zero_is_an_l1_loss():
+    model = _fast("model.rpn_box_loss_beta=0.0").train()
+    labels = [torch.tensor([1.0, 0.0, 1.0, 0.0])]
+    targets = [torch.tensor([[0.3, 0.1, -0.2, 0.5], [0.0] * 4, [1.0, -1.0, 0.5, 0.0], [0.0] * 4])]
+    deltas = torch.zeros(4, 4)
+    objectness = torch.zeros(4, 1)
+    _, box_loss = model.rpn.compute_loss(objectness, deltas, labels, targets)
+    assert torch.isclose(box_loss, F.l1_loss(deltas[[0, 2]], targets[0][[0, 2]], reduction="sum") / 4)

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
@@ -55,11 +56,12 @@ RCNN_DEFAULTS: dict[str, Any] = {
     "mask_dim_reduced": 256,
     # Conventions that differ between publishers; the defaults are torchvision's (its COCO weights load by name).
     # PaddleDetection's weights want: anchors exact, roi_align_aligned true (its configs; see rcnn_ops),
-    # roi_sampling_ratio 0, rpn_min_size 1
+    # roi_sampling_ratio 0, rpn_min_size 1, rpn_box_loss_beta 0 (L1)
     "anchors": "torchvision",  # torchvision (rounded cell anchors, strides from the padded size) | exact
     "roi_align_aligned": False,  # RoIAlign samples half a pixel shifted (Detectron2's ROIAlignV2)
     "roi_sampling_ratio": None,  # RoIAlign points per bin side; 0 adapts to the RoI; null: 2 (FPN) or 0 (C4)
     "rpn_min_size": 0.001,  # proposals narrower or lower than this (input pixels) are dropped before NMS
+    "rpn_box_loss_beta": 1 / 9,  # smooth-L1 beta of the RPN's box loss; 0 is an L1 loss
 }
 
 # proposals kept before the box head, as multiples of the detections per image (eval.max_dets): a crowded image
@@ -87,7 +89,7 @@ def check_rcnn_section(cfg: dict, bad: Bad) -> None:
         raise bad("anchor_sizes", f"must hold one non-empty list per RPN feature map ({n}: levels + extra_pool)")
     check_fraction(cfg, bad, ("box_positive_fraction", "box_nms_thresh", "rpn_nms_thresh"))
     check_positive_ints(cfg, bad, except_keys=("frozen_stages", "roi_sampling_ratio"))
-    check_non_negative(cfg, bad, ("rpn_min_size",))
+    check_non_negative(cfg, bad, ("rpn_min_size", "rpn_box_loss_beta"))
     check_choice(cfg, bad, "anchors", ("torchvision", "exact"))
     ratio = cfg["roi_sampling_ratio"]
     if ratio is not None and not (isinstance(ratio, int) and not isinstance(ratio, bool) and ratio >= 0):
@@ -109,11 +111,33 @@ def roi_pooler(cfg: dict, names: list[str], output_size: int) -> RoIPooler:
     return RoIPooler(names, output_size, int(ratio), bool(cfg.get("roi_align_aligned", False)))
 
 
+class ProposalNetwork(RegionProposalNetwork):
+    """torchvision's RPN (same modules and names) with the smooth-L1 beta of its box loss a setting (torchvision
+    fixes it at 1/9; PaddleDetection and mmdetection use an L1 loss, beta 0)."""
+
+    def __init__(self, *args, box_loss_beta: float = 1 / 9, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.box_loss_beta = float(box_loss_beta)
+
+    def compute_loss(self, objectness, pred_bbox_deltas, labels, regression_targets):
+        pos, neg = self.fg_bg_sampler(labels)
+        pos = torch.where(torch.cat(pos, dim=0))[0]
+        neg = torch.where(torch.cat(neg, dim=0))[0]
+        sampled = torch.cat([pos, neg], dim=0)
+        labels, regression_targets = torch.cat(labels, dim=0), torch.cat(regression_targets, dim=0)
+        box_loss = (
+            F.smooth_l1_loss(pred_bbox_deltas[pos], regression_targets[pos], beta=self.box_loss_beta, reduction="sum")
+            / sampled.numel()
+        )
+        objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], labels[sampled])
+        return objectness_loss, box_loss
+
+
 def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
     """torchvision's RPN with its default matching (IoU 0.7 / 0.3, half positives) and the recipe's counts."""
     anchors = anchor_generator(cfg)
     head = RPNHead(channels, anchors.num_anchors_per_location()[0], cfg.get("rpn_conv_depth", 1))
-    rpn = RegionProposalNetwork(
+    rpn = ProposalNetwork(
         anchors,
         head,
         fg_iou_thresh=0.7,
@@ -123,6 +147,7 @@ def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
         pre_nms_top_n={"training": cfg["rpn_pre_nms_top_n_train"], "testing": cfg["rpn_pre_nms_top_n_test"]},
         post_nms_top_n={"training": cfg["rpn_post_nms_top_n_train"], "testing": cfg["rpn_post_nms_top_n_test"]},
         nms_thresh=cfg["rpn_nms_thresh"],
+        box_loss_beta=cfg.get("rpn_box_loss_beta", 1 / 9),
     )
     rpn.min_size = float(cfg.get("rpn_min_size", 1e-3))  # torchvision's attribute, fixed at 1e-3 there
     return rpn

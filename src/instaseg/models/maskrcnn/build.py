@@ -83,6 +83,7 @@ def build(recipe: dict, num_classes: int, download_backbone: bool = False, freez
         mask_roi_pool=parts["mask_roi_pool"],
         mask_head=parts["mask_head"],
         mask_predictor=MaskRCNNPredictor(parts["mask_channels"], cfg["mask_dim_reduced"], num_classes + 1),
+        box_loss_beta=float(cfg["box_loss_beta"]),
     )
     transform = resize_transform(recipe["input"]["min_size"], recipe["input"]["max_size"])
     return MaskRCNNDetector(transform, backbone, rpn, roi_heads)
