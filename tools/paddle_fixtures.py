@@ -193,26 +193,18 @@ def packed(masks: np.ndarray) -> dict:
 
 def reduced_mask_rtdetr(data: str, out: str) -> None:
     c = MASK_RTDETR_REDUCED
-    paddle, workspace = ppdet()
-    paddle.seed(SEED)
-    cfg = workspace.load_config(DETECTORS["mask_rtdetr_hgnetv2_l_6x_coco"])
-    cfg["PPHGNetV2"]["arch"] = "nano"
-    cfg["hidden_dim"], cfg["num_prototypes"], cfg["eval_size"] = c["hidden"], c["prototypes"], [c["size"]] * 2
-    enc = cfg["MaskHybridEncoder"]
-    enc.update(hidden_dim=c["hidden"], expansion=c["expansion"], mask_feat_channels=c["mask_feat"])
-    enc["encoder_layer"].update(d_model=c["hidden"], dim_feedforward=c["ffn"])
-    cfg["MaskRTDETR"].update(
-        num_queries=c["queries"],
-        num_decoder_layers=c["decoder_layers"],
-        nhead=c["heads"],
-        dim_feedforward=c["decoder_ffn"],
-        num_denoising=c["denoising"],
-        label_noise_ratio=0.0,
-    )  # no label flips: their draws have no shared stream
-    model = workspace.create(cfg.architecture)
-    model.eval()
-    spread(paddle, model, "mask_rtdetr")
-    state = {k: v.clone() for k, v in model.state_dict().items()}  # training updates the BatchNorm statistics
+
+    def edit(cfg) -> None:
+        cfg["PPHGNetV2"]["arch"] = "nano"
+        cfg["hidden_dim"], cfg["num_prototypes"], cfg["eval_size"] = c["hidden"], c["prototypes"], [c["size"]] * 2
+        enc = cfg["MaskHybridEncoder"]
+        enc.update(hidden_dim=c["hidden"], expansion=c["expansion"], mask_feat_channels=c["mask_feat"])
+        enc["encoder_layer"].update(d_model=c["hidden"], dim_feedforward=c["ffn"])
+        cfg["MaskRTDETR"].update(num_queries=c["queries"], num_decoder_layers=c["decoder_layers"], nhead=c["heads"],
+                                 dim_feedforward=c["decoder_ffn"], num_denoising=c["denoising"],
+                                 label_noise_ratio=0.0)  # no label flips: their draws have no shared stream
+
+    paddle, model, state = reference("mask_rtdetr_hgnetv2_l_6x_coco", edit, "mask_rtdetr")
     rgb = picture(data, c["size"])
     x = (rgb.astype(np.float32) / 255).transpose(2, 0, 1)[None]  # NormalizeImage mean 0, std 1, is_scale
     t = paddle.to_tensor
@@ -245,14 +237,7 @@ def reduced_mask_rtdetr(data: str, out: str) -> None:
 
 def reduced_ppyoloe(data: str, out: str) -> None:
     c = PPYOLOE_REDUCED
-    paddle, workspace = ppdet()
-    paddle.seed(SEED)
-    cfg = workspace.load_config(DETECTORS["ppyoloe_seg_s_80e_coco"])
-    cfg["width_mult"], cfg["eval_size"] = c["widen"], [c["size"]] * 2
-    model = workspace.create(cfg.architecture)
-    model.eval()
-    spread(paddle, model, "ppyoloe")
-    state = {k: v.clone() for k, v in model.state_dict().items()}  # training updates the BatchNorm statistics
+    paddle, model, state = reference("ppyoloe_seg_s_80e_coco", reduced_width, "ppyoloe")
     rgb = picture(data, c["size"])
     x = (rgb.astype(np.float32) / 255).transpose(2, 0, 1)[None]  # NormalizeImage mean 0, std 1, is_scale
     t = paddle.to_tensor
@@ -275,13 +260,25 @@ def reduced_ppyoloe(data: str, out: str) -> None:
 
 def reduced_objects365(out: str) -> None:
     """The reduced PP-YOLOE+ Objects365 detector (365 classes, no mask branch): the --weights imagenet start."""
+    paddle, _, state = reference("ppyoloe_plus_crn_s_60e_objects365", reduced_width, "ppyoloe")
+    paddle.save(state, os.path.join(out, "ppyoloe_seg_imagenet.pdparams"))
+
+
+def reduced_width(cfg) -> None:
+    cfg["width_mult"], cfg["eval_size"] = PPYOLOE_REDUCED["widen"], [PPYOLOE_REDUCED["size"]] * 2
+
+
+def reference(config: str, edit, head: str):
+    """(paddle, PaddleDetection's model of ``config`` as ``edit`` changes it, in eval mode with spread random
+    weights, those weights): taken before any training forward, which updates the BatchNorm statistics."""
     paddle, workspace = ppdet()
     paddle.seed(SEED)
-    cfg = workspace.load_config(DETECTORS["ppyoloe_plus_crn_s_60e_objects365"])
-    cfg["width_mult"], cfg["eval_size"] = PPYOLOE_REDUCED["widen"], [PPYOLOE_REDUCED["size"]] * 2
+    cfg = workspace.load_config(DETECTORS[config])
+    edit(cfg)
     model = workspace.create(cfg.architecture)
-    spread(paddle, model, "ppyoloe")
-    paddle.save(model.state_dict(), os.path.join(out, "ppyoloe_seg_imagenet.pdparams"))
+    model.eval()
+    spread(paddle, model, head)
+    return paddle, model, {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def losses(paddle, model, arch: str, x: np.ndarray, target: dict) -> dict:
@@ -300,12 +297,14 @@ def losses(paddle, model, arch: str, x: np.ndarray, target: dict) -> dict:
                       pad_gt_mask=[t(np.ones((len(target["labels"]), 1), np.float32))],
                       gt_segm=[t(target["masks"])])  # fmt: skip
     out = {f"target.{k}": v for k, v in target.items()}
-    if arch == "ppyoloe":  # as published: its mask loss assumes a 640 x 640 input (below)
-        out.update({f"loss_as_published.{k}": v for k, v in training_forward(paddle, model, inputs).items()})
+    if arch == "mask_rtdetr":
+        return {**out, **{f"loss.{k}": v for k, v in training_forward(paddle, model, inputs).items()}}
+    # as published, PPYOLOEInsHead.get_loss normalises the boxes of its mask loss by a hard-coded
+    # paddle.to_tensor([640, 640]); the reduced input is smaller: "loss" has that one tensor at the real size
+    out.update({f"loss_as_published.{k}": v for k, v in training_forward(paddle, model, inputs).items()})
     to_tensor = paddle.to_tensor
-    # PPYOLOEInsHead.get_loss normalises the boxes by a hard-coded paddle.to_tensor([640, 640]) (the published input
-    # size); the reduced input is smaller: that one tensor becomes the real size, nothing else changes
-    paddle.to_tensor = lambda data, *a, **k: to_tensor([h, w] if data == [640, 640] else data, *a, **k)
+    real_size = lambda data: [h, w] if isinstance(data, list) and data == [640, 640] else data  # noqa: E731
+    paddle.to_tensor = lambda data, *a, **k: to_tensor(real_size(data), *a, **k)
     try:
         out.update({f"loss.{k}": v for k, v in training_forward(paddle, model, inputs).items()})
     finally:
