@@ -18,6 +18,7 @@ EXPECTED = {
     "maskrcnn_x101_32x8d_fpn",
     "maskrcnn_r50vd_fpn",
     "maskrcnn_r101vd_fpn",
+    "maskrcnn_x101vd_fpn",
     "maskrcnn_resnest50_fpn",
     "maskrcnn_convnext_tiny_fpn",
     "maskrcnn_swin_tiny_fpn",
@@ -39,10 +40,11 @@ def test_shipped_recipes_are_complete_and_valid():
 
 
 def test_big_recipes_default_to_800x1333_and_pretrained():
-    for name in EXPECTED - {"maskrcnn_fast", "maskrcnn_mnv3_large_fpn"}:
+    for name in EXPECTED - {"maskrcnn_fast", "maskrcnn_mnv3_large_fpn", "maskrcnn_x101vd_fpn"}:
         recipe = load_recipe(name)
         assert recipe["input"] == {"min_size": 800, "max_size": 1333, "resize": "keep_ratio"}, name
         assert recipe["model"]["weights"] == "imagenet", name
+    assert load_recipe("maskrcnn_x101vd_fpn")["model"]["weights"] == "none"  # timm has no ImageNet weights for it
     fast = load_recipe("maskrcnn_fast")
     assert fast["model"]["weights"] == "none" and fast["model"]["norm"] == "bn"
     assert fast["input"]["max_size"] <= 320

@@ -210,8 +210,9 @@ def test_model_section_rules() -> None:
         load_recipe_with("model.backbone=hgnetv2_q")
     with pytest.raises(UserError, match="model.hidden_dim"):
         load_recipe_with("model.hidden_dim=60", "model.decoder_heads=8")
-    with pytest.raises(UserError, match="model.weights"):
-        load_recipe_with("model.weights=imagenet")
+    load_recipe_with("model.weights=imagenet")  # PaddleX's published starts exist for the published sizes
+    with pytest.raises(UserError, match="no ImageNet-pretrained PP-HGNetV2"):  # none for our own nano size
+        build_model(load_recipe_with(), 3, weights="imagenet")
 
 
 def load_recipe_with(*overrides: str) -> dict:

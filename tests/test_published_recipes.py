@@ -38,7 +38,7 @@ MASK_RTDETR_6X = {
     "train.mosaic": False, "train.mixup": False, "train.early_stop_patience": None,
     "model.weights": "imagenet", "model.norm": "frozen_bn", "eval.score_threshold": 0.0, "eval.max_dets": 100,
 }  # fmt: skip
-MASK_RTDETR_SETTINGS = {"resize interpolation", "batch resize", "input normalisation"}
+MASK_RTDETR_SETTINGS = {"resize interpolation", "batch resize"}
 
 # configs/mask_rcnn/_base_/optimizer_1x.yml (and cascade_rcnn/_base_/optimizer_1x.yml, which adds clip_grad_by_norm
 # 35.0): epoch 12; base_lr 0.01; PiecewiseDecay gamma 0.1 milestones [8, 11]; LinearWarmup start_factor 0.001 steps
@@ -132,6 +132,8 @@ PUBLISHED = {
                            {"resize interpolation"}),
     "maskrcnn_r101vd_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_r101_vd_fpn_1x_coco.yml", RCNN_1X, set(),
                             {"resize interpolation"}),
+    "maskrcnn_x101vd_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_x101_vd_64x4d_fpn_1x_coco.yml", RCNN_1X,
+                            {"model.weights"}, {"resize interpolation"}),
     "maskrcnn_r50_c4": (PADDLE, "configs/mask_rcnn/mask_rcnn_r50_1x_coco.yml", RCNN_1X, set(),
                         {"resize interpolation"}),
     "cascade_maskrcnn_r50_fpn": (PADDLE, "configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.yml",

@@ -310,15 +310,17 @@ class KeyMap:
     head, a data pre-processor's buffers: listed, not loaded). ``copy_of(name)``: the published tensor that ``name``
     is a stored copy of (checked equal, then dropped), or None. ``adapt(our_name, tensor)``: the tensor as our module
     holds it (a channel order flipped, a matrix transposed). ``prepare(state)``: the whole published state rewritten
-    first, where tensors must be merged or split. ``scope``: the prefix of our names the file must fill (empty: the
-    whole model; ``"backbone."`` for an ImageNet backbone).
+    first, where tensors must be merged or split. ``scope``: the prefix (or prefixes) of our names the file must
+    fill (empty: the whole model; ``"backbone."`` for an ImageNet backbone). ``keep``: endings of our names that
+    the file does not hold (a training counter, a parameter its model did not have), kept as the model was built.
     """
 
     rename: Callable[[str], str | None]
     copy_of: Callable[[str], str | None] = _no_copy
     adapt: Callable[[str, torch.Tensor], torch.Tensor] = _unchanged
     prepare: Callable[[dict], dict] | None = None
-    scope: str = ""
+    scope: str | tuple[str, ...] = ""
+    keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

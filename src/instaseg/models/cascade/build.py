@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
 
 from instaseg.models.cascade.heads import CascadeRoIHeads, CascadeStage
 from instaseg.models.cascade.model import CascadeMaskRCNN
 from instaseg.models.cascade.recipe import DEFAULTS
 from instaseg.models.common.backbones import build_fpn_backbone
-from instaseg.models.common.rcnn import build_rpn
+from instaseg.models.common.rcnn import build_rpn, roi_pooler
 from instaseg.models.detector import resize_transform
 
 
@@ -20,12 +19,12 @@ def _roi_heads(cfg: dict, channels: int, names: list[str], num_classes: int, eva
     stages = [CascadeStage(channels * 7 * 7, width, num_classes) for _ in cfg["stage_iou_thresholds"]]
     layers = cfg["mask_head_layers"]
     return CascadeRoIHeads(
-        box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+        box_roi_pool=roi_pooler(cfg, names, 7),
         stages=nn.ModuleList(stages),
         iou_thresholds=[float(t) for t in cfg["stage_iou_thresholds"]],
         box_weights=[tuple(float(v) for v in w) for w in cfg["stage_box_weights"]],
         loss_weights=[float(w) for w in cfg["stage_loss_weights"]],
-        mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+        mask_roi_pool=roi_pooler(cfg, names, 14),
         mask_head=MaskRCNNHeads(channels, layers, 1),
         mask_predictor=MaskRCNNPredictor(layers[-1] if layers else channels, cfg["mask_dim_reduced"], num_classes + 1),
         batch_size_per_image=cfg["box_batch_size_per_image"],

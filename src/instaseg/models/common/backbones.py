@@ -52,6 +52,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet18_slim": BackboneSpec("timm", "resnet18", "", timm_kwargs=(("channels", (32, 64, 128, 256)),)),
     "resnet50d": BackboneSpec("timm", "resnet50d", "ra2_in1k"),
     "resnet101d": BackboneSpec("timm", "resnet101d", "ra2_in1k"),
+    # ResNeXt-101 64x4d with ResNet-D's deep stem and average-pool shortcuts (PaddleClas' ResNeXt101_vd_64x4d, the
+    # backbone of PaddleDetection's mask_rcnn_x101_vd_64x4d_fpn): timm's resnet101d at 64 groups of width 4. timm
+    # publishes no ImageNet weights for it.
+    "resnext101_64x4d_vd": BackboneSpec("timm", "resnet101d", "", timm_kwargs=(("cardinality", 64), ("base_width", 4))),
     "resnest50d": BackboneSpec("timm", "resnest50d", "in1k"),
     "convnext_tiny": BackboneSpec("timm", "convnext_tiny", "fb_in1k", out_indices=(0, 1, 2, 3)),
     # Swin is built for 224 px; dynamic_img_size pads each stage to whole windows and builds the shifted-window

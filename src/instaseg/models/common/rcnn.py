@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
@@ -17,7 +18,15 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from instaseg.models.common.backbones import check_backbone_and_norm
 from instaseg.models.common.rcnn_export import tracing_functions
-from instaseg.models.common.rules import Bad, check_fpn_levels, check_fraction, check_positive_ints
+from instaseg.models.common.rcnn_ops import CellAnchorGenerator, RoIPooler
+from instaseg.models.common.rules import (
+    Bad,
+    check_choice,
+    check_fpn_levels,
+    check_fraction,
+    check_non_negative,
+    check_positive_ints,
+)
 from instaseg.models.detector import Detector, InputSpec, RawOutput
 
 # The model keys every R-CNN recipe has, with torchvision's maskrcnn_resnet50_fpn values (so the defaults are that
@@ -45,6 +54,14 @@ RCNN_DEFAULTS: dict[str, Any] = {
     "box_nms_thresh": 0.5,
     "mask_head_layers": [256, 256, 256, 256],
     "mask_dim_reduced": 256,
+    # Conventions that differ between publishers; the defaults are torchvision's (its COCO weights load by name).
+    # PaddleDetection's weights want: anchors exact, roi_align_aligned true (its configs; see rcnn_ops),
+    # roi_sampling_ratio 0, rpn_min_size 1, rpn_box_loss_beta 0 (L1)
+    "anchors": "torchvision",  # torchvision (rounded cell anchors, strides from the padded size) | exact
+    "roi_align_aligned": False,  # RoIAlign samples half a pixel shifted (Detectron2's ROIAlignV2)
+    "roi_sampling_ratio": None,  # RoIAlign points per bin side; 0 adapts to the RoI; null: 2 (FPN) or 0 (C4)
+    "rpn_min_size": 0.001,  # proposals narrower or lower than this (input pixels) are dropped before NMS
+    "rpn_box_loss_beta": 1 / 9,  # smooth-L1 beta of the RPN's box loss; 0 is an L1 loss
 }
 
 # proposals kept before the box head, as multiples of the detections per image (eval.max_dets): a crowded image
@@ -71,20 +88,56 @@ def check_rcnn_section(cfg: dict, bad: Bad) -> None:
     if len(cfg["anchor_sizes"]) != n or not all(isinstance(s, list) and s for s in cfg["anchor_sizes"]):
         raise bad("anchor_sizes", f"must hold one non-empty list per RPN feature map ({n}: levels + extra_pool)")
     check_fraction(cfg, bad, ("box_positive_fraction", "box_nms_thresh", "rpn_nms_thresh"))
-    check_positive_ints(cfg, bad)
+    check_positive_ints(cfg, bad, except_keys=("frozen_stages", "roi_sampling_ratio"))
+    check_non_negative(cfg, bad, ("rpn_min_size", "rpn_box_loss_beta"))
+    check_choice(cfg, bad, "anchors", ("torchvision", "exact"))
+    ratio = cfg["roi_sampling_ratio"]
+    if ratio is not None and not (isinstance(ratio, int) and not isinstance(ratio, bool) and ratio >= 0):
+        raise bad("roi_sampling_ratio", "must be a non-negative integer (0: adaptive) or null")
 
 
 def anchor_generator(cfg: dict) -> AnchorGenerator:
     ratios = tuple(float(r) for r in cfg["aspect_ratios"])
     sizes = tuple(tuple(int(s) for s in level) for level in cfg["anchor_sizes"])
-    return AnchorGenerator(sizes, (ratios,) * rpn_levels(cfg))
+    return CellAnchorGenerator(sizes, (ratios,) * rpn_levels(cfg), cfg.get("anchors", "torchvision") == "exact")
+
+
+def roi_pooler(cfg: dict, names: list[str], output_size: int) -> RoIPooler:
+    """The RoIAlign pooler of a model section: ``roi_sampling_ratio`` (null: 2 with an FPN, as torchvision's
+    Mask R-CNN; 0, adaptive, on the single C4 map, as Detectron2's) and ``roi_align_aligned``."""
+    ratio = cfg.get("roi_sampling_ratio")
+    if ratio is None:
+        ratio = 2 if cfg.get("fpn", True) else 0
+    return RoIPooler(names, output_size, int(ratio), bool(cfg.get("roi_align_aligned", False)))
+
+
+class ProposalNetwork(RegionProposalNetwork):
+    """torchvision's RPN (same modules and names) with the smooth-L1 beta of its box loss a setting (torchvision
+    fixes it at 1/9; PaddleDetection and mmdetection use an L1 loss, beta 0)."""
+
+    def __init__(self, *args, box_loss_beta: float = 1 / 9, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.box_loss_beta = float(box_loss_beta)
+
+    def compute_loss(self, objectness, pred_bbox_deltas, labels, regression_targets):
+        pos, neg = self.fg_bg_sampler(labels)
+        pos = torch.where(torch.cat(pos, dim=0))[0]
+        neg = torch.where(torch.cat(neg, dim=0))[0]
+        sampled = torch.cat([pos, neg], dim=0)
+        labels, regression_targets = torch.cat(labels, dim=0), torch.cat(regression_targets, dim=0)
+        box_loss = (
+            F.smooth_l1_loss(pred_bbox_deltas[pos], regression_targets[pos], beta=self.box_loss_beta, reduction="sum")
+            / sampled.numel()
+        )
+        objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], labels[sampled])
+        return objectness_loss, box_loss
 
 
 def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
     """torchvision's RPN with its default matching (IoU 0.7 / 0.3, half positives) and the recipe's counts."""
     anchors = anchor_generator(cfg)
     head = RPNHead(channels, anchors.num_anchors_per_location()[0], cfg.get("rpn_conv_depth", 1))
-    return RegionProposalNetwork(
+    rpn = ProposalNetwork(
         anchors,
         head,
         fg_iou_thresh=0.7,
@@ -94,7 +147,10 @@ def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
         pre_nms_top_n={"training": cfg["rpn_pre_nms_top_n_train"], "testing": cfg["rpn_pre_nms_top_n_test"]},
         post_nms_top_n={"training": cfg["rpn_post_nms_top_n_train"], "testing": cfg["rpn_post_nms_top_n_test"]},
         nms_thresh=cfg["rpn_nms_thresh"],
+        box_loss_beta=cfg.get("rpn_box_loss_beta", 1 / 9),
     )
+    rpn.min_size = float(cfg.get("rpn_min_size", 1e-3))  # torchvision's attribute, fixed at 1e-3 there
+    return rpn
 
 
 def busy_mask_logits(mask_predictor: nn.Module) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from instaseg.models.detector import Architecture
 from instaseg.models.mask_rtdetr.build import build
+from instaseg.models.mask_rtdetr.published import PUBLISHED
 from instaseg.models.mask_rtdetr.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 
 __all__ = ["ARCHITECTURE"]
@@ -26,4 +27,5 @@ ARCHITECTURE = Architecture(
         "model.num_sample_points=576",
     ),
     recipe_defaults=RECIPE_DEFAULTS,
+    published=PUBLISHED,
 )

@@ -17,7 +17,7 @@ def detect_single(
     image_size: tuple,  # (h, w) inside the padded input: Python ints or traced 0-d tensors
     cfg: dict,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(boxes [N,4] clipped to the image, scores [N], labels [N] 1..K, mask probabilities [N,H/4,W/4])."""
+    """(boxes [N,4] clipped to the image, scores [N], labels [N] 1..K, mask logits [N,H/4,W/4])."""
     num_classes = logits.shape[1]
     scores = logits.sigmoid()
     k = min(int(cfg["max_dets"]), scores.numel())
@@ -27,4 +27,4 @@ def detect_single(
     query = torch.div(top, num_classes, rounding_mode="floor")
     labels = top - query * num_classes + 1
     out_boxes = clip_boxes(cxcywh_to_xyxy(boxes[query]) * scale, image_size[0], image_size[1])
-    return out_boxes, top_scores, labels, masks[query].sigmoid()
+    return out_boxes, top_scores, labels, masks[query]

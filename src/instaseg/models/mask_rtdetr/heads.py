@@ -62,7 +62,8 @@ class Predictions:
 
 def make_anchors(shapes: list[tuple[int, int]], device: torch.device, eps: float = 0.01, size: float = 0.05):
     """(anchors before the sigmoid [1,A,4], valid [1,A,1]): one per token, centred on its cell, 0.05 x 2^level
-    wide; those too close to the border are invalid (their logit would be inf)."""
+    wide; those too close to the border are invalid and +inf (as published: a selected border token's encoder
+    box is then (1, 1, 1, 1), which the encoder's set loss sees, and takes no gradient)."""
     anchors = []
     for level, (h, w) in enumerate(shapes):
         ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
@@ -72,7 +73,8 @@ def make_anchors(shapes: list[tuple[int, int]], device: torch.device, eps: float
         anchors.append(torch.cat([xy, torch.full_like(xy, size * 2.0**level)], dim=-1))
     anchors = torch.cat(anchors)[None]
     valid = ((anchors > eps) & (anchors < 1 - eps)).all(-1, keepdim=True)
-    return torch.log(anchors / (1 - anchors)), valid
+    logits = torch.log(anchors / (1 - anchors))
+    return torch.where(valid, logits, torch.full_like(logits, float("inf"))), valid
 
 
 def masks_to_boxes_normalised(masks: torch.Tensor) -> torch.Tensor:
@@ -93,14 +95,15 @@ def masks_to_boxes_normalised(masks: torch.Tensor) -> torch.Tensor:
 
 
 class MaskTransformer(nn.Module):
-    """Fused levels and prototypes -> per-layer predictions (training) or the last layer's (inference)."""
+    """Fused levels and prototypes -> per-layer predictions (training) or the last layer's (inference).
+    ``in_dim``: the encoder's width, projected to the decoder's ``dim`` per level."""
 
-    def __init__(self, num_classes: int, dim: int, levels: int, num_queries: int, layers: int, heads: int,
-                 ffn: int, points: int, prototypes: int, mask_enhanced: bool = True):  # fmt: skip
+    def __init__(self, num_classes: int, in_dim: int, dim: int, levels: int, num_queries: int, layers: int,
+                 heads: int, ffn: int, points: int, prototypes: int, mask_enhanced: bool = True):  # fmt: skip
         super().__init__()
         self.num_queries, self.mask_enhanced = num_queries, mask_enhanced
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(levels)
+            nn.Sequential(nn.Conv2d(in_dim, dim, 1, bias=False), nn.BatchNorm2d(dim)) for _ in range(levels)
         )
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, ffn, levels, points) for _ in range(layers))
         self.denoising_class_embed = nn.Embedding(num_classes, dim)

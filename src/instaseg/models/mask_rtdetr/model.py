@@ -1,10 +1,15 @@
 """Mask-RT-DETR on the detector contract: ``model(images, targets) -> losses`` in training, ``model(images) ->
 [{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation (torchvision's
 convention), and ``raw_forward`` for instaseg's predictor and export: no NMS, the best ``eval.max_dets``
-(query, class) pairs, masks as probabilities over the padded input at stride 4 (``mask_stride``).
+(query, class) pairs, masks as logits over the padded input at stride 4 (``mask_stride``).
 
-Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet mean/std on [0, 1] RGB, resize by the recipe
-rule, zero padding to a multiple of 32), the `InputSpec` every architecture shares. Boxes inside the network are
+Post-processing resamples each mask's logits over the whole picture and keeps the pixels above the threshold, as
+PaddleDetection's DETRPostProcess does (``mask_logits``; ``mask_box_crop`` False: a query's mask is its own, not cut
+to its box, which the set loss never taught it to respect).
+
+Pre-processing is torchvision's GeneralizedRCNNTransform with the published normalisation (RGB pixels / 255, no
+mean or std: PaddleDetection's NormalizeImage with norm_type none), resize by the recipe rule, zero padding to a
+multiple of 32: the `InputSpec` every architecture shares. Boxes inside the network are
 (cx, cy, w, h) normalised to the padded batch.
 """
 
@@ -27,6 +32,8 @@ MASK_STRIDE = 4
 
 class MaskRTDETR(TransformDetector):
     mask_stride = MASK_STRIDE
+    mask_logits = True
+    mask_box_crop = False
     quantization = QuantizationSettings(
         float_computed_products=True,
         preset="mixed",
@@ -42,7 +49,8 @@ class MaskRTDETR(TransformDetector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg, self.num_classes = dict(cfg), dict(test_cfg), num_classes
-        self.transform = resize_transform(min_size, max_size)
+        # pixels / 255 and nothing else, as the published weights were trained
+        self.transform = resize_transform(min_size, max_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         dim = int(cfg["hidden_dim"])
         self.backbone = HGNetV2(cfg["arch"], frozen_norm=cfg["norm"] == "frozen_bn")
         self.encoder = MaskHybridEncoder(
@@ -51,9 +59,9 @@ class MaskRTDETR(TransformDetector):
             tuple(cfg["mask_feat_channels"]), int(cfg["num_prototypes"]),
         )  # fmt: skip
         self.transformer = MaskTransformer(
-            num_classes, dim, 3, int(cfg["num_queries"]), int(cfg["decoder_layers"]), int(cfg["decoder_heads"]),
-            int(cfg["decoder_ffn"]), int(cfg["decoder_points"]), int(cfg["num_prototypes"]),
-            bool(cfg["mask_enhanced"]),
+            num_classes, dim, int(cfg["decoder_dim"]), 3, int(cfg["num_queries"]), int(cfg["decoder_layers"]),
+            int(cfg["decoder_heads"]), int(cfg["decoder_ffn"]), int(cfg["decoder_points"]),
+            int(cfg["num_prototypes"]), bool(cfg["mask_enhanced"]),
         )  # fmt: skip
         weights = {k: float(cfg[f"loss_{k}_weight"]) for k in LOSS_TERMS}
         matcher = HungarianMatcher(weights, int(cfg["num_sample_points"]))

@@ -54,13 +54,19 @@ class EncoderLayer(nn.Module):
 
 
 def sincos_position_embedding(h: int, w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """[1, h*w, dim] fixed 2-D sine-cosine embedding, row-major like a flattened feature map."""
+    """[1, h*w, dim] fixed 2-D sine-cosine embedding, row-major like a flattened feature map: [sin, cos] of the
+    row, then [sin, cos] of the column.
+
+    Row first is what the published weights learned: PaddleDetection builds the embedding from
+    ``meshgrid(arange(w), arange(h))`` flattened, which on the square maps it trains and evaluates on (640 x 640
+    stretched inputs) puts the row index in the first half. On non-square maps its flattening no longer follows
+    the feature map's order; ours keeps the geometry (row, column) there and is identical on square maps."""
     gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     quarter = dim // 4
     omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)
-    out_w = gx.reshape(-1, 1) * omega[None]
-    out_h = gy.reshape(-1, 1) * omega[None]
-    return torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)[None]
+    out_row = gy.reshape(-1, 1) * omega[None]
+    out_col = gx.reshape(-1, 1) * omega[None]
+    return torch.cat([out_row.sin(), out_row.cos(), out_col.sin(), out_col.cos()], dim=1)[None]
 
 
 class MaskFeatFPN(nn.Module):

@@ -20,27 +20,31 @@ from instaseg.models.common.rules import (
 )
 from instaseg.models.mask_rtdetr.backbone import ARCHS
 
-# size -> backbone arch, hidden dim, encoder level (0..2: stride 8..32), encoder layers, encoder ffn, CSP
-# expansion, mask feature channels, prototypes; as PaddleDetection's configs/mask_rtdetr/*.yml set them
-SIZES: dict[str, tuple[str, int, int, int, int, float, list[int], int]] = {
-    "hgnetv2_nano": ("nano", 64, 2, 1, 128, 0.5, [32, 32], 32),
-    "hgnetv2_s": ("S", 256, 1, 1, 1024, 0.5, [64, 32], 128),
-    "hgnetv2_m": ("M", 256, 1, 1, 1024, 0.5, [64, 64], 128),
-    "hgnetv2_l": ("L", 256, 2, 1, 1024, 1.0, [64, 64], 32),
-    "hgnetv2_x": ("X", 384, 2, 1, 2048, 1.0, [128, 128], 128),
-    "hgnetv2_h": ("H", 512, 2, 2, 2048, 1.0, [256, 128], 128),
+# size -> backbone arch, encoder width, decoder width, encoder level (0..2: stride 8..32), encoder layers, encoder
+# ffn, CSP expansion, mask feature channels, prototypes; as PaddleDetection's configs/mask_rtdetr/*.yml (and
+# PaddleX's Mask-RT-DETR-*.yaml, whose model sections are the same) set them. X and H widen the hybrid encoder
+# (384, 512) but keep the transformer decoder at the global hidden_dim 256, which projects the encoder's levels
+# down to 256 first.
+SIZES: dict[str, tuple[str, int, int, int, int, int, float, list[int], int]] = {
+    "hgnetv2_nano": ("nano", 64, 64, 2, 1, 128, 0.5, [32, 32], 32),
+    "hgnetv2_s": ("S", 256, 256, 1, 1, 1024, 0.5, [64, 32], 128),
+    "hgnetv2_m": ("M", 256, 256, 1, 1, 1024, 0.5, [64, 64], 128),
+    "hgnetv2_l": ("L", 256, 256, 2, 1, 1024, 1.0, [64, 64], 32),
+    "hgnetv2_x": ("X", 384, 256, 2, 1, 2048, 1.0, [128, 128], 128),
+    "hgnetv2_h": ("H", 512, 256, 2, 2, 2048, 1.0, [256, 128], 128),
 }
-PRESET_KEYS = ("arch", "hidden_dim", "encoder_level", "encoder_layers", "encoder_ffn", "expansion",
+PRESET_KEYS = ("arch", "hidden_dim", "decoder_dim", "encoder_level", "encoder_layers", "encoder_ffn", "expansion",
                "mask_feat_channels", "num_prototypes")  # fmt: skip
 
 DEFAULTS: dict[str, Any] = {
     "architecture": "mask_rtdetr",
     "backbone": "hgnetv2_l",
-    "weights": "none",  # none | PATH
+    "weights": "none",  # none | imagenet (PP-HGNetV2) | coco | a published name | PATH
     "coco_weights": None,
     "norm": "frozen_bn",  # backbone BatchNorm: frozen_bn (pretrained, as published) | bn (from scratch)
     "arch": None,  # null: from the backbone size
-    "hidden_dim": None,
+    "hidden_dim": None,  # the hybrid encoder's width
+    "decoder_dim": None,  # the transformer decoder's width (queries, heads, prototype coefficients)
     "encoder_level": None,  # which of the strides 8, 16, 32 gets self-attention
     "encoder_layers": None,
     "encoder_ffn": None,
@@ -74,12 +78,13 @@ def resolved_model_section(cfg: dict) -> dict:
 
 
 LOSS_TERMS = ("class", "bbox", "giou", "mask", "dice")
-# no PP-HGNetV2 ImageNet weights are fetched
-DOWNLOADS: tuple[str, ...] = ()
+# PaddleX's COCO models and the PP-HGNetV2 ImageNet backbones of the published configs (published.py)
+DOWNLOADS: tuple[str, ...] = ("imagenet", "coco")
 
 
 def _check_sizes(cfg: dict, bad) -> None:
-    check_positive(cfg, bad, ("hidden_dim", "encoder_ffn", "num_prototypes"), integer=True, nullable=True)
+    sizes = ("hidden_dim", "decoder_dim", "encoder_ffn", "num_prototypes")
+    check_positive(cfg, bad, sizes, integer=True, nullable=True)
     check_positive(cfg, bad, ("csp_blocks", "num_queries", "decoder_layers", "decoder_heads", "decoder_ffn",
                               "decoder_points", "num_sample_points"), integer=True)  # fmt: skip
     for key in ("encoder_layers", "num_denoising"):
@@ -92,9 +97,11 @@ def _check_sizes(cfg: dict, bad) -> None:
     feat = cfg["mask_feat_channels"]
     if feat is not None and not (isinstance(feat, list) and len(feat) == 2 and all(is_positive_int(c) for c in feat)):
         raise bad("mask_feat_channels", "must be [inner, output] positive channel counts or null")
-    dim = resolved_model_section(cfg)["hidden_dim"]
-    if dim % cfg["decoder_heads"] or dim % 8 or dim % 4:
-        raise bad("hidden_dim", f"must be a multiple of 8 and of model.decoder_heads ({cfg['decoder_heads']})")
+    resolved = resolved_model_section(cfg)
+    if resolved["hidden_dim"] % 8:  # the encoder's 8 heads and the 4 sine-cosine quarters
+        raise bad("hidden_dim", "must be a multiple of 8")
+    if resolved["decoder_dim"] % cfg["decoder_heads"]:
+        raise bad("decoder_dim", f"must be a multiple of model.decoder_heads ({cfg['decoder_heads']})")
 
 
 def validate(cfg: dict, source: str | None = None) -> None:
@@ -146,14 +153,12 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {"score_threshold": 0.0, "max_dets": 100},  # DETRPostProcess: the 100 best queries, no score cut
     "published": {
         "differences": {
-            "model.weights": "no PP-HGNetV2 ImageNet (SSLD) weights are fetched here: training starts from scratch, "
-            "with trainable BatchNorm (the published frozen BatchNorm normalises nothing on random weights)",
+            "model.weights": "the recipe starts from random weights unless asked: --weights imagenet loads the "
+            "published start (PP-HGNetV2 SSLD ImageNet weights), --weights coco PaddleX's COCO model",
             "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
             "exported backend (the reference evaluates with bicubic and trains with a random one of five)",
             "batch resize": "samples are stretched to 640 in the data workers, then each batch to its drawn size: "
             "two resamplings where the reference makes one (a batch's size is unknown while its samples load)",
-            "input normalisation": "the model package's own (ImageNet mean/std on [0, 1] pixels), where the reference "
-            "feeds pixels / 255",
         }
     },
 }

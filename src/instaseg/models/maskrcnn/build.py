@@ -16,10 +16,9 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
 
 from instaseg.models.common.backbones import build_c4_backbone, build_fpn_backbone
-from instaseg.models.common.rcnn import build_rpn
+from instaseg.models.common.rcnn import build_rpn, roi_pooler
 from instaseg.models.detector import resize_transform
 from instaseg.models.maskrcnn.heads import MaskRoIHeads, Res5BoxHead
 from instaseg.models.maskrcnn.model import MaskRCNNDetector
@@ -37,10 +36,10 @@ def _fpn_parts(cfg: dict, download: bool, freeze: bool) -> dict[str, nn.Module]:
     layers = cfg["mask_head_layers"]
     return {
         "backbone": backbone,
-        "box_roi_pool": MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+        "box_roi_pool": roi_pooler(cfg, names, 7),
         "box_head": box_head,
         "box_channels": cfg["representation_size"],
-        "mask_roi_pool": MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+        "mask_roi_pool": roi_pooler(cfg, names, 14),
         "mask_head": MaskRCNNHeads(ch, layers, 1, norm_layer=head_norm),
         "mask_channels": layers[-1] if layers else ch,
     }
@@ -52,11 +51,10 @@ def _c4_parts(cfg: dict, download: bool, freeze: bool) -> dict[str, nn.Module]:
     res5_channels = res5[-1].conv3.out_channels
     return {
         "backbone": backbone,
-        # sampling_ratio=0 (adaptive) as Detectron2's C4 pooler
-        "box_roi_pool": MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0),
+        "box_roi_pool": roi_pooler(cfg, ["0"], 14),
         "box_head": Res5BoxHead(res5),
         "box_channels": res5_channels,
-        "mask_roi_pool": MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0),
+        "mask_roi_pool": roi_pooler(cfg, ["0"], 14),
         "mask_head": res5,  # the same module: weights shared with the box head
         "mask_channels": res5_channels,
     }
@@ -85,6 +83,7 @@ def build(recipe: dict, num_classes: int, download_backbone: bool = False, freez
         mask_roi_pool=parts["mask_roi_pool"],
         mask_head=parts["mask_head"],
         mask_predictor=MaskRCNNPredictor(parts["mask_channels"], cfg["mask_dim_reduced"], num_classes + 1),
+        box_loss_beta=float(cfg["box_loss_beta"]),
     )
     transform = resize_transform(recipe["input"]["min_size"], recipe["input"]["max_size"])
     return MaskRCNNDetector(transform, backbone, rpn, roi_heads)

@@ -14,7 +14,7 @@ from torch import nn
 from instaseg.errors import UserError
 from instaseg.models.common.rcnn import RCNN_DEFAULTS, check_rcnn_section
 from instaseg.models.common.rcnn_recipe import RCNN_1X, RCNN_1X_DIFFERENCES
-from instaseg.models.common.rules import check_choice, check_weights, key_error
+from instaseg.models.common.rules import check_choice, check_non_negative, check_weights, key_error
 
 DEFAULTS: dict[str, Any] = {
     "architecture": "maskrcnn",
@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "box_head": "mlp",  # mlp (two fc layers) | conv (conv_layers then one fc, torchvision's v2)
     "box_conv_layers": [256, 256, 256, 256],  # for box_head: conv
     "head_norm": None,  # None | bn: normalisation in the conv box head and the mask head
+    "box_loss_beta": 1 / 9,  # smooth-L1 beta of the box head's loss (torchvision); 0 is PaddleDetection's L1 loss
 }
 DOWNLOADS = ("imagenet", "coco")
 
@@ -45,6 +46,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     for key in ("fpn_norm", "head_norm"):
         norm_layer(cfg[key], key)
     check_choice(cfg, bad, "box_head", ("mlp", "conv"))
+    check_non_negative(cfg, bad, ("box_loss_beta",))
     if not cfg["fpn"] and cfg["box_head"] != "mlp":
         raise bad("box_head", "is the res5 stage in the C4 design; leave it at mlp")
     check_weights(cfg, bad, DOWNLOADS, "maskrcnn")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from instaseg.models.detector import Architecture
 from instaseg.models.ppyoloe_seg.build import build
+from instaseg.models.ppyoloe_seg.published import PUBLISHED
 from instaseg.models.ppyoloe_seg.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 
 __all__ = ["ARCHITECTURE"]
@@ -19,6 +20,7 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate,
     small_recipe="ppyoloe_seg_fast",
-    candidate_keys={"nms_pre": 2.0},  # boxes into NMS, as a multiple of eval.max_dets
+    candidate_keys={"nms_pre": 2.0},  # boxes of a class into NMS, as a multiple of eval.max_dets
     recipe_defaults=RECIPE_DEFAULTS,
+    published=PUBLISHED,
 )

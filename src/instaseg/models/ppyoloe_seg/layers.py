@@ -14,8 +14,10 @@ from torch import nn
 
 from instaseg.models.common.layers import ConvNormAct
 
-# conv-BN-SiLU (act=False: no activation), BatchNorm eps 1e-3 and momentum 0.03 as RTMDet's
-ConvBNAct = partial(ConvNormAct, norm=partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03))
+# conv-BN-SiLU (act=False: no activation) with PaddleDetection's BatchNorm2D defaults: eps 1e-5 and momentum 0.9
+# in Paddle's convention (the weight of the running statistics), 0.1 in PyTorch's (the weight of the new batch).
+# The published weights' running statistics were accumulated, and are applied, with these.
+ConvBNAct = partial(ConvNormAct, norm=partial(nn.BatchNorm2d, eps=1e-5, momentum=0.1))
 
 
 class RepVGGUnit(nn.Module):

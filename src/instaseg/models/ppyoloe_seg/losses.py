@@ -23,8 +23,13 @@ def distribution_focal_loss(logits: torch.Tensor, distances: torch.Tensor, reg_m
     return loss.reshape(-1, 4).mean(1)
 
 
-def cropped_mask_bce(logits: torch.Tensor, targets: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
-    """Per instance [N]: mean BCE of mask logits [N,h,w] against targets over the pixels of ``crop`` [N,h,w] (its
-    box): a mask is judged inside its box only, and a small object's few pixels weigh as much as a large one's."""
+def cropped_mask_bce(
+    logits: torch.Tensor, targets: torch.Tensor, crop: torch.Tensor, area: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per instance [N]: BCE of mask logits [N,h,w] against targets summed over the pixels of ``crop`` [N,h,w]
+    (its box) and divided by ``area`` [N], the box's area in pixels of this map (default: the crop's pixel
+    count): a mask is judged inside its box only, and a small object's few pixels weigh as much as a large
+    one's."""
     bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
-    return (bce * crop).sum((1, 2)) / crop.sum((1, 2)).clamp(min=1)
+    norm = crop.sum((1, 2)).clamp(min=1) if area is None else area.clamp(min=1e-6)
+    return (bce * crop).sum((1, 2)) / norm

@@ -22,7 +22,7 @@ from instaseg.models.detector import QuantizationSettings, RawOutput, TransformD
 from instaseg.models.ppyoloe_seg.assigner import ATSSAssigner, TaskAlignedAssigner
 from instaseg.models.ppyoloe_seg.backbone import CSPResNet, scaled_channels, scaled_depth
 from instaseg.models.ppyoloe_seg.decode import detect_single
-from instaseg.models.ppyoloe_seg.heads import PROTOTYPE_STRIDE, ETHead, anchor_points, crop_to_boxes
+from instaseg.models.ppyoloe_seg.heads import PROTOTYPE_STRIDE, ETHead, anchor_points
 from instaseg.models.ppyoloe_seg.losses import cropped_mask_bce, distribution_focal_loss
 from instaseg.models.ppyoloe_seg.neck import CustomCSPPAN
 
@@ -142,14 +142,23 @@ class PPYOLOESeg(TransformDetector):
         return torch.cat([xy - gt_boxes[:, :2], gt_boxes[:, 2:] - xy], dim=1) / stride
 
     def _mask_targets(self, masks: torch.Tensor, padded: tuple[int, int]) -> torch.Tensor:
-        """Object masks at the prototype stride: the centre pixel of each stride x stride cell of the padded input
-        (the published nearest-neighbour downsampling)."""
+        """Object masks at the prototype stride: the top-left pixel of each stride x stride cell of the padded
+        input, as PaddleDetection downsamples them (Paddle's nearest interpolation takes pixel floor(i * stride)).
+        The published weights learned their prototypes against these targets."""
         s = self.mask_stride
-        return pad_masks(masks, padded)[:, s // 2 :: s, s // 2 :: s]
+        return pad_masks(masks, padded)[:, ::s, ::s]
 
     def _mask_loss(self, protos, coefficients, gt_masks, gt_boxes) -> torch.Tensor:
-        """Summed per-instance BCE at the prototype stride, inside each object's box."""
+        """Summed per-instance BCE at the prototype stride over the cells whose top-left corner lies in the
+        object's box, divided by the box's area in cells: PaddleDetection's crop_mask on the box / stride and its
+        mean over the map divided by the box's share of the (640 x 640) input, which are the same there."""
         m, h, w = protos.shape
         logits = (coefficients @ protos.reshape(m, h * w)).reshape(-1, h, w)
-        crop = crop_to_boxes(torch.ones_like(logits), gt_boxes, self.mask_stride)
-        return cropped_mask_bce(logits, gt_masks, crop).sum()
+        s = self.mask_stride
+        xs = torch.arange(w, device=logits.device, dtype=gt_boxes.dtype) * s
+        ys = torch.arange(h, device=logits.device, dtype=gt_boxes.dtype) * s
+        inside_x = (xs[None] >= gt_boxes[:, 0:1]) & (xs[None] < gt_boxes[:, 2:3])
+        inside_y = (ys[None] >= gt_boxes[:, 1:2]) & (ys[None] < gt_boxes[:, 3:4])
+        crop = (inside_y[:, :, None] & inside_x[:, None, :]).to(logits.dtype)
+        area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1]) / s**2
+        return cropped_mask_bce(logits, gt_masks, crop, area).sum()

@@ -30,7 +30,7 @@ SIZES: dict[str, tuple[float, float]] = {
 DEFAULTS: dict[str, Any] = {
     "architecture": "ppyoloe_seg",
     "backbone": "cspresnet_s",
-    "weights": "none",  # none | PATH
+    "weights": "none",  # none | imagenet (the published Objects365 start) | coco | a published name | PATH
     "frozen_stages": 1,  # stem + this many backbone stages get no gradient when starting from a weights PATH
     "coco_weights": None,
     "deepen": None,  # null: from the backbone size
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "loss_iou_weight": 2.5,  # GIoU
     "loss_dfl_weight": 0.5,  # distribution focal
     "loss_mask_weight": 2.5,  # BCE; the published head weighs it with the IoU weight
-    "nms_pre": 1000,
+    "nms_pre": 1000,  # candidates per class into NMS (PaddleDetection's nms_top_k)
     "nms_iou": 0.7,
 }
 
@@ -95,7 +95,8 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {"score_threshold": 0.01, "max_dets": 300},  # MultiClassNMS score_threshold 0.01, keep_top_k 300
     "published": {
         "differences": {
-            "model.weights": "the published run starts from Objects365-pretrained weights, which are not fetched here",
+            "model.weights": "the recipe starts from random weights unless asked: --weights imagenet loads the "
+            "published start (PP-YOLOE+ s trained on Objects365), --weights coco PaddleX's COCO model",
             "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
             "exported backend (the reference resizes with bicubic)",
             "ema_black_list": "every weight is averaged; the reference keeps the fixed DFL projection out of the EMA "
@@ -103,8 +104,8 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         }
     },
 }
-# no pretrained CSPResNet weights are fetched
-DOWNLOADS: tuple[str, ...] = ()
+# PaddleX's COCO model and the Objects365 PP-YOLOE+ detector the published config starts from (published.py)
+DOWNLOADS: tuple[str, ...] = ("imagenet", "coco")
 
 
 def validate(cfg: dict, source: str | None = None) -> None:

@@ -83,5 +83,6 @@ def convert(published: Mapping[str, torch.Tensor], ours: Mapping[str, torch.Tens
         else:
             out.state[target] = key_map.adapt(target, tensor).to(ours[target].dtype)
     done = set(out.state) | misfits
-    out.unset = [k for k in ours if k.startswith(key_map.scope) and k not in done and not k.endswith(COUNTER)]
+    left = [k for k in ours if k.startswith(key_map.scope) and k not in done and not k.endswith(key_map.keep)]
+    out.unset = [k for k in left if not k.endswith(COUNTER)]
     return out

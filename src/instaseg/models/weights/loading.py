@@ -63,7 +63,9 @@ def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return dict(state)
 
 
-def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, scope: str = "") -> dict:
+def load_matching(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, scope: str | tuple[str, ...] = ""
+) -> dict:
     """Copy the tensors of `state` whose name and shape match the model; report what was left out (of the
     model's tensors under ``scope``: "backbone." for a backbone's weights).
 
@@ -123,7 +125,8 @@ def load_converted(model: nn.Module, conversion: Conversion, weights: PublishedW
         both = other != name and name in conversion.state and other in conversion.state
         if both and not torch.equal(conversion.state[name], conversion.state[other]):
             raise UserError(f"{name} and {other} are one tensor in the model but differ in the file", path)
-    report = load_matching(model, conversion.state, source=str(path), scope=weights.key_map.scope)
+    kept = {k: v for k, v in own.items() if k.endswith(weights.key_map.keep) and k not in conversion.state}
+    report = load_matching(model, {**kept, **conversion.state}, source=str(path), scope=weights.key_map.scope)
     report.update(kind=weights.kind, published=describe(weights), conversion=conversion.summary())
     log.info("%s: %s as %s (%s)", path, weights.kind, describe(weights), conversion.summary())
     return report

@@ -1,0 +1,93 @@
+"""The two R-CNN operations whose conventions differ between publishers, with the switch that picks one:
+
+- `RoIPooler`: torchvision's `MultiScaleRoIAlign` (same level mapping, same exported graph) that can also sample
+  at half-pixel-shifted positions (``aligned``, Detectron2's ROIAlignV2). torchvision's own pooler cannot; the
+  published PaddleDetection and mmdetection R-CNN configs set ``aligned: True`` (PaddleDetection's code has forced
+  it off since 2024, its weights were trained with it on).
+- `CellAnchorGenerator`: torchvision's `AnchorGenerator` (``exact=False``) or the exact anchors of
+  PaddleDetection, mmdetection and Detectron2. torchvision rounds the cell anchors to whole pixels (a 32 px anchor at
+  ratio 0.5 is 46 px wide, 45.25 elsewhere) and takes a level's stride as padded size // map size: on an input padded
+  to 32 but not 64, the max-pooled P6 map of a 800 px side has 13 cells and its stride comes out 61, not 64, so its
+  anchors drift up to 36 px from where the others place them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchvision
+from torch import Tensor
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign, poolers, roi_align
+
+
+class RoIPooler(MultiScaleRoIAlign):
+    """`MultiScaleRoIAlign` with RoIAlign's ``aligned`` flag; unaligned, it is torchvision's pooler unchanged."""
+
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int, aligned: bool = False):
+        super().__init__(featmap_names, output_size, sampling_ratio)
+        self.aligned = aligned
+
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        if not self.aligned:
+            return super().forward(x, boxes, image_shapes)
+        x_filtered = poolers._filter_input(x, self.featmap_names)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = poolers._setup_scales(
+                x_filtered, image_shapes, self.canonical_scale, self.canonical_level
+            )
+        rois = poolers._convert_to_roi_format(boxes)
+        if len(x_filtered) == 1:
+            return self._pool(x_filtered[0], rois, self.scales[0])
+        levels = self.map_levels(boxes)
+        # torchvision's level-by-level pooling, merged back into RoI order the same way (a gather once exported)
+        per_level = [
+            self._pool(feature, rois[torch.where(levels == level)[0]], scale)
+            for level, (feature, scale) in enumerate(zip(x_filtered, self.scales, strict=True))
+        ]
+        if torchvision._is_tracing():
+            return poolers._onnx_merge_levels(levels, per_level)
+        result = per_level[0].new_zeros((len(rois),) + per_level[0].shape[1:])
+        for level, pooled in enumerate(per_level):
+            result[torch.where(levels == level)[0]] = pooled.to(result.dtype)
+        return result
+
+    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, aligned=True)
+
+
+class CellAnchorGenerator(AnchorGenerator):
+    """torchvision's `AnchorGenerator` (same anchor order: ratio-major within a location); ``exact``: cell anchors
+    not rounded, and each level's stride the power of two its map size implies (4, 8, ... 64), whatever the
+    padding."""
+
+    def __init__(self, sizes, aspect_ratios, exact: bool = False):
+        self.exact = exact  # set first: the base class builds the cell anchors in __init__
+        super().__init__(sizes, aspect_ratios)
+
+    def forward(self, image_list, feature_maps: list[Tensor]) -> list[Tensor]:
+        if not self.exact:
+            return super().forward(image_list, feature_maps)
+        size = image_list.tensors.shape[-2:]
+        grids = [f.shape[-2:] for f in feature_maps]
+        device = feature_maps[0].device
+        # a level's stride is a constant of the network: a traced graph may hold it as one
+        strides = [[self._stride(s, n, device) for s, n in zip(size, g, strict=True)] for g in grids]
+        self.set_cell_anchors(feature_maps[0].dtype, device)
+        anchors = torch.cat(self.grid_anchors(grids, strides))
+        return [anchors for _ in image_list.image_sizes]
+
+    @staticmethod
+    def _stride(image: int, cells: int, device) -> Tensor:
+        return torch.tensor(2 ** round(math.log2(int(image) / int(cells))), device=device)
+
+    def generate_anchors(self, scales, aspect_ratios, dtype=torch.float32, device=torch.device("cpu")) -> Tensor:
+        if not self.exact:
+            return super().generate_anchors(scales, aspect_ratios, dtype, device)
+        scales = torch.as_tensor(scales, dtype=dtype, device=device)
+        aspect_ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
+        h_ratios = torch.sqrt(aspect_ratios)
+        ws = ((1 / h_ratios)[:, None] * scales[None, :]).view(-1)
+        hs = (h_ratios[:, None] * scales[None, :]).view(-1)
+        return torch.stack([-ws, -hs, ws, hs], dim=1) / 2

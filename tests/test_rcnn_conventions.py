@@ -1,0 +1,114 @@
+"""The R-CNN conventions that differ between publishers, each a model-section switch: exact anchors (no rounding,
+level strides independent of the padding), aligned RoIAlign, adaptive sampling, the RPN's minimum proposal size and
+the L1 box losses. torchvision's values stay the defaults (its COCO weights load by name and must keep their
+outputs); the recipes of PaddleX's models set PaddleDetection's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from instaseg.models.common.rcnn_ops import CellAnchorGenerator, RoIPooler
+from instaseg.models.factory import build_model
+from instaseg.models.recipes import apply_overrides, load_recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIZES, RATIOS = ((32,), (64,)), ((0.5, 1.0, 2.0),) * 2
+
+
+def test_torchvision_anchors_are_torchvisions():
+    images = ImageList(torch.zeros(1, 3, 96, 160), [(90, 150)])
+    feats = [torch.zeros(1, 1, 24, 40), torch.zeros(1, 1, 12, 20)]
+    ours = CellAnchorGenerator(SIZES, RATIOS)(images, feats)[0]
+    assert torch.equal(ours, AnchorGenerator(SIZES, RATIOS)(images, feats)[0])
+
+
+def test_exact_cell_anchors_are_not_rounded():
+    anchors = CellAnchorGenerator(SIZES, RATIOS, exact=True).cell_anchors[0]
+    w = 32 / 0.5**0.5  # ratio h/w = 0.5 at area 32^2: 45.25 px wide
+    assert torch.allclose(anchors[0], torch.tensor([-w / 2, -w / 4, w / 2, w / 4]))
+    assert torch.equal(AnchorGenerator(SIZES, RATIOS).cell_anchors[0][0], torch.tensor([-23.0, -11.0, 23.0, 11.0]))
+
+
+def test_exact_strides_do_not_depend_on_the_padding():
+    """A 800 px side padded to 32: the max-pooled P6 map has 13 cells, torchvision's stride 800 // 13 = 61."""
+    images = ImageList(torch.zeros(1, 3, 64, 800), [(64, 800)])
+    feats = [torch.zeros(1, 1, 16, 200), torch.zeros(1, 1, 1, 13)]  # strides 4 and 64 (800 / 64 = 12.5 -> 13)
+    generators = [CellAnchorGenerator(((32,), (512,)), ((1.0,),) * 2, exact=e) for e in (False, True)]
+    p6 = [g(images, feats)[0][-13:] for g in generators]
+    assert (p6[0][1] - p6[0][0])[0] == 61 and (p6[1][1] - p6[1][0])[0] == 64
+    assert torch.equal(p6[1][:, 0], torch.arange(13) * 64.0 - 256)
+
+
+def test_unaligned_pooler_is_torchvisions_and_aligned_shifts_half_a_pixel():
+    torch.manual_seed(0)
+    feats = {"0": torch.rand(1, 4, 32, 32), "1": torch.rand(1, 4, 16, 16)}
+    boxes = [torch.tensor([[4.0, 6.0, 30.0, 40.0], [0.0, 0.0, 127.0, 126.0], [1.0, 2.0, 9.0, 8.0]])]
+    sizes = [(128, 128)]
+    theirs = MultiScaleRoIAlign(["0", "1"], 7, 2)(feats, boxes, sizes)
+    assert torch.equal(RoIPooler(["0", "1"], 7, 2)(feats, boxes, sizes), theirs)
+    pooler = RoIPooler(["0", "1"], 7, 0, aligned=True)
+    aligned = pooler(feats, boxes, sizes)
+    rois = torch.cat([torch.zeros(3, 1), boxes[0]], 1)
+    levels = pooler.map_levels(boxes).tolist()  # torchvision's level mapping, unchanged
+    assert sorted(set(levels)) == [0, 1]
+    for i, level in enumerate(levels):
+        expected = roi_align(feats[str(level)], rois[i : i + 1], 7, 0.25 / 2**level, 0, aligned=True)
+        assert torch.allclose(aligned[i : i + 1], expected)
+    assert not torch.allclose(aligned, RoIPooler(["0", "1"], 7, 0)(feats, boxes, sizes))
+
+
+def _fast(*overrides: str):
+    recipe = apply_overrides(load_recipe("maskrcnn_fast"), ["input.min_size=96", "input.max_size=96", *overrides])
+    torch.manual_seed(0)
+    return build_model(recipe, 2, weights="none")
+
+
+def test_switches_reach_the_modules():
+    model = _fast(
+        "model.anchors=exact",
+        "model.roi_align_aligned=true",
+        "model.roi_sampling_ratio=0",
+        "model.rpn_min_size=1.0",
+        "model.rpn_box_loss_beta=0.0",
+        "model.box_loss_beta=0.0",
+    )
+    assert model.rpn.anchor_generator.exact and model.rpn.min_size == 1.0 and model.rpn.box_loss_beta == 0.0
+    heads = model.roi_heads
+    assert heads.box_loss_beta == 0.0
+    for pooler in (heads.box_roi_pool, heads.mask_roi_pool):
+        assert pooler.aligned and pooler.sampling_ratio == 0
+    default = _fast()
+    assert not default.rpn.anchor_generator.exact and default.rpn.min_size == 1e-3
+    assert default.roi_heads.box_roi_pool.sampling_ratio == 2 and not default.roi_heads.box_roi_pool.aligned
+
+
+def test_box_losses_with_torchvisions_beta_are_torchvisions():
+    """Our training path (sampling, box and mask losses) with beta 1/9 gives what torchvision's RoIHeads gives."""
+    model = _fast().train()
+    heads = model.roi_heads
+    feats = {k: torch.rand(1, 64, 96 // s, 96 // s) for k, s in zip(["0", "1", "2"], (8, 16, 32), strict=True)}
+    masks = torch.zeros(1, 96, 96, dtype=torch.uint8)
+    masks[0, 20:70, 10:60] = 1
+    target = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0]]), "labels": torch.tensor([1]), "masks": masks}]
+    proposals = [torch.tensor([[8.0, 18.0, 62.0, 66.0], [0.0, 0.0, 40.0, 40.0], [30.0, 30.0, 90.0, 90.0]])]
+    torch.manual_seed(1)
+    ours = heads.losses(feats, proposals, [(96, 96)], target)
+    torch.manual_seed(1)
+    _, theirs = RoIHeads.forward(heads, feats, proposals, [(96, 96)], target)
+    assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k]) for k in ours)
+
+
+def test_beta_zero_is_an_l1_loss():
+    model = _fast("model.rpn_box_loss_beta=0.0").train()
+    labels = [torch.tensor([1.0, 0.0, 1.0, 0.0])]
+    targets = [torch.tensor([[0.3, 0.1, -0.2, 0.5], [0.0] * 4, [1.0, -1.0, 0.5, 0.0], [0.0] * 4])]
+    deltas = torch.zeros(4, 4)
+    objectness = torch.zeros(4, 1)
+    _, box_loss = model.rpn.compute_loss(objectness, deltas, labels, targets)
+    assert torch.isclose(box_loss, F.l1_loss(deltas[[0, 2]], targets[0][[0, 2]], reduction="sum") / 4)
