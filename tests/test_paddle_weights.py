@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from instaseg.errors import UserError
 from instaseg.inference.preprocess import preprocess
 from instaseg.models.common.points import flatten_levels
-from instaseg.models.factory import build_architecture, build_model, checkpoint_from_weights, model_from_checkpoint
+from instaseg.models.factory import build_model, checkpoint_from_weights, model_from_checkpoint
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import architecture
 from instaseg.models.weights import published as published_module
-from instaseg.models.weights.convert import convert
 from instaseg.models.weights.readers import read_pdparams
+from published_helpers import convert_layout
 from test_published_weights import predicted, targets  # the predictor's instances, a fixture's targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,12 +145,7 @@ def reference_style_mask_rtdetr(model, final, n: int, size: tuple[int, int]) -> 
 def test_every_published_file_converts_completely(weights):
     """The published tensor names and shapes (from PaddleDetection's configs and PaddleClas's classifiers) fill our
     model: each tensor placed, or no part of the model by the map, and none of ours in scope left unset."""
-    layout = LAYOUTS[weights.config or weights.name]
-    published = {name: torch.empty(shape, device="meta") for name, shape, _ in layout}
-    classes = weights.num_classes if weights.kind == "coco" else 1
-    with torch.device("meta"):
-        ours = build_architecture(load_recipe(weights.recipe), classes).state_dict()
-    conversion = convert(published, ours, weights.key_map)
+    conversion, ours, layout = convert_layout(weights, LAYOUTS)
     assert conversion.problem() is None
     assert all(n.startswith(DROPPABLE) or ".lab." in n for n in conversion.dropped), conversion.dropped[:5]
     in_scope = {k for k in ours if k.startswith(weights.key_map.scope) and not k.endswith(weights.key_map.keep)}

@@ -20,10 +20,10 @@ from instaseg.inference.backends.torch import TorchBackend
 from instaseg.inference.predictor import Predictor
 from instaseg.inference.preprocess import preprocess
 from instaseg.models.common.backbones import BACKBONES, BackboneSpec
-from instaseg.models.factory import build_architecture, build_model
+from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import architecture
-from instaseg.models.weights.convert import convert
+from published_helpers import convert_layout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "mmdet"
@@ -110,12 +110,7 @@ def targets(data: dict) -> list[dict]:
 def test_every_published_checkpoint_converts_completely(weights):
     """The published tensor names and shapes (from MMDetection's configs) fill our model: each tensor placed, a
     checked copy, or no part of the model by the map, and none of ours in scope left unset."""
-    layout = LAYOUTS[weights.config or weights.name]
-    published = {name: torch.empty(shape, device="meta") for name, shape, _ in layout}
-    classes = weights.num_classes if weights.kind == "coco" else 1
-    with torch.device("meta"):
-        ours = build_architecture(load_recipe(weights.recipe), classes).state_dict()
-    conversion = convert(published, ours, weights.key_map)
+    conversion, ours, layout = convert_layout(weights, LAYOUTS)
     assert conversion.problem() is None
     assert len(conversion.state) + len(conversion.copies) + len(conversion.dropped) + len(conversion.counters) == len(
         layout
