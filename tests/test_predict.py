@@ -73,6 +73,20 @@ def test_preprocess_equals_model_transform(predictor):
     assert torch.equal(batch, ref.tensors)
 
 
+
+@pytest.mark.parametrize("size", [(96, 64), (95, 64), (64, 96), (70, 40)])
+def test_resize_pass_is_skipped_only_when_it_keeps_the_size(size):
+    """A picture already at the model's size skips the interpolation, with the very values it would have given."""
+    from instaseg.inference.preprocess import resize_normalized
+    from instaseg.models.detector import InputSpec, resize_transform
+
+    spec = InputSpec(min_size=64, max_size=96)
+    image = torch.rand(3, *size)
+    out = resize_normalized(image, spec)
+    ref = resize_transform(64, 96).resize(image, None)[0]  # torchvision's own resize step
+    assert torch.equal(out, ref)
+    assert (out is image) == (tuple(out.shape[-2:]) == size)
+
 def test_detections_equal_eager_model(predictor):
     """Same boxes, scores, labels as torchvision's full forward (which pastes masks itself)."""
     image = _image(2)

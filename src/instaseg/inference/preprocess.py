@@ -8,6 +8,7 @@ network exactly what the eager model would see. Keeping it outside the model is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,10 @@ def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """Resize a normalised [3,H,W] float image by the recipe rule, with torchvision's exact interpolate call."""
     h, w = image.shape[-2:]
     scale = resize_scale(h, w, spec.min_size, spec.max_size)
+    # interpolate's own output size: when it is the input's, the recomputed scale is 1 and every output pixel is
+    # its input pixel, so skip the pass (a 640 px picture for a 640 px model)
+    if (math.floor(float(h) * scale), math.floor(float(w) * scale)) == (h, w):
+        return image
     return F.interpolate(
         image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
     )[0]
