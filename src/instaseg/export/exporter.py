@@ -162,7 +162,8 @@ def _write(
 
         side = padded_size(spec.max_size, spec.size_divisible)
         with tempfile.TemporaryDirectory(prefix="instaseg_export_") as tmp:
-            onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic)
+            # TensorRT's If wants both branches to give one shape: its engine computes masks always
+            onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic, defer_masks=False)
             write_engine(onnx_path, meta, path, precision, dynamic, spec.size_divisible, side)
         return
     from instaseg.export.openvino import convert_onnx, save_ir
