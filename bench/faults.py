@@ -45,6 +45,7 @@ TINY = [
     "model.mask_head_layers=[16]",
     "model.mask_dim_reduced=16",
     "train.batch_size=2",
+    "train.base_batch=2",  # train.lr as written at this batch
     "train.num_workers=0",
     "train.warmup_iters=2",
     "train.lr=0.01",

@@ -130,7 +130,7 @@ def feed_for(xml: Path, picture: np.ndarray) -> dict[str, np.ndarray]:
     from instaseg.inference.backends.exported import graph_inputs
 
     batch, sizes = preprocess([picture], backend.spec)
-    return next(graph_inputs(batch, sizes, backend.graph, backend.spec.size_divisible))
+    return next(graph_inputs(batch, sizes, backend.graph, backend.spec))
 
 
 class Profiled:

@@ -81,3 +81,25 @@ def tiny_maskrcnn():
         return recipe, build_model(recipe, num_classes, weights="none")
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_maskrcnn) -> Path:
+    """maskrcnn_fast at 64 px, random init, classes `tiny.CKPT_CLASSES`. The class-1 logit bias is raised and the
+    mask logits are centred near zero so that the untrained model gives confident detections with partly filled
+    masks: the tests exercise the pipeline's plumbing and geometry, not accuracy."""
+    import torch
+
+    from instaseg.models.checkpoint import save_checkpoint
+    from tiny import CKPT_CATEGORY_IDS, CKPT_CLASSES
+
+    recipe, model = tiny_maskrcnn(
+        len(CKPT_CLASSES), ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.0", "eval.max_dets=30"]
+    )
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[1] += 4.0
+        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(0.1)
+        model.roi_heads.mask_predictor.mask_fcn_logits.bias[1] += 1.0
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model, recipe, CKPT_CLASSES, CKPT_CATEGORY_IDS)
+    return path

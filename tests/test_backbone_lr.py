@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from instaseg.engine.schedules import WarmupFlatCosineLR, build_optimizer
+from instaseg.engine.lr_schedules import WarmupFlatCosineLR
+from instaseg.engine.schedules import build_optimizer
 from instaseg.errors import UserError
 from instaseg.models.recipes import apply_overrides, load_recipe
 

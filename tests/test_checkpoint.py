@@ -37,7 +37,7 @@ def test_round_trip_gives_the_same_outputs(fast_model, tmp_path):
     assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["best.pt"]  # no temporary left behind
     info = load_checkpoint(path)
     assert info["class_names"] == CLASSES and info["category_ids"] == IDS
-    assert info["input"] == {"min_size": 96, "max_size": 128}
+    assert info["input"] == {"min_size": 96, "max_size": 128, "resize": "keep_ratio"}
     assert info["recipe"] == recipe and isinstance(info["version"], str)
     rebuilt, meta = model_from_checkpoint(path)
     assert not rebuilt.training and "model_state_dict" not in meta and meta["path"] == str(path)

@@ -41,7 +41,7 @@ def test_shipped_recipes_are_complete_and_valid():
 def test_big_recipes_default_to_800x1333_and_pretrained():
     for name in EXPECTED - {"maskrcnn_fast", "maskrcnn_mnv3_large_fpn"}:
         recipe = load_recipe(name)
-        assert recipe["input"] == {"min_size": 800, "max_size": 1333}, name
+        assert recipe["input"] == {"min_size": 800, "max_size": 1333, "resize": "keep_ratio"}, name
         assert recipe["model"]["weights"] == "imagenet", name
     fast = load_recipe("maskrcnn_fast")
     assert fast["model"]["weights"] == "none" and fast["model"]["norm"] == "bn"
@@ -54,7 +54,11 @@ def test_load_by_path_fills_defaults(tmp_path):
     recipe = load_recipe(path)
     assert recipe["name"] == "mine"
     assert recipe["train"]["epochs"] == 3
-    assert recipe["train"]["batch_size"] == DEFAULTS["train"]["batch_size"]
+    # the architecture's published recipe fills what the file leaves out, then the generic defaults
+    from instaseg.models.common.rcnn_recipe import RCNN_1X
+
+    assert recipe["train"]["batch_size"] == RCNN_1X["batch_size"] and recipe["train"]["lr_schedule"] == "multistep"
+    assert recipe["train"]["val_interval"] == DEFAULTS["train"]["val_interval"]
     assert recipe["model"]["backbone"] == "resnet18" and recipe["model"]["fpn_channels"] == 256
     assert load_recipe(recipe) == recipe  # a complete recipe loads to itself
 
@@ -109,7 +113,7 @@ def test_apply_overrides_copies_and_validates():
     assert base["train"]["epochs"] != 7 and base["model"]["fpn_channels"] == 64  # the input is not modified
     assert apply_overrides(base, []) == base
     sized = apply_overrides(base, ["input.min_size=128", "input.max_size=128"])
-    assert sized["input"] == {"min_size": 128, "max_size": 128}
+    assert sized["input"] == {"min_size": 128, "max_size": 128, "resize": "keep_ratio"}
 
 
 @pytest.mark.parametrize(
@@ -143,8 +147,9 @@ def test_schedules_take_the_recipe_values_only() -> None:
     """The engine's lr callback follows the recipe; a train section missing a key fails instead of falling back."""
     from instaseg.engine.schedules import make_lr_callback
 
-    plateau = make_lr_callback(DEFAULTS["train"])
-    assert plateau.warmup_iters == DEFAULTS["train"]["warmup_iters"]
+    plateau = make_lr_callback(DEFAULTS["train"])  # warmup over the same images at 2 per step as at base_batch
+    cfg = DEFAULTS["train"]
+    assert plateau.warmup_iters == cfg["warmup_iters"] * cfg["base_batch"] / cfg["batch_size"]
     assert plateau.patience == DEFAULTS["train"]["plateau_patience"]
     cosine = make_lr_callback(load_recipe("rtmdet_ins_tiny_fast")["train"])
     assert cosine.warmup_iters == 100 and cosine.min_ratio == 0.05
@@ -157,10 +162,11 @@ def test_an_architecture_supplies_its_recipe_defaults() -> None:
     from instaseg.config import RECIPE_DIR, read_recipe_file
 
     written = read_recipe_file(RECIPE_DIR / "rtmdet_ins_s.yaml")
-    assert set(written) == {"name", "description", "model"}  # the file itself: no input or train block
+    assert set(written) == {"name", "description", "model", "published"}  # the file: no input or train block
     recipe = load_recipe("rtmdet_ins_s")
     assert recipe["train"]["optimizer"] == "adamw" and recipe["train"]["epochs"] == 300
-    assert recipe["input"] == {"min_size": 640, "max_size": 640} and recipe["train"]["mosaic"] is True
+    assert recipe["input"] == {"min_size": 640, "max_size": 640, "resize": "keep_ratio"}
+    assert recipe["train"]["mosaic"] is True
     assert load_recipe("maskrcnn_r50_fpn")["train"]["optimizer"] == "sgd"  # not another architecture's
     fast = load_recipe("rtmdet_ins_tiny_fast")
     assert fast["train"]["mosaic"] is False and fast["train"]["optimizer"] == "adamw"

@@ -28,7 +28,8 @@ def test_demo_trains_and_scores_the_best_checkpoint(tmp_path: Path, monkeypatch:
     val = json.loads((out / "data" / "annotations" / "instances_val.json").read_text())
     assert [c["name"] for c in val["categories"]] == ["circle", "triangle", "square"]  # the demo's easy style
     assert yaml.safe_load((out / "train" / "config.yaml").read_text())["train"]["lr_schedule"] == "flat_cosine"
-    assert (out / "evaluate_result.json").is_file()
+    assert (out / "evaluate_result.json").is_file() and result["report"] == str(out / "analysis" / "report.html")
+    assert (out / "analysis" / "report.html").is_file() and not (out / "train" / "analysis").exists()
     # the checkpoint evaluated afresh scores what validation of the EMA weights scored during training
     trained = json.loads((out / "train" / "train_result.json").read_text())
     assert trained["done_flag"] and trained["stop_reason"] == "max_steps" and trained["epochs_completed"] == 2

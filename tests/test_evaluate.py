@@ -209,17 +209,34 @@ def test_max_dets_above_100_changes_recall(generated) -> None:
     assert m300["mask_AR300"] > m100["mask_AR100"]
 
 
-def test_per_class_ap_equals_pycocotools(generated) -> None:
+def _pycocotools_class_stats(ev: PyCOCOeval, k: int) -> dict[str, float]:
+    """One class's AP/AR numbers read off pycocotools' arrays: each as its summary computes them, for one class."""
+
+    def mean(a: np.ndarray) -> float:
+        return float(a[a > -1].mean()) if (a > -1).any() else -1.0
+
+    p, r, thr = ev.eval["precision"][:, :, k, :, -1], ev.eval["recall"][:, k, :, -1], ev.params.iouThrs
+    stats = {"AP": mean(p[:, :, 0]), "AP50": mean(p[thr == 0.5][:, :, 0]), "AP75": mean(p[thr == 0.75][:, :, 0])}
+    stats |= {f"AP{s}": mean(p[:, :, a]) for s, a in (("s", 1), ("m", 2), ("l", 3))}
+    stats |= {"AR": mean(r[:, 0])} | {f"AR{s}": mean(r[:, a]) for s, a in (("s", 1), ("m", 2), ("l", 3))}
+    return stats
+
+
+def test_per_class_numbers_equal_pycocotools(generated) -> None:
     gt, preds = generated
     metrics, results = _evaluate(gt, preds, 100)
     assert list(metrics["per_class"]) == gt.class_names
     for iou_type, prefix in (("bbox", "box"), ("segm", "mask")):
         ref = _pycocotools_eval(gt, results, iou_type, 100)
         for k, name in enumerate(gt.class_names):
-            p = ref.eval["precision"][:, :, k, 0, -1]
-            expected = float(p[p > -1].mean()) if (p > -1).any() else -1.0
-            assert metrics["per_class"][name][f"{prefix}_AP"] == pytest.approx(expected, abs=1e-9)
-    assert metrics["per_class"]["class42"] == {"box_AP": -1.0, "mask_AP": -1.0}  # no GT of that class
+            ours = {n[len(prefix) + 1 :]: v for n, v in metrics["per_class"][name].items() if n.startswith(prefix)}
+            expected = _pycocotools_class_stats(ref, k)
+            assert ours == pytest.approx(expected, abs=1e-9), (iou_type, name)
+    class42 = dict(metrics["per_class"]["class42"])  # no GT of that class: COCO's -1 everywhere
+    assert class42.pop("instances") == 0 and set(class42.values()) == {-1.0}
+    counts = {name: v["instances"] for name, v in metrics["per_class"].items()}
+    assert counts == {n: sum(a["category_id"] == c and not a["iscrowd"] for a in gt.annotations)
+                      for n, c in zip(gt.class_names, gt.category_ids, strict=True)}  # fmt: skip
 
 
 def _busy_image(gt: CocoData, preds: dict[int, dict]) -> int:
@@ -281,7 +298,7 @@ def test_no_predictions_and_no_annotations(generated) -> None:
     assert ev.results
     metrics = ev.compute()
     assert all(metrics[f"mask_{n}"] == -1.0 for n in stat_names())  # COCO's "undefined": nothing to find
-    assert metrics["per_class"]["class3"] == {"box_AP": -1.0, "mask_AP": -1.0}
+    assert {v for k, v in metrics["per_class"]["class3"].items() if k != "instances"} == {-1.0}
 
 
 def test_reset_and_reuse(generated) -> None:
@@ -472,7 +489,8 @@ def test_tiny_coco_against_itself(tiny_coco: Path, tmp_path: Path, cli) -> None:
         assert written["metrics"][f"{prefix}_AR100"] == pytest.approx(1.0, abs=1e-3)
     used = {gt.class_names[gt.category_ids.index(a["category_id"])] for a in gt.annotations if not a["iscrowd"]}
     assert {n for n, v in written["per_class"].items() if v["mask_AP"] > 0.99} == used
-    assert all(v == {"box_AP": -1.0, "mask_AP": -1.0} for n, v in written["per_class"].items() if n not in used)
+    unused = [v for n, v in written["per_class"].items() if n not in used]
+    assert all(v["instances"] == 0 and v["mask_AP"] == v["box_AR"] == -1.0 for v in unused)
     assert gt.to_dict() == load_coco(gt_json).to_dict()  # evaluation wrote nothing into the GT records
 
 

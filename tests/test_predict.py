@@ -15,28 +15,8 @@ import instaseg
 from instaseg.errors import UserError
 from instaseg.inference import sources
 from instaseg.inference.preprocess import preprocess
-
-CLASSES = ["cat", "dog"]
-CATEGORY_IDS = [3, 7]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_maskrcnn) -> Path:
-    """maskrcnn_fast at 64 px, random init. The class-1 logit bias is raised and the mask logits are centred near
-    zero so that the untrained model gives confident detections with partly filled masks: the tests exercise the
-    pipeline's plumbing and geometry, not accuracy."""
-    from instaseg.models.checkpoint import save_checkpoint
-
-    recipe, model = tiny_maskrcnn(
-        len(CLASSES), ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.0", "eval.max_dets=30"]
-    )
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias[1] += 4.0
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(0.1)
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias[1] += 1.0
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model, recipe, CLASSES, CATEGORY_IDS)
-    return path
+from tiny import CKPT_CATEGORY_IDS as CATEGORY_IDS
+from tiny import CKPT_CLASSES as CLASSES
 
 
 @pytest.fixture(scope="module")

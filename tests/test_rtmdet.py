@@ -49,22 +49,26 @@ def test_params_and_gflops_match_published(name):
     params = sum(p.numel() for p in model.parameters()) / 1e6
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:  # the published count: backbone + neck + head on one 640 x 640 image
-        model.head(model.neck(model.backbone(image)))
+        feats = model.neck(model.backbone(image))
+        model.head(feats)
+        # MMDetection's head runs the shared class tower a second time as its "reg_convs" (the same modules, so the
+        # same features): its published count includes that repeat, which instaseg computes once
+        for tower, x in zip(model.head.cls_convs, feats, strict=True):
+            tower(x)
     macs = counter.get_total_flops() / 2 / 1e9
     want_params, want_gflops = PUBLISHED[name]
     assert abs(params - want_params) / want_params < 0.05, params
     assert abs(macs - want_gflops) / want_gflops < 0.05, macs
 
 
-def test_head_shares_convs_across_levels_but_not_between_branches():
+def test_head_shares_convs_across_levels_and_one_tower_feeds_class_and_box():
     head = _model().head
-    for convs in (head.cls_convs, head.reg_convs):
-        for level in convs[1:]:
-            for layer, first in zip(level, convs[0], strict=True):
-                assert layer.conv.weight is first.conv.weight  # one conv for all levels
-                assert layer.bn is not first.bn  # separate BatchNorm per level
+    for level in head.cls_convs[1:]:
+        for layer, first in zip(level, head.cls_convs[0], strict=True):
+            assert layer.conv.weight is first.conv.weight  # one conv for all levels
+            assert layer.bn is not first.bn  # separate BatchNorm per level
+    assert not hasattr(head, "reg_convs")  # MMDetection's reg_convs[n] is its cls_convs[n]
     cls_weights = {id(p) for p in head.cls_convs.parameters()}
-    assert not cls_weights & {id(p) for p in head.reg_convs.parameters()}
     assert not cls_weights & {id(p) for p in head.kernel_convs.parameters()}
     assert head.kernel_convs[0][0].conv is not head.kernel_convs[1][0].conv  # kernel branch per level
     assert head.num_params == (10 * 8 + 8) + (8 * 8 + 8) + (8 + 1)
@@ -197,7 +201,8 @@ def test_eval_output_format_at_input_resolution():
         assert (pred["scores"] > 0.05).all() and (pred["scores"][:-1] >= pred["scores"][1:]).all()
         assert (pred["boxes"][:, 2] <= image.shape[2]).all() and (pred["boxes"][:, 3] <= image.shape[1]).all()
         x1 = int(pred["boxes"][0, 2].ceil())
-        assert pred["masks"][0, 0, :, x1:].sum() == 0  # nothing outside the box
+        if x1 < image.shape[2]:  # masks are not cut to their boxes, as MMDetection's RTMDet-Ins gives them
+            assert pred["masks"][0, 0, :, x1:].sum() > 0
 
 
 def test_predictor_matches_the_eager_model():

@@ -13,12 +13,14 @@ from instaseg.data.mosaic import MixUp, Mosaic, StagedPipeline, build_mosaic_pip
 from instaseg.data.pipeline import build_transforms
 from instaseg.data.synthetic import generate_synthetic
 from instaseg.data.transforms import boxes_from_masks, wrap_sample
-from instaseg.engine.schedules import WarmupFlatCosineLR, build_optimizer
+from instaseg.engine.lr_schedules import WarmupFlatCosineLR
+from instaseg.engine.schedules import build_optimizer
 from instaseg.errors import UserError
 from instaseg.models.recipes import apply_overrides, load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = [
+    "model.weights=none",  # the recipe's published start is the CSPNeXt ImageNet backbone: a download
     "input.min_size=64",
     "input.max_size=64",
     "model.neck_channels=32",
@@ -109,8 +111,10 @@ def test_adamw_spares_norms_and_biases_from_weight_decay():
     assert id(model.backbone.stem[0].conv.weight) not in no_decay_ids
     trainable = {id(p) for p in model.parameters()}
     assert sum(len(g["params"]) for g in opt.param_groups) == len(trainable)  # shared convs once
+    sgd = build_optimizer(model, {**recipe["train"], "optimizer": "sgd", "lr": 0.02, "decay_norms_and_biases": None})
+    assert isinstance(sgd, torch.optim.SGD) and len(sgd.param_groups) == 1  # null: SGD decays every weight
     sgd = build_optimizer(model, {**recipe["train"], "optimizer": "sgd", "lr": 0.02})
-    assert isinstance(sgd, torch.optim.SGD) and len(sgd.param_groups) == 1
+    assert [g["weight_decay"] for g in sgd.param_groups] == [0.05, 0.0]  # RTMDet's exemptions, explicit
 
 
 def test_flat_cosine_schedule():

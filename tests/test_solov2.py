@@ -67,22 +67,27 @@ def test_cells_are_the_centre_region_with_sigma_0_2_capped_to_3x3():
     assert [int(v) for v in region] == [7, 9, 6, 8]
 
 
-def test_a_cell_two_objects_claim_goes_to_the_smaller():
+def test_a_cell_two_objects_claim_takes_the_later_label_and_trains_on_both_masks():
     size = (320, 320)
     boxes = [[100, 100, 180, 180], [125, 125, 155, 155]]  # same centre, scales 80 and 30
     masks = _rect_masks(boxes, size)
     asg = assign(torch.tensor(boxes, dtype=torch.float32), torch.tensor([0, 1]), masks, [8] * 5, [[1, 100]] * 5, 1.0)
     owners = asg.gt_index[:64].reshape(8, 8)  # level 0: 40 px cells, both objects centred in cell (3, 3)
     assert owners[3, 3] == 1 and (owners[2:5, 2:5] == 0).sum() == 8 and (owners >= 0).sum() == 9
+    level0 = asg.pairs[asg.pairs[:, 0] < 64].tolist()
+    assert [3 * 8 + 3, 0] in level0 and [3 * 8 + 3, 1] in level0 and len(level0) == 10  # 9 cells, 10 masks
 
 
 def test_centre_of_mass_and_mask_targets():
     masks = _rect_masks([[4, 8, 12, 16]], (32, 32))
-    assert mask_centers(masks).tolist() == [[8.0, 12.0]]
+    assert mask_centers(masks).tolist() == [[7.5, 11.5]]  # pixel indices 4..11 and 8..15, as MMDetection counts
     half = torch.zeros(1, 8, 8, dtype=torch.uint8)
     half[0, :, :2] = 1  # half of each stride-4 cell in the first column
     assert mask_targets(half, 4, soft=True)[0, :, 0].tolist() == [0.5, 0.5]
-    assert mask_targets(half, 4, soft=False)[0, :, 0].tolist() == [1.0, 1.0]  # >= half: foreground
+    assert mask_targets(half, 4, soft=False)[0, :, 0].tolist() == [1.0, 1.0]  # 2 of the central 2 x 2: foreground
+    quarter = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    quarter[0, 1, 1] = quarter[0, 6, 6] = quarter[0, 5, 5] = 1  # 1 then 2 of the central pixels (1..2, 5..6)
+    assert mask_targets(quarter, 4, soft=False)[0].tolist() == [[0.0, 0.0], [0.0, 1.0]]
 
 
 def test_focal_and_dice_losses_reward_the_right_answer():
@@ -251,3 +256,16 @@ def test_a_batch_of_mixed_sizes_gives_each_image_its_own_result():
             assert joint.masks.shape[-2:] == (batch.shape[-2] // 4, batch.shape[-1] // 4)
             torch.testing.assert_close(joint.masks[:, :h, :w], alone.masks)
             assert joint.masks[:, h:].abs().sum() == joint.masks[:, :, w:].abs().sum() == 0
+
+
+def test_eval_masks_cover_the_whole_picture():
+    """A 352 x 230 picture resized to 1224 x 800: 200 x 4 x 230 / 800 rows is 229.99999 in floating point, and
+    interpolating by that scale made masks one row short of the picture."""
+    torch.manual_seed(0)
+    sizes = ["input.min_size=800", "input.max_size=1333", "eval.max_dets=3"]
+    recipe = apply_overrides(load_recipe("solov2_fast"), sizes)
+    model = build_model(recipe, 2, weights="none").eval()
+    model.make_outputs_busy()
+    with torch.no_grad():
+        out = model([torch.rand(3, 230, 352)])[0]
+    assert len(out["scores"]) == 3 and out["masks"].shape[-2:] == (230, 352)

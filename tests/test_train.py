@@ -24,7 +24,8 @@ from instaseg.data.masks import mask_to_rle
 from instaseg.data.pipeline import build_transforms
 from instaseg.data.synthetic import CLASSES, generate_synthetic
 from instaseg.engine import train as train_mod
-from instaseg.engine.callbacks import AtomicCheckpointIO, EMACallback, WarmupPlateauLR
+from instaseg.engine.callbacks import AtomicCheckpointIO, EMACallback
+from instaseg.engine.lr_schedules import WarmupPlateauLR
 from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.train import resolve_recipe, train
 from instaseg.models.factory import build_model, model_from_checkpoint
@@ -68,13 +69,14 @@ class StateProbe(Callback):
 def _with_probe(monkeypatch: pytest.MonkeyPatch) -> StateProbe:
     probe = StateProbe()
     make = train_mod.make_callbacks
-    monkeypatch.setattr(train_mod, "make_callbacks", lambda recipe, out: [*make(recipe, out), probe])
+    monkeypatch.setattr(train_mod, "make_callbacks", lambda recipe, out, *rest: [*make(recipe, out, *rest), probe])
     return probe
 
 
 def _check_run_folder(out: Path, epochs: int) -> None:
     recipe = load_recipe(out / "config.yaml")
-    assert recipe["input"] == {"min_size": 64, "max_size": 64} and recipe["train"]["epochs"] == epochs
+    assert recipe["input"] == {"min_size": 64, "max_size": 64, "resize": "keep_ratio"}
+    assert recipe["train"]["epochs"] == epochs
 
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -82,6 +84,9 @@ def _check_run_folder(out: Path, epochs: int) -> None:
     for row in rows:
         assert math.isfinite(float(row["train_loss"])) and float(row["lr"]) > 0
         assert 0.0 <= float(row["val_mask_AP"]) <= 1.0 and 0.0 <= float(row["val_box_AP"]) <= 1.0
+        # each class's mask AP has its column; their mean over the classes with objects is the mask AP
+        per_class = [float(row[f"val_mask_AP[{name}]"]) for name in CLASSES]
+        assert float(row["val_mask_AP"]) == pytest.approx(np.mean([v for v in per_class if v > -1]), abs=1e-6)
 
     result = json.loads((out / "train_result.json").read_text())
     assert result["done_flag"] is True and result["epochs_completed"] == epochs
@@ -98,7 +103,8 @@ def _check_run_folder(out: Path, epochs: int) -> None:
     for name in ("best.ckpt", "last.ckpt"):
         ckpt = torch.load(out / name, map_location="cpu", weights_only=True)
         part = ckpt["instaseg"]
-        assert part["class_names"] == list(CLASSES) and part["input"] == {"min_size": 64, "max_size": 64}
+        assert part["class_names"] == list(CLASSES)
+        assert part["input"] == {"min_size": 64, "max_size": 64, "resize": "keep_ratio"}
         # EMA on: the saved "instaseg" weights are the average, not the raw training weights
         raw = ckpt["state_dict"]
         assert any(not torch.equal(v, raw[f"model.{k}"]) for k, v in part["model_state_dict"].items())
@@ -227,8 +233,16 @@ def test_cli_train(cli, shapes: Path, tmp_path: Path) -> None:
     assert code == 0 and "best mask AP" in stdout and str(out) in stdout
     assert (out / "best.ckpt").is_file() and (out / "train_result.json").is_file()
 
+    # after training, best.ckpt was analysed on the val split: the same AP as validation gave it
+    result = json.loads((out / "train_result.json").read_text())
+    best = result["best_metrics"]
+    analysed = json.loads((out / "evaluate_result.json").read_text())
+    assert analysed["metrics"]["mask_AP"] == pytest.approx(best["mask_AP"], abs=1e-9)
+    assert result["paths"]["analysis"] == analysed["analysis"]["report"] == str(out / "analysis" / "report.html")
+    assert (out / "analysis" / "report.html").is_file() and (out / "analysis" / "errors.png").is_file()
+    assert "analysing best.ckpt" in (out / "train.log").read_text()
+
     # validation scored the predictor's path: `instaseg eval` of best.ckpt gives the AP that chose it
-    best = json.loads((out / "train_result.json").read_text())["best_metrics"]
     code, _, stderr = cli("eval", "--checkpoint", out / "best.ckpt", "--data", shapes, "--device", "cpu")
     assert code == 0, stderr
     scored = json.loads((out / "evaluate_result.json").read_text())["metrics"]
@@ -246,8 +260,13 @@ def test_two_process_cpu_ddp(tmp_path: Path) -> None:
     # 5 images: 4 train (one step of 2 per process), 1 val: the distributed sampler pads rank 1 with a repeat
     data = generate_synthetic(tmp_path / "data", num_images=5, img_size=64, seed=1)
     out = tmp_path / "ddp"
-    result = train("maskrcnn_fast", data, epochs=1, device="cpu", devices=2, out=out, overrides=TINY)
+    announced: list[str] = []
+    result = train("maskrcnn_fast", data, epochs=1, device="cpu", devices=2, out=out, overrides=TINY,
+                   announce=announced.append)  # fmt: skip
     assert result["done_flag"] and result["is_global_zero"]
+    # TINY: 2 images per device at lr 0.01 stated for 4 (maskrcnn_fast's base_batch): two devices train at 0.01
+    line = "learning rate 0.01 for 4 images per optimizer step (2 device(s) x 1 node(s) x batch 2 x accumulate 1)"
+    assert any(a.startswith(line) for a in announced) and line in (out / "train.log").read_text()
     assert result["best_metrics"]["images"] == 1  # the padded repeat was counted once
     last = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 1

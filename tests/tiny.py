@@ -17,5 +17,10 @@ SMALL_MODEL = [
     "train.ema=true",
     "train.lr=0.01",
 ]
-TINY = ["input.min_size=64", "input.max_size=64", *SMALL_MODEL]
+# runs that test the training loop skip the analysis of best.ckpt after training (test_cli_train keeps it)
+TINY = ["input.min_size=64", "input.max_size=64", *SMALL_MODEL, "eval.analyze=false"]
 TINY_ARGS = [arg for o in TINY for arg in ("-o", o)]  # the same as command-line overrides
+
+# the classes of conftest's `tiny_ckpt` (a confident untrained checkpoint for prediction tests)
+CKPT_CLASSES = ["cat", "dog"]
+CKPT_CATEGORY_IDS = [3, 7]

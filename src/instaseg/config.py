@@ -23,48 +23,77 @@ RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 TASKS = ("instance_segmentation",)
 # every name a recipe may give these keys: the engine builds exactly these (instaseg.engine.schedules)
 OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("plateau", "flat_cosine")
+LR_SCHEDULES = ("plateau", "multistep", "cosine", "flat_cosine")
 PRECISIONS = ("16-mixed", "bf16-mixed", "32-true")
+RESIZE_RULES = ("keep_ratio", "stretch")
+PHOTOMETRIC = (False, True, "jitter", "distort", "hsv")  # true is "jitter"
+EMA_RAMPS = ("threshold", "exponential")
 
 # Section defaults; the types here are the types validation expects (None: optional, any type).
 DEFAULTS: dict[str, Any] = {
     "name": None,
     "task": "instance_segmentation",
     "description": "",
-    "input": {"min_size": 800, "max_size": 1333},
+    # keep_ratio: shorter side to min_size unless the longer passes max_size (torchvision's rule); stretch: both
+    # sides to max_size, the aspect ratio given up (PaddleDetection's keep_ratio: false), min_size == max_size
+    "input": {"min_size": 800, "max_size": 1333, "resize": "keep_ratio"},
     "train": {
         "epochs": 12,
-        "batch_size": 2,
-        "lr": 0.0025,  # SGD; the linear-scaling rule's 0.02 for 16 images, at 2 images per step
+        "batch_size": 2,  # images per device and step
+        "accumulate": 1,  # steps whose gradients add up before each optimizer step
+        # The linear scaling rule: lr and warmup_iters are stated for base_batch images per optimizer step (the
+        # published total batch); training sets lr x total / base_batch and warmup_iters x base_batch / total for the
+        # actual total = devices x nodes x batch_size x accumulate (instaseg.engine.scaling). null: lr as given.
+        "base_batch": 16,
+        "lr": 0.02,  # SGD, for base_batch images per step
         "momentum": 0.9,
         "weight_decay": 0.0001,
-        "warmup_iters": 500,
-        "plateau_patience": 2,  # epochs without improvement of val mask AP before lr *= plateau_factor
+        "decay_norms_and_biases": None,  # null: SGD decays every weight, AdamW spares norms and biases; or true/false
+        "lr_schedule": "plateau",  # plateau | multistep | cosine | flat_cosine: see instaseg.engine.schedules
+        "milestones": [8, 11],  # multistep: epochs after which lr *= gamma
+        "gamma": 0.1,
+        "cosine_epochs": None,  # cosine: epochs the cosine spans (PaddleDetection's max_epochs); null: train.epochs
+        "min_lr_ratio": 0.05,  # cosine / flat_cosine: final lr / lr
+        "warmup_iters": 500,  # linear warmup, in optimizer steps of base_batch images
+        "warmup_epochs": None,  # warmup in epochs instead (PaddleDetection's LinearWarmup epochs); null: warmup_iters
+        "warmup_start": 0.001,  # lr factor the warmup starts from
+        "plateau_patience": 2,  # plateau: epochs without improvement of val mask AP before lr *= plateau_factor
         "plateau_factor": 0.1,
         "ema": True,  # validate and save an exponential moving average of the weights
         "ema_decay": 0.9998,
+        # how the decay ramps up over the first steps: threshold min(decay, (1 + n) / (10 + n)) (PaddleDetection's
+        # default) | exponential decay x (1 - exp(-(n + 1) / 2000)) (mmdetection's ExpMomentumEMA, PaddleDetection's
+        # ema_decay_type: exponential)
+        "ema_ramp": "threshold",
         "early_stop_patience": 6,  # epochs without improvement before stopping; null: never
         "hflip": True,
-        "scale_jitter": [0.8, 1.25],  # [lo, hi] scale factors, or null
-        "photometric": True,
+        "scale_jitter": [0.8, 1.25],  # [lo, hi] scale factors, then cropped or padded to the recipe size; or null
+        "multiscale": None,  # shorter sides drawn per image, ratio kept, max_size cap (mmdetection RandomChoiceResize)
+        "batch_multiscale": None,  # square sides drawn per batch, stretched (PaddleDetection BatchRandomResize)
+        "zoom_out": 0.0,  # probability of placing the image on a canvas up to zoom_out_max x larger (RandomExpand)
+        "zoom_out_max": 4.0,
+        "iou_crop": 0.0,  # probability of a crop overlapping some object by a random minimum IoU (SSD's RandomCrop)
+        "photometric": True,  # false | true / jitter (colour jitter) | distort (PaddleDetection) | hsv (YOLOX)
+        "photometric_prob": 0.8,  # share of the images the photometric change is applied to
         "copy_paste": False,
         "grad_clip": 10.0,  # max gradient norm, or null
         "max_nonfinite_steps": 5,  # steps in a row with a NaN/Inf loss or gradient (each skipped) before the run stops
         "backbone_lr_mult": 1.0,  # learning rate of the parameters under model.backbone, as a multiple of lr
+        "sync_bn": False,  # BatchNorm statistics over every GPU's batch (SyncBatchNorm) in multi-GPU training
         "val_interval": 1,  # validate every this many epochs
         "num_workers": 2,
         "max_minutes": None,  # wall-clock training budget, or null
         "max_steps": None,  # optimizer-step training budget (Lightning's max_steps), or null: epochs alone
-        "optimizer": "sgd",  # sgd | adamw (no decay on norms and biases); see instaseg.engine.schedules
-        "lr_schedule": "plateau",  # plateau (warmup, then x plateau_factor on stalls) | flat_cosine (RTMDet's)
-        "min_lr_ratio": 0.05,  # flat_cosine: final lr / lr
+        "optimizer": "sgd",  # sgd | adamw; see instaseg.engine.schedules
         "mosaic": False,  # Mosaic (instaseg.data.mosaic), until mosaic_until of training
         "mixup": False,  # MixUp, likewise
+        "mixup_prob": 0.5,  # share of the Mosaic results blended with another
         "mosaic_until": 0.93,  # fraction of training (epochs or time budget) after which Mosaic/MixUp stop
         "seed": 0,  # seeds torch, numpy and Python in every process and data worker
         "precision": "16-mixed",  # on a GPU: 16-mixed | bf16-mixed | 32-true; CPUs always train in 32-true
     },
-    "eval": {"max_dets": 100, "score_threshold": 0.05},
+    # analyze: after training, `instaseg eval --analyze` of best.ckpt on the val split into the run folder
+    "eval": {"max_dets": 100, "score_threshold": 0.05, "analyze": True},
     # tiles for objects small against the image: training on tiles, prediction on tiles plus the whole image
     "tiling": {
         "size": None,  # tile side in image pixels, or null: no tiling
@@ -75,10 +104,18 @@ DEFAULTS: dict[str, Any] = {
     },
     # the dataset-aware choices `instaseg train` makes (`instaseg.engine.auto_config`), recorded with the run
     "auto": {"enabled": True, "statistics": None, "choices": None},
+    # the published config a recipe follows (a file of recipes/published/, `instaseg models NAME --published`) and
+    # why it differs where it does: dotted recipe key (or a published setting without one) -> reason
+    "published": {"config": None, "differences": {}},
 }
 
 _EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-_OPTIONAL = {("train", "early_stop_patience"), ("train", "scale_jitter"), ("train", "grad_clip")}
+_OPTIONAL = {
+    ("train", key)
+    for key in ("early_stop_patience", "scale_jitter", "grad_clip", "base_batch", "cosine_epochs", "warmup_epochs")
+} | {("train", "multiscale"), ("train", "batch_multiscale")}
+# keys whose values are checked by their own rule, not by the default's type
+_OWN_RULE = {("train", "photometric"), ("train", "decay_norms_and_biases"), ("published", "differences")}
 
 
 def list_recipes() -> list[str]:
@@ -114,7 +151,7 @@ def _check_known(data: dict, reference: dict, where: str, source: str | None) ->
         if key not in reference:
             known = ", ".join(sorted(map(str, reference)))
             raise UserError(f"unknown recipe key {path!r} (known here: {known})", source, path)
-        if isinstance(reference[key], dict) and isinstance(value, dict):
+        if isinstance(reference[key], dict) and isinstance(value, dict) and (where, key) not in _OWN_RULE:
             _check_known(value, reference[key], path, source)
 
 
@@ -154,6 +191,9 @@ def complete_sections(data: dict, model_defaults: dict, recipe_defaults: dict, s
     _check_known(data, reference, "", source)
     _check_known(recipe_defaults, reference, "", "architecture defaults")
     recipe = _deep_merge(_deep_merge(reference, recipe_defaults), data)
+    if recipe["published"]["config"] is None:
+        # the architecture's reasons are about its published configs, which a recipe naming none does not follow
+        recipe["published"]["differences"] = {}
     check_sections(recipe, model_defaults, source)
     return recipe
 
@@ -172,7 +212,7 @@ def _check_types(recipe: dict, reference: dict, where: str, source: str | None) 
     for key, default in reference.items():
         path = f"{where}.{key}" if where else key
         value = recipe.get(key)
-        if default is None or (value is None and (where, key) in _OPTIONAL):
+        if default is None or (value is None and (where, key) in _OPTIONAL) or (where, key) in _OWN_RULE:
             continue
         if isinstance(default, dict):
             if not isinstance(value, dict):
@@ -206,20 +246,74 @@ def check_sections(recipe: dict, model_defaults: dict, source: str | None = None
         ["input.min_size", "input.max_size", "train.epochs", "train.batch_size", "train.lr", "eval.max_dets"],
         source,
     )
-    if recipe["input"]["min_size"] > recipe["input"]["max_size"]:
-        raise UserError("input.min_size must not exceed input.max_size", source, "input")
-    if recipe["train"]["backbone_lr_mult"] < 0:
-        raise UserError("train.backbone_lr_mult must not be negative", source, "train.backbone_lr_mult")
-    if not 0.0 < recipe["train"]["ema_decay"] < 1.0:
-        raise UserError("train.ema_decay must be in (0, 1)", source, "train.ema_decay")
-    jitter = recipe["train"]["scale_jitter"]
-    if jitter is not None and not (isinstance(jitter, list) and len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
-        raise UserError(f"train.scale_jitter must be [lo, hi] with 0 < lo <= hi, or null; got {jitter!r}", source)
-    for key, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS)):
-        if recipe["train"][key] not in allowed:
-            raise UserError(f"train.{key} must be one of {', '.join(allowed)}", source, f"train.{key}")
+    _check_input(recipe["input"], source)
+    _check_train(recipe["train"], source)
+    _check_resizes(recipe["input"]["resize"], recipe["train"], source)
+    if not isinstance(recipe["published"]["differences"], dict):
+        raise UserError("published.differences must map a key to the reason it differs", source)
     _check_tiling(recipe["tiling"], source)
     _check_types(recipe["model"], model_defaults, "model", source)
+
+
+def _check_input(section: dict, source: str | None) -> None:
+    if section["min_size"] > section["max_size"]:
+        raise UserError("input.min_size must not exceed input.max_size", source, "input")
+    if section["resize"] not in RESIZE_RULES:
+        raise UserError(f"input.resize must be one of {', '.join(RESIZE_RULES)}", source, "input.resize")
+    if section["resize"] == "stretch" and section["min_size"] != section["max_size"]:
+        raise UserError("input.resize stretch makes squares: input.min_size must equal input.max_size", source, "input")
+
+
+def _is_sizes(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and v >= 32 for v in value)
+
+
+def _check_train(cfg: dict, source: str | None) -> None:
+    """Value rules of the train section (types are checked against DEFAULTS)."""
+
+    def bad(key: str, rule: str) -> UserError:
+        return UserError(f"train.{key} {rule}, got {cfg[key]!r}", source, f"train.{key}")
+
+    for key, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS),
+                         ("ema_ramp", EMA_RAMPS), ("photometric", PHOTOMETRIC)):  # fmt: skip
+        if not any(cfg[key] is a or (type(cfg[key]) is type(a) and cfg[key] == a) for a in allowed):
+            raise bad(key, f"must be one of {', '.join(map(str, allowed))}")
+    for key in ("accumulate", "base_batch", "cosine_epochs"):
+        if cfg[key] is not None and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1):
+            raise bad(key, "must be a positive whole number" + (" or null" if key != "accumulate" else ""))
+    for key in ("backbone_lr_mult", "warmup_iters", "warmup_epochs"):
+        if cfg[key] is not None and cfg[key] < 0:
+            raise bad(key, "must not be negative")
+    if not 0.0 < cfg["ema_decay"] < 1.0:
+        raise bad("ema_decay", "must be in (0, 1)")
+    for key in ("gamma", "min_lr_ratio", "warmup_start", "zoom_out", "iou_crop", "photometric_prob", "mixup_prob"):
+        if not 0.0 <= cfg[key] <= 1.0:
+            raise bad(key, "must be in [0, 1]")
+    if cfg["zoom_out_max"] < 1.0:
+        raise bad("zoom_out_max", "must be at least 1")
+    milestones = cfg["milestones"]
+    if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0 for m in milestones) or sorted(
+        milestones
+    ) != list(milestones):
+        raise bad("milestones", "must be increasing epochs")
+    if cfg["decay_norms_and_biases"] not in (None, True, False):
+        raise bad("decay_norms_and_biases", "must be true, false or null")
+    jitter = cfg["scale_jitter"]
+    if jitter is not None and not (isinstance(jitter, list) and len(jitter) == 2 and 0 < jitter[0] <= jitter[1]):
+        raise bad("scale_jitter", "must be [lo, hi] with 0 < lo <= hi, or null")
+    for key in ("multiscale", "batch_multiscale"):
+        if cfg[key] is not None and not _is_sizes(cfg[key]):
+            raise bad(key, "must be a list of sizes in pixels (each >= 32), or null")
+
+
+def _check_resizes(rule: str, cfg: dict, source: str | None) -> None:
+    """The training resizes fit the resize rule and one another."""
+    if cfg["multiscale"] and rule != "keep_ratio":
+        raise UserError("train.multiscale draws shorter sides: it needs input.resize keep_ratio", source, "train")
+    if cfg["multiscale"] and cfg["scale_jitter"]:
+        raise UserError("train.multiscale and train.scale_jitter both resize: set one, the other null", source, "train")
+    if cfg["batch_multiscale"] and rule != "stretch":
+        raise UserError("train.batch_multiscale stretches batches to squares: it needs input.resize stretch", source)
 
 
 def _check_tiling(tiling: dict, source: str | None) -> None:
@@ -230,6 +324,22 @@ def _check_tiling(tiling: dict, source: str | None) -> None:
     for key, hi in (("overlap", 0.9), ("empty_tile_fraction", 1.0), ("merge_iou", 1.0)):
         if not 0.0 <= tiling[key] <= hi:
             raise UserError(f"tiling.{key} must be in [0, {hi}], got {tiling[key]!r}", source, f"tiling.{key}")
+
+
+def rescaled_sizes(sizes: list[int], factor: float, multiple: int = 32) -> list[int]:
+    """Multi-scale training sizes for an input ``factor`` times the one they were stated for (multiples of 32)."""
+    return [max(multiple, round(s * factor / multiple) * multiple) for s in sizes]
+
+
+def multiscale_overrides(recipe: dict, min_size: int) -> list[str]:
+    """Overrides that move the recipe's multi-scale sizes along when its input.min_size becomes ``min_size``."""
+    factor = min_size / recipe["input"]["min_size"]
+    out = []
+    for key in ("multiscale", "batch_multiscale"):
+        sizes = recipe["train"][key]
+        if sizes and factor != 1:
+            out.append(f"train.{key}={rescaled_sizes(sizes, factor)}")
+    return out
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -20,12 +20,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from instaseg.cli import benchmark, data, demo, evaluate, export, models, predict, serve, train
+    from instaseg.cli import benchmark, data, demo, evaluate, export, models, predict, serve, train, weights
 
     parser = _Parser(prog="instaseg", description="Instance segmentation: data, training, evaluation, prediction.")
     parser.add_argument("--version", action="version", version=f"instaseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
-    for module in (data, models, train, evaluate, predict, demo, export, benchmark, serve):
+    for module in (data, models, weights, train, evaluate, predict, demo, export, benchmark, serve):
         module.register(sub)
     return parser
 

@@ -22,4 +22,5 @@ def _demo(args: argparse.Namespace) -> int:
         f"after {result['train_seconds']:.0f} s of training ({result['total_seconds']:.0f} s in all); "
         f"run folder: {result['out']}"
     )
+    print(f"where it fails: {result['report']}")
     return 0

@@ -25,7 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--out", help="folder for evaluate_result.json")
+    p.add_argument("--out", help="folder for evaluate_result.json (and analysis/)")
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="also write OUT/analysis/: report.html with per-class and per-size tables, precision-recall curves, "
+        "confusion matrices, error types (TIDE) and the worst images",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        help="with --analyze: the detections the confusion matrices and pictures show (default: where F1 peaks)",
+    )
     p.set_defaults(func=_eval)
 
 
@@ -33,24 +44,24 @@ def _eval(args: argparse.Namespace) -> int:
     from instaseg.engine.evaluate import evaluate
     from instaseg.evaluation.files import evaluate_files
 
+    if args.score_threshold is not None and not args.analyze:
+        raise UserError("--score-threshold goes with --analyze")
+    scoring = {"max_dets": args.max_dets, "out": args.out, "area_from": args.area_from}
+    scoring |= {"analyze": args.analyze, "score_threshold": args.score_threshold}
     if args.gt or args.pred:
         if not (args.gt and args.pred):
             raise UserError("--gt and --pred go together")
-        result = evaluate_files(args.gt, args.pred, max_dets=args.max_dets, out=args.out, area_from=args.area_from)
+        result = evaluate_files(args.gt, args.pred, **scoring)
     elif args.checkpoint and args.data:
         result = evaluate(
-            args.checkpoint,
-            args.data,
-            split=args.split,
-            max_dets=args.max_dets,
-            batch_size=args.batch_size,
-            device=args.device,
-            out=args.out,
-            area_from=args.area_from,
+            args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, device=args.device, **scoring
         )
     else:
         raise UserError("give --checkpoint and --data, or --gt and --pred")
     print_metrics(result)
+    print_per_class(result)
+    if "analysis" in result:
+        print_errors(result["analysis"])
     return 0
 
 
@@ -98,3 +109,47 @@ def print_metrics(result: dict, console: Any = None) -> None:
         console.print(line, soft_wrap=True)
     if result.get("output"):
         console.print(f"written to {result['output']}")
+
+
+def print_per_class(result: dict, console: Any = None) -> None:
+    """Per IoU type, one row per class: its objects, AP, AP50, AP75, AR and AP per size ("-": none to find)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    per_class = result.get("per_class") or {}
+    stats = ("AP", "AP50", "AP75", "AR", "APs", "APm", "APl")
+    for kind in ("mask", "box"):
+        if not any(f"{kind}_AP50" in row for row in per_class.values()):
+            continue
+        table = Table(title=f"{kind} per class", title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("class", no_wrap=True)
+        table.add_column("objects", justify="right")
+        for stat in stats:
+            table.add_column(stat, justify="right")
+        for name, row in per_class.items():
+            table.add_row(name, str(row.get("instances", "")), *(_fmt(row.get(f"{kind}_{s}")) for s in stats))
+        console.print(table)
+
+
+def print_errors(analysis: dict, console: Any = None) -> None:
+    """The error types' counts and the AP50 fixing each would add, then where the report is."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from instaseg.evaluation.error_types import ERROR_TYPES
+
+    console = console or Console()
+    kinds = [k for k in ("mask", "box") if k in analysis]
+    table = Table(title="errors (TIDE: foreground IoU 0.5, background 0.1)", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("error")
+    for kind in kinds:
+        table.add_column(f"{kind} count", justify="right")
+        table.add_column(f"{kind} AP50 if fixed", justify="right")
+    for error in ERROR_TYPES:
+        cells = [(str(analysis[k]["counts"][error]), f"+{analysis[k]['delta_ap50'][error]:.3f}") for k in kinds]
+        table.add_row(error, *(c for pair in cells for c in pair))
+    console.print(table)
+    console.print(f"analysis report: {analysis['report']}", soft_wrap=True)

@@ -33,7 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--save-json", action="store_true")
     p.add_argument("--save-img", action="store_true")
-    p.add_argument("--coco-results", help="also write all detections as one COCO results json")
+    p.add_argument(
+        "--coco-results",
+        help="also write all detections as one COCO results json, for `instaseg eval --gt ... --pred FILE`",
+    )
+    p.add_argument(
+        "--gt",
+        help="the ground truth the COCO results will be scored against (annotations json or dataset folder): each "
+        "image gets its id by file name; without it only files named by their id (000000397133.jpg) are accepted",
+    )
     # no --bgr: files are decoded as RGB; channel order only matters for arrays, given through the Python API
     ray = p.add_argument_group("batch prediction on Ray Data (--engine ray; pip install 'instaseg[ray]')")
     ray.add_argument("--engine", choices=("local", "ray"), default="local")

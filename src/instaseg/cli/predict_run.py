@@ -10,19 +10,11 @@ from rich.console import Console
 
 from instaseg.data.writer import refuse_inside_sources
 from instaseg.errors import UserError
+from instaseg.evaluation.image_ids import ResultImageIds
 from instaseg.inference.predictor import Predictor, create_model
-from instaseg.inference.result import Result
-from instaseg.inference.sources import count_inputs
+from instaseg.inference.sources import count_inputs, expand_paths
 from instaseg.utils.io import atomic_write_json
 from instaseg.utils.progress import progress_bar
-
-
-def coco_image_id(result: Result, order: int) -> int:
-    """COCO's convention names files by image id (000000397133.jpg): use that number, else the 1-based order."""
-    stem = Path(result.name).name
-    if result.frame_index is None and stem.isdigit():
-        return int(stem)
-    return order
 
 
 def _summary(predictor: Predictor, images: int, instances: int, skipped: int, out: Path | None) -> str:
@@ -55,6 +47,7 @@ def run_predict(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if save_json or save_img:  # outputs inside an input folder would alter it, and be read back on the next run
         refuse_inside_sources(out, [Path(p) for p in args.input if Path(p).is_dir()])
+    image_ids = _result_image_ids(args)  # before the model loads: a results file that cannot map fails at once
     predictor = _load_predictor(args)
     total = count_inputs(args.input)  # also fails early, in one line, on an input that does not exist
     skipped: list[UserError] = []
@@ -76,8 +69,9 @@ def run_predict(args: argparse.Namespace) -> dict:
                 result.save_to_json(out)
             if save_img:
                 result.save_to_img(out)
-            if args.coco_results:
-                coco.extend(result.to_coco(coco_image_id(result, images)))
+            if image_ids is not None:
+                image_id, file_name = image_ids.of(result.input_path, result.frame_index)
+                coco.extend({**record, "file_name": file_name} for record in result.to_coco(image_id))
             bar.advance(current=result.name)
     if args.coco_results:
         atomic_write_json(args.coco_results, coco, indent=None)
@@ -90,6 +84,19 @@ def run_predict(args: argparse.Namespace) -> dict:
         # beside the summary (stdout): stderr holds one line per skipped file, which scripts read
         console.print("skipped " + ", ".join(f"{n} {why}" for why, n in reasons.items()), soft_wrap=True)
     return {"images": images, "instances": instances, "skipped": len(skipped), "skip_reasons": reasons}
+
+
+def _result_image_ids(args: argparse.Namespace) -> ResultImageIds | None:
+    """The ground truth's image id of every input, checked now (`instaseg.evaluation.image_ids`); None without
+    --coco-results."""
+    gt = getattr(args, "gt", None)
+    if not args.coco_results:
+        if gt:
+            raise UserError("--gt gives --coco-results the ground truth's image ids: add --coco-results FILE")
+        return None
+    ids = ResultImageIds(gt)
+    ids.check([path for spec in args.input for path in expand_paths(spec)])
+    return ids
 
 
 def skip_reasons(errors: list[UserError]) -> dict[str, int]:
@@ -108,6 +115,7 @@ def run_predict_ray(args: argparse.Namespace) -> dict:
     options = {
         "--save-img": args.save_img,
         "--coco-results": args.coco_results,
+        "--gt": getattr(args, "gt", None),
         "--backend auto": args.backend == "auto",
         "--amp": args.amp,
     }

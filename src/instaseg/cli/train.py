@@ -55,6 +55,7 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         overrides=args.override,
         auto=None if args.auto is None else args.auto == "on",
+        announce=print,
     )
     if result.get("is_global_zero", True):
         print(f"best mask AP {result['best_metrics'].get('mask_AP', float('nan')):.4f}  run folder: {result['out']}")

@@ -4,7 +4,7 @@ Both draw their partner images from a small cache of recently seen samples, as R
 do: a transform needs no access to the dataset, and in a DataLoader worker the cache holds other images of the
 same dataset. The strong stage is Mosaic (four images on a 2S x 2S canvas) -> large-scale jitter resize and an
 S x S crop -> colour jitter -> flip -> boxes recomputed from the cropped masks -> MixUp (0.5 / 0.5 blend with a
-cached strong-stage result); the light stage is the ordinary recipe pipeline (`recipe_transforms`).
+cached strong-stage result); the light stage is the ordinary recipe pipeline (`instaseg.data.pipeline`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from instaseg.data.transforms import ResizeToRecipe, Sample, boxes_from_masks, recipe_transforms, wrap_sample
+from instaseg.data.augment import photometric
+from instaseg.data.transforms import ResizeToRecipe, Sample, boxes_from_masks, wrap_sample
 
 PAD_VALUE = 114  # the grey RTMDet pads its canvases with
 
@@ -104,7 +105,7 @@ class MixUp:
     crop; otherwise placed at the top-left, cropped or padded) and keep the instances of both."""
 
     def __init__(self, p: float = 0.5, cache_size: int = 10):
-        self.p, self.cache = p, _Cache(cache_size)
+        self.p, self.cache = float(p), _Cache(cache_size)
 
     def __call__(self, image: torch.Tensor, target: dict[str, Any]) -> Sample:
         image = _plain(image)
@@ -146,8 +147,9 @@ class StagedPipeline:
         return (self.light if self.is_light else self.strong)(image, target)
 
 
-def build_mosaic_pipeline(recipe_input: dict, cfg: dict) -> StagedPipeline:
-    """RTMDet's two-stage training pipeline for a recipe with ``train.mosaic`` and/or ``train.mixup``."""
+def build_mosaic_pipeline(recipe_input: dict, cfg: dict, light: Any = None) -> StagedPipeline:
+    """RTMDet's two-stage training pipeline for a recipe with ``train.mosaic`` and/or ``train.mixup``; ``light``:
+    the pipeline of the last epochs (default: resize with the recipe's scale jitter, flip)."""
     size = int(recipe_input["max_size"])
     lo, hi = cfg.get("scale_jitter") or (1.0, 1.0)
     steps: list[Any] = []
@@ -156,13 +158,15 @@ def build_mosaic_pipeline(recipe_input: dict, cfg: dict) -> StagedPipeline:
         steps += [Mosaic(size), ResizeToRecipe(size, size, (2 * lo, 2 * hi))]
     else:
         steps.append(ResizeToRecipe(int(recipe_input["min_size"]), size, cfg.get("scale_jitter")))
-    if cfg.get("photometric"):
-        steps.append(v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03)], p=0.8))
+    colour = photometric(cfg.get("photometric", False), float(cfg.get("photometric_prob", 0.8)))
+    steps += [colour] if colour is not None else []
     if cfg.get("hflip", True):
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps.append(RecomputeBoxes())
     if cfg.get("mixup"):
-        steps.append(MixUp())
+        steps.append(MixUp(float(cfg.get("mixup_prob", 0.5))))
     steps.append(v2.SanitizeBoundingBoxes(min_size=1))
-    light = recipe_transforms(recipe_input, cfg, train=True)
+    if light is None:
+        light = v2.Compose([ResizeToRecipe(int(recipe_input["min_size"]), size, cfg.get("scale_jitter")),
+                            v2.RandomHorizontalFlip(p=0.5), v2.SanitizeBoundingBoxes(min_size=1)])  # fmt: skip
     return StagedPipeline(v2.Compose(steps), light)

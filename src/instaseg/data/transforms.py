@@ -5,8 +5,8 @@ with ``boxes`` (``tv_tensors.BoundingBoxes`` XYXY), ``masks`` (``tv_tensors.Mask
 (a plain int64 tensor). v2 transforms move boxes and masks together with the image, and
 ``SanitizeBoundingBoxes`` drops an instance's box, mask and label together, so they never fall out of step.
 
-Every pipeline resizes to the recipe size with torchvision's detection rule (`resize_scale`), so a
-torchvision-style model's own ``GeneralizedRCNNTransform`` sees images already at its size and keeps them.
+Every pipeline resizes to the recipe size with torchvision's detection rule (`resize_scale`) or, for recipes with
+``input.resize: stretch``, to a square; the pipelines themselves are put together in `instaseg.data.pipeline`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def resize_scale(h: int, w: int, min_size: float, max_size: float) -> float:
     return min(min_size / min(h, w), max_size / max(h, w))
 
 
-def resized_size(h: int, w: int, min_size: float, max_size: float) -> tuple[int, int]:
-    """Output (height, width) of the recipe resize; the limiting side lands exactly on its target size."""
+def resized_size(h: int, w: int, min_size: float, max_size: float, keep_ratio: bool = True) -> tuple[int, int]:
+    """Output (height, width) of the recipe resize; the limiting side lands exactly on its target size. Without
+    ``keep_ratio`` (``input.resize: stretch``) every image becomes a ``max_size`` square."""
+    if not keep_ratio:
+        return int(max_size), int(max_size)
     scale = resize_scale(h, w, min_size, max_size)
     return max(1, round(h * scale)), max(1, round(w * scale))
 
@@ -56,14 +59,17 @@ def unwrap_sample(image: torch.Tensor, target: dict[str, Any]) -> Sample:
 
 
 class ResizeToRecipe(v2.Transform):
-    """Resize to the recipe size (`resize_scale`); with ``scale_range`` also jitter the scale (train only).
+    """Resize to the recipe size (`resize_scale`, or a square with ``keep_ratio=False``); with ``scale_range`` also
+    jitter the scale (train only).
 
     A jittered image cannot simply be left larger or smaller: the model would resize it back to the recipe
     size and undo the jitter. So the jittered image is cropped (zoom in) or padded (zoom out) to the
     un-jittered output size, as large-scale-jitter training does, and the model keeps it as it is.
     """
 
-    def __init__(self, min_size: int, max_size: int, scale_range: tuple[float, float] | None = None):
+    def __init__(
+        self, min_size: int, max_size: int, scale_range: tuple[float, float] | None = None, keep_ratio: bool = True
+    ):
         super().__init__()
         if min_size <= 0 or max_size <= 0:
             raise UserError(f"input sizes must be positive, got min_size={min_size}, max_size={max_size}")
@@ -71,15 +77,19 @@ class ResizeToRecipe(v2.Transform):
             raise UserError(f"train.scale_jitter must be [low, high] with 0 < low <= high, got {scale_range}")
         self.min_size, self.max_size = min_size, max_size
         self.scale_range = tuple(scale_range) if scale_range else None
+        self.keep_ratio = bool(keep_ratio)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = query_size(flat_inputs)
-        scale = resize_scale(h, w, self.min_size, self.max_size)
-        canvas = resized_size(h, w, self.min_size, self.max_size)
+        canvas = resized_size(h, w, self.min_size, self.max_size, self.keep_ratio)
         if not self.scale_range:
             return {"size": list(canvas), "canvas": canvas, "offset": (0, 0), "unchanged": canvas == (h, w)}
-        scale *= random.uniform(*self.scale_range)
-        size = [max(1, round(h * scale)), max(1, round(w * scale))]
+        factor = random.uniform(*self.scale_range)
+        if self.keep_ratio:
+            scale = resize_scale(h, w, self.min_size, self.max_size) * factor
+            size = [max(1, round(h * scale)), max(1, round(w * scale))]
+        else:
+            size = [max(1, round(c * factor)) for c in canvas]
         # random placement of the crop window (zoom in) or of the image on the padded canvas (zoom out)
         offset = tuple(random.randint(0, abs(s - c)) for s, c in zip(size, canvas, strict=True))
         return {"size": size, "canvas": canvas, "offset": offset, "unchanged": False}
@@ -177,29 +187,3 @@ class CopyPaste:
         if changed.any():
             boxes[changed] = boxes_from_masks(masks[changed])
         return masks[keep], boxes[keep], target["labels"][keep]
-
-
-def recipe_transforms(recipe_input: dict, train_cfg: dict | None, train: bool, resize: bool = True) -> v2.Compose:
-    """The ordinary sample pipeline of a recipe (Mosaic and MixUp aside: `instaseg.data.pipeline` adds them).
-
-    ``recipe_input``: ``{min_size, max_size}``. ``train_cfg`` (the recipe's ``train`` section) is read only when
-    ``train``: ``hflip`` (bool), ``scale_jitter`` ([lo, hi] or null), ``photometric`` (bool), ``copy_paste`` (bool).
-    Evaluation pipelines resize to the recipe size, or with ``resize=False`` keep the original resolution (the
-    model then resizes itself and pastes predictions back at original size).
-    """
-    min_size, max_size = int(recipe_input["min_size"]), int(recipe_input["max_size"])
-    cfg = train_cfg or {}
-    steps: list[Any] = []
-    if train:
-        steps.append(ResizeToRecipe(min_size, max_size, cfg.get("scale_jitter")))
-        if cfg.get("copy_paste"):
-            steps.append(CopyPaste())
-        if cfg.get("hflip", True):
-            steps.append(v2.RandomHorizontalFlip(p=0.5))
-        if cfg.get("photometric"):
-            jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03)
-            steps.append(v2.RandomApply([jitter], p=0.8))
-    elif resize:
-        steps.append(ResizeToRecipe(min_size, max_size))
-    steps.append(v2.SanitizeBoundingBoxes(min_size=1))
-    return v2.Compose(steps)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from instaseg.config import multiscale_overrides
 from instaseg.data.statistics import (
     COVERAGE_TARGET,
     DatasetStatistics,
@@ -94,16 +95,25 @@ def _get(recipe: dict, key: str) -> Any:
     return recipe[section][name]
 
 
-def _median_object_at_input(stats: DatasetStatistics, min_size: float, max_size: float) -> float:
+def _input_scales(image_hw: np.ndarray, min_size: float, max_size: float, keep_ratio: bool) -> np.ndarray:
+    """[N,2] (x, y) scale of each image (h, w) by the recipe resize; a stretched image's axes scale apart."""
+    if not keep_ratio:
+        hw = np.asarray(image_hw, dtype=np.float64).reshape(-1, 2)
+        return np.stack([max_size / hw[:, 1], max_size / hw[:, 0]], axis=1)
+    scale = np.array([resize_scale(h, w, min_size, max_size) for h, w in image_hw], dtype=np.float64)
+    return np.repeat(scale.reshape(-1, 1), 2, axis=1)
+
+
+def _median_object_at_input(stats: DatasetStatistics, min_size: float, max_size: float, keep_ratio: bool) -> float:
     if stats.num_boxes == 0:
         return math.inf
-    scale = np.array([resize_scale(h, w, min_size, max_size) for h, w in stats.image_hw])
-    return float(np.median(stats.box_sides() * scale[stats.box_image]))
+    scaled = stats.box_wh * _input_scales(stats.image_hw, min_size, max_size, keep_ratio)[stats.box_image]
+    return float(np.median(np.sqrt(scaled.prod(axis=1))))
 
 
 def _choose_input_and_tiling(recipe: dict, stats: DatasetStatistics, explicit: set[str] | frozenset) -> list[Choice]:
     lo, hi = int(recipe["input"]["min_size"]), int(recipe["input"]["max_size"])
-    median = _median_object_at_input(stats, lo, hi)
+    median = _median_object_at_input(stats, lo, hi, recipe["input"]["resize"] == "keep_ratio")
     growth, tile, overlap = 1.0, recipe["tiling"]["size"], recipe["tiling"]["overlap"]
     why_input = why_tile = f"median object {median:.0f} px at the input: large enough"
     if median < SMALL_OBJECT_PX:
@@ -119,7 +129,11 @@ def _choose_input_and_tiling(recipe: dict, stats: DatasetStatistics, explicit: s
             why_input = "kept: the images are tiled"
             why_tile = f"median object {median:.1f} px even at x{MAX_INPUT_GROWTH:g} input: {side} px tiles -> {lo} px"
     new_lo, new_hi = (_multiple_of_32(v * growth) if growth > 1 else v for v in (lo, hi))
-    return [
+    scaled = []
+    for item in multiscale_overrides(recipe, new_lo):  # the multi-scale sizes move with the input
+        key, value = item.split("=", 1)
+        scaled.append(_pick(key, recipe["train"][key.split(".")[1]], json.loads(value), why_input, explicit))
+    return scaled + [
         _pick("input.min_size", lo, new_lo, why_input, explicit),
         _pick("input.max_size", hi, new_hi, why_input, explicit),
         _pick("tiling.size", recipe["tiling"]["size"], tile, why_tile, explicit),
@@ -138,11 +152,10 @@ def box_wh_at_input(stats: DatasetStatistics, recipe: dict, values: dict[str, An
     lo = values.get("input.min_size", recipe["input"]["min_size"])
     hi = values.get("input.max_size", recipe["input"]["max_size"])
     tile = values.get("tiling.size", recipe["tiling"]["size"])
-    if tile:
-        scale = np.full(len(stats.image_hw), resize_scale(tile, tile, lo, hi))
-    else:
-        scale = np.array([resize_scale(h, w, lo, hi) for h, w in stats.image_hw]).reshape(-1)
-    return stats.box_wh * scale[stats.box_image][:, None] if stats.num_boxes else stats.box_wh
+    keep = recipe["input"]["resize"] == "keep_ratio"
+    image_hw = np.full((len(stats.image_hw), 2), tile) if tile else stats.image_hw
+    scales = _input_scales(image_hw, lo, hi, keep)
+    return stats.box_wh * scales[stats.box_image] if stats.num_boxes else stats.box_wh
 
 
 def _choose_anchors(

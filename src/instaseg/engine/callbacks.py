@@ -1,4 +1,4 @@
-"""Training callbacks: weight EMA, warmup then plateau learning rate, atomic checkpoint files.
+"""Training callbacks: weight EMA and atomic checkpoint files (the learning rate: `instaseg.engine.lr_schedules`).
 
 Each keeps its state in plain types and tensors (``state_dict``/``load_state_dict``), so a Lightning checkpoint
 restores it on ``--resume`` and still loads with ``torch.load(weights_only=True)``.
@@ -6,7 +6,6 @@ restores it on ``--resume`` and still loads with ``torch.load(weights_only=True)
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from instaseg.utils.io import atomic_write
-
-logger = logging.getLogger(__name__)
 
 VAL_METRIC = "val/mask_AP"
 
@@ -38,15 +35,22 @@ def _save_to_file(checkpoint: dict[str, Any], tmp: Path) -> None:
         torch.save(checkpoint, f)
 
 
+EMA_RAMP_STEPS = 2000  # the exponential ramp's time constant (mmdetection's ExpMomentumEMA gamma, PaddleDetection's)
+
+
 class ModelEMA:
     """Exponential moving average of a model's state (parameters and float buffers).
 
-    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates: short runs (a few hundred
-    steps) then average over their recent past instead of staying close to the random initialisation.
+    The decay ramps up over the first updates, so short runs average over their recent past instead of staying
+    close to the random initialisation: after ``n`` updates it is ``min(decay, (1 + n) / (10 + n))`` with
+    ``ramp="threshold"`` (PaddleDetection's default), ``decay x (1 - exp(-n / 2000))`` with ``"exponential"``
+    (mmdetection's ExpMomentumEMA; PaddleDetection's ``ema_decay_type: exponential``).
     """
 
-    def __init__(self, decay: float = 0.9998):
-        self.decay = float(decay)
+    def __init__(self, decay: float = 0.9998, ramp: str = "threshold"):
+        if ramp not in ("threshold", "exponential"):
+            raise ValueError(f"unknown EMA ramp {ramp!r}")
+        self.decay, self.ramp = float(decay), ramp
         self.updates = 0
         self.state: dict[str, torch.Tensor] = {}
 
@@ -55,6 +59,9 @@ class ModelEMA:
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def current_decay(self) -> float:
+        """The decay of the update being made (``updates`` already counts it)."""
+        if self.ramp == "exponential":
+            return self.decay * (1 - math.exp(-self.updates / EMA_RAMP_STEPS))
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
@@ -85,8 +92,8 @@ class EMACallback(pl.Callback):
     ``state_dict`` holds the raw weights (to resume) and its "instaseg" part the averaged ones.
     """
 
-    def __init__(self, decay: float = 0.9998):
-        self.ema = ModelEMA(decay)
+    def __init__(self, decay: float = 0.9998, ramp: str = "threshold"):
+        self.ema = ModelEMA(decay, ramp)
         self._loaded: dict[str, Any] | None = None
         self._backup: dict[str, torch.Tensor] | None = None
         self._last_step = -1
@@ -136,79 +143,3 @@ class EMACallback(pl.Callback):
 
 def find_callback(trainer: pl.Trainer, kind: type) -> Any:
     return next((cb for cb in trainer.callbacks if isinstance(cb, kind)), None)
-
-
-class WarmupPlateauLR(pl.Callback):
-    """Linear warmup for ``warmup_iters`` optimizer steps, then ReduceLROnPlateau (mode max) on val mask AP.
-
-    One callback owns the learning rate (``base * plateau_scale * warmup``) so the warmup never overwrites a
-    plateau reduction and vice versa, which two stacked torch schedulers would do.
-    """
-
-    def __init__(
-        self,
-        warmup_iters: int = 200,
-        patience: int = 3,
-        factor: float = 0.1,
-        warmup_start: float = 0.001,
-        min_scale: float = 1e-3,
-        threshold: float = 1e-4,
-        monitor: str = VAL_METRIC,
-    ):
-        self.warmup_iters, self.patience, self.factor = int(warmup_iters), int(patience), float(factor)
-        self.warmup_start, self.min_scale, self.threshold = float(warmup_start), float(min_scale), float(threshold)
-        self.monitor = monitor
-        self.base_lrs: list[float] = []
-        self.scale = 1.0
-        self.best: float | None = None
-        self.bad_checks = 0
-
-    def warmup_factor(self, step: int) -> float:
-        if step >= self.warmup_iters:
-            return 1.0
-        alpha = step / max(1, self.warmup_iters)
-        return self.warmup_start * (1 - alpha) + alpha
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.base_lrs:  # a resumed run keeps the base learning rates it started with
-            self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in trainer.optimizers[0].param_groups]
-        self._apply(trainer)
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self._apply(trainer)
-
-    def _apply(self, trainer: pl.Trainer) -> None:
-        factor = self.scale * self.warmup_factor(trainer.global_step)
-        for group, base in zip(trainer.optimizers[0].param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * factor
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or value is None:
-            return
-        value = float(value)
-        if math.isnan(value):
-            value = -math.inf
-        if self._improved(value):
-            self.best, self.bad_checks = value, 0
-            return
-        self.bad_checks += 1
-        if self.bad_checks > self.patience and self.scale > self.min_scale:
-            self.scale = max(self.scale * self.factor, self.min_scale)
-            self.bad_checks = 0
-            logger.info("%s flat for %d validations: learning rate x%g", self.monitor, self.patience + 1, self.factor)
-        self._apply(trainer)
-
-    def _improved(self, value: float) -> bool:
-        if self.best is None or math.isinf(self.best):
-            return value > -math.inf if self.best is None else value > self.best
-        return value > self.best + self.threshold * abs(self.best)  # relative threshold, as torch's 'rel' mode
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"base_lrs": list(self.base_lrs), "scale": self.scale, "best": self.best, "bad_checks": self.bad_checks}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.base_lrs = [float(x) for x in state_dict["base_lrs"]]
-        self.scale = float(state_dict["scale"])
-        self.best = state_dict["best"]
-        self.bad_checks = int(state_dict["bad_checks"])

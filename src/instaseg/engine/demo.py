@@ -44,13 +44,15 @@ DEMO_OVERRIDES: list[str] = [
     f"train.epochs={DEMO_EPOCHS}",
     f"train.val_interval={DEMO_VAL_INTERVAL}",
     f"train.max_minutes={DEMO_MAX_MINUTES}",
+    "eval.analyze=false",  # the demo analyses the checkpoint it scores itself (best.ckpt, or last.ckpt if cut)
 ]
 
 
 def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> dict[str, Any]:
-    """Generate the shapes data in OUT/data, train `maskrcnn_fast` into OUT/train, evaluate its best.ckpt.
+    """Generate the shapes data in OUT/data, train `maskrcnn_fast` into OUT/train, evaluate and analyse its
+    best.ckpt (OUT/analysis/report.html).
 
-    Returns (and writes to OUT/demo_result.json) ``{mask_AP, box_AP, train_seconds, out, ...}``.
+    Returns (and writes to OUT/demo_result.json) ``{mask_AP, box_AP, train_seconds, out, report, ...}``.
     """
     from instaseg.engine.train import train
 
@@ -73,8 +75,9 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
         cap = DEMO_MAX_MINUTES if minutes is None else minutes
         logger.warning("no validated checkpoint (the %s min cap stopped training early): scoring last.ckpt", cap)
         checkpoint = result["paths"]["last"]
-    # the best checkpoint scored afresh, through the same path as `instaseg eval` (OUT/evaluate_result.json)
-    scored = evaluate(checkpoint, data, split="val", out=out)
+    # the best checkpoint scored afresh, through the same path as `instaseg eval --analyze`
+    # (OUT/evaluate_result.json, OUT/analysis/report.html)
+    scored = evaluate(checkpoint, data, split="val", out=out, analyze=True)
     metrics = scored["metrics"]
     demo = {
         "mask_AP": metrics["mask_AP"],
@@ -89,6 +92,7 @@ def run_demo(out: str | Path, minutes: float | None = None, seed: int = 0) -> di
         "seed": seed,
         "out": str(out),
         "checkpoint": checkpoint,
+        "report": scored["analysis"]["report"],
     }
     atomic_write_json(out / "demo_result.json", demo)
     return demo

@@ -16,7 +16,8 @@ import numpy as np
 from instaseg.data.coco import CocoData, find_split_files, load_coco
 from instaseg.errors import UserError
 from instaseg.evaluation.coco import CocoEvaluator, check_area_from, check_max_dets
-from instaseg.evaluation.report import evaluation_result, write_result
+from instaseg.evaluation.files import check_score_threshold
+from instaseg.evaluation.report import write_evaluation
 from instaseg.utils.images import read_image
 from instaseg.utils.progress import track
 
@@ -99,12 +100,14 @@ def evaluate(
     out: str | Path | None = None,
     num_workers: int = 0,
     area_from: str = "mask",
+    analyze: bool = False,
+    score_threshold: float | None = None,
 ) -> dict:
     """COCO box and mask AP of a checkpoint on a dataset split, at each image's original resolution.
 
     ``data``: a dataset folder (``annotations/instances_{split}.json`` + ``images/``) or an annotation json.
-    ``area_from``: "mask" or "box", what sizes detections for mask AP's ranges (see
-    `instaseg.evaluation.files.evaluate_files`).
+    ``area_from``: "mask" or "box", what sizes detections for mask AP's ranges; ``analyze``, ``score_threshold``:
+    the analysis in ``out/analysis/`` (see `instaseg.evaluation.files.evaluate_files`).
     Writes ``evaluate_result.json`` in ``out`` (default: the checkpoint's folder) and returns the result plus
     its path under ``output``.
     """
@@ -113,13 +116,16 @@ def evaluate(
 
     check_max_dets(max_dets)
     check_area_from(area_from)
+    check_score_threshold(score_threshold)
     gt, split_name = _load_split(data, split)
     backend, info = load(checkpoint, device)
     predictor = Predictor(backend, list(info["class_names"]), threshold=0.0)  # every detection the model keeps
     category_ids = _label_category_ids(list(info["class_names"]), gt, data)
     evaluator = CocoEvaluator(gt, max_dets, category_ids=category_ids, area_from=area_from)
     predict_split(predictor, gt, evaluator.add, batch_size=batch_size, num_workers=num_workers)
-    metrics = evaluator.compute()
     inputs = {"split": split_name, "checkpoint": str(checkpoint), "data": str(data)}
-    result = evaluation_result(metrics, max_dets, inputs, len(gt.images), len(evaluator.results), area_from)
-    return write_result(result, Path(out) if out is not None else Path(checkpoint).resolve().parent)
+    folder = Path(out) if out is not None else Path(checkpoint).resolve().parent
+    return write_evaluation(
+        gt, evaluator.gt_coco, evaluator.results, evaluator.evaluate(), inputs, folder, max_dets, area_from,
+        analyze, score_threshold,
+    )  # fmt: skip

@@ -51,6 +51,8 @@ class InstanceSegModule(pl.LightningModule):
     ):
         super().__init__()
         self.model = model
+        # the training pipeline resizes (multi-scale, scale jitter, batch sizes drawn per batch): the model keeps sizes
+        self.model.keep_training_sizes()
         self.recipe = recipe
         self.class_names = list(class_names)
         self.category_ids = [int(c) for c in category_ids]

@@ -1,5 +1,8 @@
 """The run folder's records: metrics.csv, curves.png and train_result.json, rewritten (atomically) each epoch.
 
+metrics.csv has one row per epoch: step, learning rate, the train losses, the validation numbers (``val_mask_AP``,
+``val_box_AP50``...) and each class's mask AP (``val_mask_AP[<class name>]``).
+
 `RunRecorder` keeps one row per epoch (its state travels in checkpoints, so a resumed run rewrites the same
 history). Only rank 0 writes; the train-loss means are reduced over processes first (a collective call that
 every rank makes).
@@ -95,7 +98,10 @@ class RunRecorder(pl.Callback):
             return
         metrics = dict(getattr(pl_module, "last_val_metrics", {}))
         per_class = metrics.pop("per_class", {})
-        self._add_row(trainer, pl_module, {f"val_{k}": v for k, v in metrics.items()})
+        val = {f"val_{k}": v for k, v in metrics.items()}
+        # each class's mask AP gets a column of its own: which classes learn, and when
+        val |= {f"val_mask_AP[{name}]": row["mask_AP"] for name, row in per_class.items() if "mask_AP" in row}
+        self._add_row(trainer, pl_module, val)
         self._val_epoch = trainer.current_epoch
         value = metrics.get(self.monitor_key, float("nan"))
         best = self.best_metrics.get(self.monitor_key, float("nan"))

@@ -1,10 +1,14 @@
 """Optimizer and learning-rate schedule chosen by the recipe, and the switch to lighter augmentation at the end.
 
-- ``train.optimizer``: ``sgd`` (momentum, weight decay on every weight: the Mask R-CNN recipes) or ``adamw``
-  (RTMDet's: no weight decay on normalisation weights and biases).
-- ``train.lr_schedule``: ``plateau`` (linear warmup, then x plateau_factor when val mask AP stalls; see
-  `WarmupPlateauLR`) or ``flat_cosine`` (linear warmup, flat until half of training, then cosine down to
-  ``min_lr_ratio`` x lr at the end; RTMDet's).
+- ``train.optimizer``: ``sgd`` (momentum) or ``adamw``; ``train.decay_norms_and_biases`` says whether weight decay
+  reaches normalisation weights and biases (null: SGD decays every weight, as PaddleDetection's L2 regularizer and
+  mmdetection's SGD recipes; AdamW spares them, as RTMDet's ``norm_decay_mult=0, bias_decay_mult=0``).
+- ``train.lr_schedule`` (`instaseg.engine.lr_schedules`): ``multistep`` (x ``gamma`` after each of ``milestones``
+  epochs), ``cosine`` (from the warmup's end to ``min_lr_ratio`` x lr at ``cosine_epochs``), ``flat_cosine`` (flat
+  until half of training, then cosine to ``min_lr_ratio``; RTMDet's) or ``plateau`` (x ``plateau_factor`` when val
+  mask AP stalls). Every one warms up linearly from ``warmup_start`` x lr over ``warmup_iters`` steps of
+  ``base_batch`` images (or ``warmup_epochs``), and runs at the lr the linear scaling rule gives the actual total
+  batch (`instaseg.engine.scaling`).
 - ``train.mosaic`` / ``train.mixup`` stop once ``mosaic_until`` of training has passed (RTMDet's last 20 of 300
   epochs run on the lighter pipeline).
 
@@ -17,7 +21,6 @@ the recipe's values are the only defaults: there are no fallbacks here to drift 
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -25,6 +28,15 @@ import lightning.pytorch as pl
 import torch
 
 from instaseg.config import LR_SCHEDULES, OPTIMIZERS
+from instaseg.engine.lr_schedules import (
+    WarmupCosineLR,
+    WarmupFlatCosineLR,
+    WarmupLR,
+    WarmupMultiStepLR,
+    WarmupPlateauLR,
+    training_progress,
+)
+from instaseg.engine.scaling import BatchScaling, batch_scaling
 from instaseg.errors import UserError
 
 
@@ -50,10 +62,12 @@ def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     if kind not in OPTIMIZERS:
         raise UserError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}", record="train")
     types = {name: type(m) for name, m in model.named_modules()}
+    decay_all = cfg.get("decay_norms_and_biases")  # null (the default): by the optimizer
+    decay_all = kind == "sgd" if decay_all is None else bool(decay_all)
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():  # named_parameters lists a shared parameter once
         if p.requires_grad:
-            exempt = kind == "adamw" and _no_decay(name, p, types)  # SGD decays every weight
+            exempt = not decay_all and _no_decay(name, p, types)
             groups.setdefault((_is_backbone(name) and mult != 1.0, exempt), []).append(p)
     param_groups = [
         {"params": params, "lr": lr * (mult if backbone else 1.0), "weight_decay": 0.0 if exempt else wd}
@@ -62,56 +76,6 @@ def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     if kind == "sgd":
         return torch.optim.SGD(param_groups, lr=lr, momentum=float(cfg["momentum"]), weight_decay=wd)
     return torch.optim.AdamW(param_groups, lr=lr)
-
-
-def training_progress(trainer: pl.Trainer) -> float:
-    """Fraction of training done, in [0, 1]: optimizer steps over planned steps, or time over the budget."""
-    from lightning.pytorch.callbacks import Timer
-
-    total = trainer.estimated_stepping_batches
-    steps = trainer.global_step / total if total and math.isfinite(total) else 0.0
-    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
-    used = 0.0
-    if timer is not None and timer._duration:
-        used = timer.time_elapsed("train") / timer._duration
-    return float(min(1.0, max(steps, used)))
-
-
-class WarmupFlatCosineLR(pl.Callback):
-    """Linear warmup (from ``warmup_start`` x lr) for ``warmup_iters`` steps, flat until ``flat_until`` of
-    training, then cosine to ``min_ratio`` x lr. Set every optimizer step from `training_progress`."""
-
-    def __init__(
-        self, warmup_iters: int = 1000, min_ratio: float = 0.05, flat_until: float = 0.5, warmup_start: float = 1e-5
-    ):
-        self.warmup_iters, self.min_ratio = int(warmup_iters), float(min_ratio)
-        self.flat_until, self.warmup_start = float(flat_until), float(warmup_start)
-        self.base_lrs: list[float] = []
-
-    def factor(self, step: int, progress: float) -> float:
-        warm = 1.0
-        if step < self.warmup_iters:
-            alpha = step / max(1, self.warmup_iters)
-            warm = self.warmup_start * (1 - alpha) + alpha
-        if progress <= self.flat_until:
-            return warm
-        t = (progress - self.flat_until) / max(1e-8, 1 - self.flat_until)
-        return warm * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.base_lrs:
-            self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in trainer.optimizers[0].param_groups]
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        f = self.factor(trainer.global_step, training_progress(trainer))
-        for group, base in zip(trainer.optimizers[0].param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * f
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"base_lrs": list(self.base_lrs)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.base_lrs = [float(x) for x in state_dict["base_lrs"]]
 
 
 class AugmentationSwitch(pl.Callback):
@@ -141,25 +105,35 @@ def _train_pipeline(trainer: pl.Trainer) -> Any:
     return getattr(dataset, "transforms", None)
 
 
-def make_lr_callback(cfg: dict) -> pl.Callback:
-    """The learning-rate callback of the recipe's ``lr_schedule``."""
-    from instaseg.engine.callbacks import WarmupPlateauLR
-
+def make_lr_callback(cfg: dict, scaling: BatchScaling | None = None) -> WarmupLR:
+    """The learning-rate callback of the recipe's ``lr_schedule``, at the lr and warmup of ``scaling`` (default:
+    one device, so the recipe's batch alone)."""
+    scaling = scaling or batch_scaling(cfg)
     kind = cfg["lr_schedule"]
+    common: dict[str, Any] = {
+        "epochs": int(cfg["epochs"]),
+        "warmup_epochs": scaling.warmup_epochs,
+        "lr_scale": scaling.lr_scale,
+        "warmup_start": float(cfg["warmup_start"]),
+    }
+    steps = scaling.warmup_steps
+    if kind == "multistep":
+        return WarmupMultiStepLR(list(cfg["milestones"]), float(cfg["gamma"]), warmup_steps=steps, **common)
+    if kind == "cosine":
+        span = cfg["cosine_epochs"] or cfg["epochs"]
+        return WarmupCosineLR(float(span), float(cfg["min_lr_ratio"]), warmup_steps=steps, **common)
     if kind == "flat_cosine":
-        return WarmupFlatCosineLR(int(cfg["warmup_iters"]), float(cfg["min_lr_ratio"]))
+        return WarmupFlatCosineLR(steps, float(cfg["min_lr_ratio"]), **common)
     if kind != "plateau":
         raise UserError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {kind!r}", record="train")
     return WarmupPlateauLR(
-        warmup_iters=int(cfg["warmup_iters"]),
-        patience=int(cfg["plateau_patience"]),
-        factor=float(cfg["plateau_factor"]),
+        warmup_iters=steps, patience=int(cfg["plateau_patience"]), factor=float(cfg["plateau_factor"]), **common
     )
 
 
-def make_schedule_callbacks(cfg: dict) -> list[pl.Callback]:
+def make_schedule_callbacks(cfg: dict, scaling: BatchScaling | None = None) -> list[pl.Callback]:
     """Learning-rate callback, plus the augmentation switch when the recipe uses Mosaic or MixUp."""
-    callbacks = [make_lr_callback(cfg)]
+    callbacks: list[pl.Callback] = [make_lr_callback(cfg, scaling)]
     if cfg["mosaic"] or cfg["mixup"]:
         callbacks.append(AugmentationSwitch(float(cfg["mosaic_until"])))
     return callbacks

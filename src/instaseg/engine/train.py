@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from torch.utils.data import DataLoader
 
-from instaseg.config import recipe_to_yaml
+from instaseg.config import multiscale_overrides, recipe_to_yaml
 from instaseg.data.coco import CocoData, load_dataset
 from instaseg.data.dataset import InstanceDataset, collate_fn
-from instaseg.data.pipeline import build_transforms
+from instaseg.data.pipeline import build_transforms, train_collate
 from instaseg.data.statistics import DatasetStatistics
 from instaseg.data.tiles import TiledInstanceDataset
 from instaseg.engine.auto_config import auto_configure, render_choices
@@ -37,12 +38,13 @@ from instaseg.engine.faults import (
 )
 from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.outputs import FILES, RunRecorder, attach_log, detach_log, run_paths
+from instaseg.engine.scaling import BatchScaling, batch_scaling
 from instaseg.engine.schedules import make_schedule_callbacks
 from instaseg.errors import UserError
 from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.utils.device import resolve_device
-from instaseg.utils.io import atomic_write_text, read_json
+from instaseg.utils.io import atomic_write_json, atomic_write_text, read_json
 
 logger = logging.getLogger("instaseg.train")
 
@@ -68,6 +70,7 @@ def train(
     resume: bool = False,
     overrides: list[str] | None = None,
     auto: bool | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train recipe ``model`` (a name or a yaml) on the COCO dataset folder ``data``; returns the train result.
 
@@ -77,7 +80,9 @@ def train(
     given here or in ``overrides`` keep theirs, and ``auto=False`` keeps the recipe as written.
     The result (also OUT/train_result.json) holds ``done_flag``,
     ``best_epoch``, ``best_metrics`` (mask_AP, box_AP, ...), ``out`` and ``paths``, plus ``is_global_zero``
-    (False in the extra processes of a multi-process run, which should stay quiet).
+    (False in the extra processes of a multi-process run, which should stay quiet). ``announce`` is called (in
+    the launching process only) with each line worth showing before training starts: the learning rate and warmup
+    the linear scaling rule chose for the actual total batch, and the published numbers they were scaled from.
     """
     recipe, out_dir = _prepare_run(model, out, resume, epochs, batch_size, img_size, lr, overrides)
     point = read_resume_point(out_dir / FILES["last"]) if resume else None
@@ -91,6 +96,7 @@ def train(
         train_data, val_data = splits["train"], splits["val"]
         if not resume:  # a resumed run keeps the choices its config.yaml recorded
             explicit = _explicit_keys(img_size, overrides)
+            recipe = _trainable_norm_from_scratch(recipe, weights, explicit, announce)
             recipe = _configure_for_data(recipe, train_data, auto, explicit, weights, out_dir)
         logger.info(
             "recipe %s on %s: %d train / %d val images",
@@ -105,6 +111,10 @@ def train(
         module = InstanceSegModule(net, recipe, train_data.class_names, train_data.category_ids, val_gt=val_data)
         if point is not None:
             check_resume_fits(point, module, train_data.class_names)
+        scaling = batch_scaling(recipe["train"], devices, num_nodes, recipe["published"]["config"])
+        logger.info(scaling.describe())
+        if announce is not None and _launching_rank_zero():
+            announce(scaling.describe())
         trainer = build_trainer(recipe, out_dir, device, devices, num_nodes)
         module.strict_finite = trainer.precision == "32-true"
         loaders = make_loaders(recipe, train_data, val_data)
@@ -117,9 +127,32 @@ def train(
                 raise worker_death_stop(e) from None
             raise
         logger.info("training stopped after %.0f s", time.monotonic() - start)
-        return _result(trainer, out_dir)
+        result = _result(trainer, out_dir)
+        if result["is_global_zero"] and result.get("done_flag") and recipe["eval"]["analyze"]:
+            _analyze_best(result, data, recipe, device)
+        return result
     finally:
         detach_log(handler)
+
+
+def _analyze_best(result: dict[str, Any], data: str | Path, recipe: dict, device: str) -> None:
+    """`instaseg eval --analyze` of best.ckpt on the val split, into the run folder (evaluate_result.json and
+    analysis/); its report joins the result's paths. A failure is logged: the trained model stands regardless."""
+    from instaseg.engine.evaluate import evaluate
+
+    out = Path(result["out"])
+    best = out / FILES["best"]
+    if not best.is_file():
+        return
+    logger.info("analysing best.ckpt on the val split -> %s", out / "analysis")
+    try:
+        batch = int(recipe["train"]["batch_size"])
+        evaluated = evaluate(best, data, "val", int(recipe["eval"]["max_dets"]), batch, device, out, analyze=True)
+    except (UserError, OSError) as e:
+        logger.warning("could not analyse best.ckpt: %s", e)
+        return
+    result["paths"]["analysis"] = evaluated["analysis"]["report"]
+    atomic_write_json(out / FILES["result"], {k: v for k, v in result.items() if k != "is_global_zero"})
 
 
 def resolve_recipe(
@@ -130,14 +163,15 @@ def resolve_recipe(
     lr: float | None = None,
     overrides: list[str] | None = None,
 ) -> dict:
-    """The recipe with command-line values applied, then the dotted overrides (which win)."""
+    """The recipe with command-line values applied, then the dotted overrides (which win). ``img_size`` moves the
+    multi-scale training sizes along with the input."""
     recipe = load_recipe(model) if not isinstance(model, dict) else model
     cli = []
     for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size), ("train.lr", lr)):
         if value is not None:
             cli.append(f"{key}={value}")
     if img_size is not None:
-        cli += [f"input.min_size={img_size}", f"input.max_size={img_size}"]
+        cli += [f"input.min_size={img_size}", f"input.max_size={img_size}", *multiscale_overrides(recipe, img_size)]
     return apply_overrides(recipe, cli + list(overrides or []))
 
 
@@ -167,6 +201,21 @@ def _explicit_keys(img_size: int | None, overrides: list[str] | None) -> set[str
     """Dotted recipe keys the caller set: dataset-aware choices leave them alone."""
     keys = {item.split("=", 1)[0].strip() for item in overrides or []}
     return keys | ({"input.min_size", "input.max_size"} if img_size is not None else set())
+
+
+def _trainable_norm_from_scratch(
+    recipe: dict, weights: str | None, explicit: set[str], announce: Callable[[str], None] | None
+) -> dict:
+    """``model.norm: bn`` for a run with no pretrained weights: a frozen BatchNorm on random weights has the
+    identity's statistics and normalises nothing (the published recipes freeze it on ImageNet weights)."""
+    start = str(weights if weights is not None else recipe["model"].get("weights", "none")).lower()
+    if start != "none" or recipe["model"].get("norm") != "frozen_bn" or "model.norm" in explicit:
+        return recipe
+    line = "training from scratch: model.norm bn (trainable BatchNorm; -o model.norm=frozen_bn keeps it frozen)"
+    logger.info(line)
+    if announce is not None and _launching_rank_zero():
+        announce(line)
+    return apply_overrides(recipe, ["model.norm=bn"])
 
 
 def _configure_for_data(
@@ -221,10 +270,13 @@ def make_loaders(recipe: dict, train_data: CocoData, val_data: CocoData) -> tupl
     train_ds = _train_dataset(recipe, train_data)
     # validation images keep their size: the model resizes them and pastes predictions back at full resolution
     val_ds = InstanceDataset(val_data, build_transforms(recipe["input"], None, train=False, resize=False), train=False)
-    common = {"collate_fn": collate_fn, "num_workers": workers, "persistent_workers": workers > 0}
+    common = {"num_workers": workers, "persistent_workers": workers > 0}
     return (
-        DataLoader(train_ds, batch_size=batch, shuffle=True, drop_last=len(train_ds) > batch, **common),
-        DataLoader(val_ds, batch_size=batch, shuffle=False, **common),
+        DataLoader(
+            train_ds, batch_size=batch, shuffle=True, drop_last=len(train_ds) > batch, collate_fn=train_collate(cfg),
+            **common,
+        ),
+        DataLoader(val_ds, batch_size=batch, shuffle=False, collate_fn=collate_fn, **common),
     )
 
 
@@ -267,6 +319,8 @@ def build_trainer(recipe: dict, out: Path, device: str, devices: int, num_nodes:
         max_epochs=int(cfg["epochs"]),
         max_time=timedelta(minutes=float(max_minutes)) if max_minutes else None,
         max_steps=int(cfg["max_steps"]) if cfg.get("max_steps") else -1,
+        accumulate_grad_batches=int(cfg["accumulate"]),
+        sync_batchnorm=bool(cfg["sync_bn"]) and gpu and world > 1,  # torch's SyncBatchNorm runs on GPUs only
         gradient_clip_val=float(cfg["grad_clip"]) if cfg["grad_clip"] else None,
         check_val_every_n_epoch=int(cfg["val_interval"]),
         num_sanity_val_steps=0,
@@ -274,17 +328,17 @@ def build_trainer(recipe: dict, out: Path, device: str, devices: int, num_nodes:
         enable_model_summary=False,
         inference_mode=False,  # the EMA swaps weights in place around validation
         default_root_dir=str(out),
-        callbacks=make_callbacks(recipe, out),
+        callbacks=make_callbacks(recipe, out, batch_scaling(cfg, devices, num_nodes)),
         plugins=[AtomicCheckpointIO()],
     )
 
 
-def make_callbacks(recipe: dict, out: Path) -> list[pl.Callback]:
+def make_callbacks(recipe: dict, out: Path, scaling: BatchScaling | None = None) -> list[pl.Callback]:
     cfg = recipe["train"]
     callbacks: list[pl.Callback] = [TQDMProgressBar()]
     if cfg["ema"]:
-        callbacks.append(EMACallback(decay=float(cfg["ema_decay"])))
-    callbacks += make_schedule_callbacks(cfg)  # warmup + plateau or flat-cosine lr; Mosaic/MixUp switch-off
+        callbacks.append(EMACallback(decay=float(cfg["ema_decay"]), ramp=cfg["ema_ramp"]))
+    callbacks += make_schedule_callbacks(cfg, scaling)  # warmup x the lr schedule; Mosaic/MixUp switch-off
     callbacks.append(RunRecorder(out))
     callbacks.append(ResumableOnFault(out / FILES["last"]))
     patience = cfg["early_stop_patience"]

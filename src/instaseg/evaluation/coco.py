@@ -22,6 +22,8 @@ from faster_coco_eval import COCO, COCOeval_faster
 from instaseg.data.coco import CocoData
 from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox, rle_to_json, segmentation_to_rle
 from instaseg.errors import UserError
+from instaseg.evaluation.mask_scoring import MaskCOCOeval, results_index
+from instaseg.evaluation.per_class import class_stats, instance_counts
 
 IOU_TYPES = ("bbox", "segm")
 # what sizes a detection for mask AP's small/medium/large ranges -> the convention's name, as printed
@@ -157,7 +159,8 @@ def check_area_from(area_from: str) -> str:
     return area_from
 
 
-def _box_of(r: dict) -> list[float]:
+def box_of(r: dict) -> list[float]:
+    """A result's [x, y, w, h]: its own ``bbox``, else its mask's bounding box."""
     bbox = r.get("bbox")
     if bbox is None:  # a mask-only result is boxed by its mask
         bbox = rle_bbox(segmentation_to_rle(r["segmentation"], *r["segmentation"]["size"]))
@@ -170,10 +173,10 @@ def _results_for(results: Iterable[dict], iou_type: str, area_from: str = "mask"
     # torchvision's and detectron2's evaluators do); "box": keep (or add) boxes, as a raw results file has them
     if iou_type == "bbox":
         keys = ("image_id", "category_id", "score")
-        return [{**{k: r[k] for k in keys}, "bbox": _box_of(r)} for r in results]
+        return [{**{k: r[k] for k in keys}, "bbox": box_of(r)} for r in results]
     keys = ("image_id", "category_id", "segmentation", "score")
     if area_from == "box":
-        return [{**{k: r[k] for k in keys}, "bbox": _box_of(r)} for r in results]
+        return [{**{k: r[k] for k in keys}, "bbox": box_of(r)} for r in results]
     return [{k: r[k] for k in keys} for r in results]
 
 
@@ -181,9 +184,13 @@ def run_cocoeval(
     gt_coco: COCO, results: list[dict], iou_type: str, max_dets: int, area_from: str = "mask"
 ) -> COCOeval_faster:
     """Evaluate, accumulate and summarise one IoU type; the returned object holds ``eval`` and ``stats``."""
-    dt_coco = gt_coco.loadRes(_results_for(results, iou_type, area_from))
-    dt_coco.print_function = _quiet
-    ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
+    records = _results_for(results, iou_type, area_from)
+    if iou_type == "segm":  # the IoUs computed once per image and category, on the records' own RLE
+        ev: COCOeval_faster = MaskCOCOeval(gt_coco, results_index(gt_coco, records, area_from))
+    else:
+        dt_coco = gt_coco.loadRes(records)
+        dt_coco.print_function = _quiet
+        ev = COCOeval_faster(gt_coco, dt_coco, iou_type, print_function=_quiet)
     ev.params.maxDets = [1, 10, max_dets]
     ev.evaluate()
     ev.accumulate()
@@ -191,14 +198,27 @@ def run_cocoeval(
     return ev
 
 
-def per_class_ap(ev: COCOeval_faster) -> dict[int, float]:
-    """AP@[.5:.95] per category id (area all, the largest maxDets); -1 where the class has no ground truth."""
-    precision = ev.eval["precision"]  # [T, R, K, A, M]
-    out = {}
-    for k, cat_id in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        out[int(cat_id)] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
-    return out
+def score_results(
+    gt_coco: COCO, results: list[dict], max_dets: int, iou_types: Sequence[str], area_from: str = "mask"
+) -> dict[str, COCOeval_faster]:
+    """One evaluated, accumulated COCOeval per IoU type (what `summarize` and the analysis read)."""
+    return {iou_type: run_cocoeval(gt_coco, results, iou_type, max_dets, area_from) for iou_type in iou_types}
+
+
+def summarize(gt_coco: COCO, evaluations: dict[str, COCOeval_faster], max_dets: int) -> dict:
+    """The 12 COCO numbers per IoU type (flat keys ``box_AP``... ``mask_ARl``) and ``per_class``: by class name,
+    its ground-truth ``instances`` and `CLASS_STATS` per IoU type (``box_AP``, ``mask_AP50``, ``mask_APs``...)."""
+    names = {c["id"]: c["name"] for c in gt_coco.dataset["categories"]}
+    counts = instance_counts(gt_coco.dataset)
+    metrics: dict[str, Any] = {}
+    per_class: dict[str, dict[str, float]] = {names[i]: {"instances": counts[i]} for i in sorted(names)}
+    for iou_type, ev in evaluations.items():
+        prefix = PREFIX[iou_type]
+        metrics.update({f"{prefix}_{n}": float(v) for n, v in zip(stat_names(max_dets), ev.stats[:12], strict=True)})
+        for cat_id, stats in class_stats(ev).items():
+            per_class[names[cat_id]].update({f"{prefix}_{k}": v for k, v in stats.items()})
+    metrics["per_class"] = per_class
+    return metrics
 
 
 def coco_metrics(
@@ -208,24 +228,14 @@ def coco_metrics(
     iou_types: Sequence[str] = IOU_TYPES,
     area_from: str = "mask",
 ) -> dict:
-    """The 12 COCO numbers per IoU type (flat keys ``box_AP``... ``mask_ARl``) and ``per_class`` AP by name.
+    """`summarize`'s numbers of ``results`` against ``gt``.
 
     ``area_from``: what sizes a detection for mask AP's small/medium/large ranges, "mask" or "box" (module doc).
     """
     check_max_dets(max_dets)
     check_area_from(area_from)
     gt_coco = gt if isinstance(gt, COCO) else gt_to_coco(gt, masks="segm" in iou_types)
-    names = {c["id"]: c["name"] for c in gt_coco.dataset["categories"]}
-    metrics: dict[str, Any] = {}
-    per_class: dict[str, dict[str, float]] = {names[i]: {} for i in sorted(names)}
-    for iou_type in iou_types:
-        ev = run_cocoeval(gt_coco, results, iou_type, max_dets, area_from)
-        prefix = PREFIX[iou_type]
-        metrics.update({f"{prefix}_{n}": float(v) for n, v in zip(stat_names(max_dets), ev.stats[:12], strict=True)})
-        for cat_id, ap in per_class_ap(ev).items():
-            per_class[names[cat_id]][f"{prefix}_AP"] = ap
-    metrics["per_class"] = per_class
-    return metrics
+    return summarize(gt_coco, score_results(gt_coco, results, max_dets, iou_types, area_from), max_dets)
 
 
 class CocoEvaluator:
@@ -272,7 +282,16 @@ class CocoEvaluator:
     def add_results(self, results: Iterable[dict]) -> None:
         self.results.extend(results)
 
-    def compute(self) -> dict:
+    @property
+    def gt_coco(self) -> COCO:
+        """The ground truth's COCO index, built on first use and reused (its masks are rasterised once)."""
         if self._gt_coco is None:
             self._gt_coco = gt_to_coco(self.gt, masks="segm" in self.iou_types)
-        return coco_metrics(self._gt_coco, self.results, self.max_dets, self.iou_types, self.area_from)
+        return self._gt_coco
+
+    def evaluate(self) -> dict[str, COCOeval_faster]:
+        """One evaluated COCOeval per IoU type, for `summarize` and `instaseg.evaluation.analysis`."""
+        return score_results(self.gt_coco, self.results, self.max_dets, self.iou_types, self.area_from)
+
+    def compute(self) -> dict:
+        return summarize(self.gt_coco, self.evaluate(), self.max_dets)

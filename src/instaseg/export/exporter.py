@@ -58,8 +58,8 @@ def example_inputs(spec: InputSpec, dynamic: bool, image: np.ndarray | None = No
     batch, sizes = preprocess([image], spec)
     if not dynamic:
         side = padded_size(spec.max_size, spec.size_divisible)
-        padded = torch.zeros((1, 3, side, side))
-        padded[..., : batch.shape[-2], : batch.shape[-1]] = batch
+        padded = spec.canvas(1, side, side)
+        padded[..., : batch.shape[-2], : batch.shape[-1]] = batch[..., :side, :side]
         batch = padded
     return batch, torch.tensor(sizes[0], dtype=torch.int64)
 
@@ -109,8 +109,8 @@ def export_model(
     if img_size is not None:
         if img_size < 32:
             raise UserError(f"--img-size must be at least 32, got {img_size}")
-        info["input"] = {"min_size": int(img_size), "max_size": int(img_size)}
-    spec = replace(model.input_spec, **{k: int(v) for k, v in info["input"].items()})
+        info["input"] = {**info["input"], "min_size": int(img_size), "max_size": int(img_size)}
+    spec = replace(model.input_spec, **{k: int(info["input"][k]) for k in ("min_size", "max_size")})
     images = calibration_images_or_none(calib_data, calib_size)
     graph_module = DetectorGraph(model).eval()
     example = example_inputs(spec, dynamic, images[0] if images else None)
@@ -123,6 +123,8 @@ def export_model(
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),
         "mask_stride": model.mask_stride,  # None: masks per box; S: image-frame masks at stride S
+        "mask_logits": bool(model.mask_logits),  # masks are logits (resampled as such), not probabilities
+        "mask_box_crop": bool(model.mask_box_crop),  # image-frame masks are cut to their boxes
     }
     gflops = count_gflops(graph_module, *example)
     meta = build_metadata(info, spec, graph, precision, int8, gflops=round(gflops, 3), gflops_input=[height, width])

@@ -18,6 +18,13 @@ __all__ = ["PRECISIONS", "build_metadata", "to_strings"]
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
+def pad_description(spec: InputSpec) -> str:
+    """How an image is padded, in words, for readers of the exported file that are not instaseg."""
+    value = "zeros (after normalisation)" if spec.pad_value is None else f"pixel value {spec.pad_value:.6g} on [0, 1]"
+    canvas = f", to at least {spec.max_size}x{spec.max_size}" if spec.pad_to_square else ""
+    return f"{value} at the bottom and right, to a multiple of {spec.size_divisible}{canvas}"
+
+
 def build_metadata(
     info: dict, spec: InputSpec, graph: dict, precision: str = "fp32", int8: bool = False, **extra: Any
 ) -> dict:
@@ -38,15 +45,23 @@ def build_metadata(
         "box_score_thresh": evaluation.get("score_threshold"),
         "max_dets": evaluation.get("max_dets"),
         "tiling": recipe.get("tiling"),  # the predictor tiles large images as the model was trained
-        "input": {"min_size": spec.min_size, "max_size": spec.max_size},
+        "input": {
+            "min_size": spec.min_size,
+            "max_size": spec.max_size,
+            "resize": "keep_ratio" if spec.keep_ratio else "stretch",
+        },
         "preprocess": {
             "color": "RGB",
             "scale": "1/255",
             "mean": list(spec.mean),
             "std": list(spec.std),
-            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w))",
+            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w))"
+            if spec.keep_ratio
+            else "bilinear to max_size x max_size (the aspect ratio not kept)",
             "size_divisible": spec.size_divisible,
-            "pad": "zeros at the bottom and right",
+            "pad": pad_description(spec),
+            "pad_to_square": spec.pad_to_square,
+            "pad_value": spec.pad_value,
         },
         "graph": graph,
         "precision": precision,

@@ -47,7 +47,7 @@ def calibration_feeds(images: list[np.ndarray], spec: InputSpec, graph: dict) ->
     feeds = []
     for image in track(images, "preparing calibration images", stderr=False):
         batch, sizes = preprocess([image], spec)
-        feeds.extend(graph_inputs(batch, sizes, graph, spec.size_divisible))
+        feeds.extend(graph_inputs(batch, sizes, graph, spec))
     return feeds
 
 

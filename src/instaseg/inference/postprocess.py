@@ -18,7 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from instaseg.data.masks import rle_to_json
-from instaseg.models.detector import RawOutput
+from instaseg.models.detector import Detector, RawOutput
 
 
 @dataclass
@@ -28,7 +28,9 @@ class RawDetections:
     boxes [N,4] xyxy float, scores [N], labels [N] (1..K), masks [N,M,M] float probabilities in [0,1].
     ``mask_stride``: None for box-relative masks (Mask R-CNN: each [M,M] mask spans its box); an integer S for
     image-frame masks (RTMDet-Ins: [N,h,w] probabilities where pixel (i, j) covers network-input pixels
-    [S*i, S*i+S) x [S*j, S*j+S) of the padded input, top-left aligned).
+    [S*i, S*i+S) x [S*j, S*j+S) of the padded input, top-left aligned). ``mask_logits``: the masks are logits,
+    resampled as such and thresholded at the threshold's logit. ``mask_box_crop`` (image-frame masks): pixels
+    outside the box are background; False keeps the whole mask (see `instaseg.models.detector.Detector`).
     """
 
     boxes: np.ndarray
@@ -36,16 +38,20 @@ class RawDetections:
     labels: np.ndarray
     masks: np.ndarray
     mask_stride: int | None = None
+    mask_logits: bool = False
+    mask_box_crop: bool = True
 
     @classmethod
-    def from_output(cls, out: RawOutput, mask_stride: int | None) -> RawDetections:
-        """A detector's `RawOutput` (tensors, any device) as numpy arrays on the host."""
+    def from_output(cls, out: RawOutput, detector: Detector) -> RawDetections:
+        """A detector's `RawOutput` (tensors, any device) as numpy arrays on the host, with its mask layout."""
         return cls(
             boxes=out.boxes.float().cpu().numpy(),
             scores=out.scores.float().cpu().numpy(),
             labels=out.labels.cpu().numpy(),
             masks=out.masks.float().cpu().numpy(),
-            mask_stride=mask_stride,
+            mask_stride=detector.mask_stride,
+            mask_logits=bool(detector.mask_logits),
+            mask_box_crop=bool(detector.mask_box_crop),
         )
 
 
@@ -205,7 +211,8 @@ def paste_image_mask(
     """An image-frame low-res mask [h,w] (see `RawDetections.mask_stride`) resampled straight to the original
     pixels of its box, and nothing outside it: (bool crop, x0, y0). One bilinear step on the low-res window under
     the box, so the cost is the box's (a stride-4 map of a 640 px input is 160 x 160: multiplying the whole of it
-    for each box cost 50x more for a 64 px box)."""
+    for each box cost 50x more for a 64 px box). The values may be probabilities or logits: ``threshold`` is in
+    their units."""
     im_h, im_w = image_size
     x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
     x1, y1 = min(int(np.ceil(box[2])), im_w), min(int(np.ceil(box[3])), im_h)
@@ -215,6 +222,37 @@ def paste_image_mask(
     cols, left = resample_matrix(x1 - x0, x0, input_size[1] / (im_w * stride), mask.shape[1])
     window = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
     return rows @ window @ cols.T > threshold, x0, y0
+
+
+def logit(p: float) -> float:
+    """The logit of a probability threshold (0 and 1 map to -inf and +inf: everything, or nothing, passes)."""
+    if p <= 0.0:
+        return float("-inf")
+    if p >= 1.0:
+        return float("inf")
+    return float(np.log(p / (1.0 - p)))
+
+
+def mask_extents(
+    masks: np.ndarray, threshold: float, stride: int, input_size: tuple[int, int], image_size: tuple[int, int]
+) -> np.ndarray:
+    """[N,4] xyxy windows in original pixels that hold every pixel where each image-frame mask [N,h,w],
+    bilinearly resampled, exceeds ``threshold``: a resampled value is a weighted mean of at most four neighbouring
+    low-res values, so it can pass only within one low-res pixel of a low-res value that passes. An empty window
+    (nothing passes) for a mask with no such value. The paste of an uncut mask then costs its own extent."""
+    above = masks > threshold
+    rows, cols = above.any(axis=2), above.any(axis=1)
+    out = np.zeros((len(masks), 4), dtype=np.float32)
+    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        if not r.any():
+            continue
+        r_idx, c_idx = np.flatnonzero(r), np.flatnonzero(c)
+        # low-res pixel j spans input pixels [stride*j, stride*(j+1)); one more on each side, in original pixels
+        y0, y1 = (r_idx[0] - 1) * stride, (r_idx[-1] + 2) * stride
+        x0, x1 = (c_idx[0] - 1) * stride, (c_idx[-1] + 2) * stride
+        window = scale_boxes(np.array([[x0, y0, x1, y1]], dtype=np.float32), input_size, image_size)[0]
+        out[i] = window + np.array([-1, -1, 1, 1], dtype=np.float32)  # whatever the scale, a whole pixel more
+    return out
 
 
 @dataclass
@@ -249,13 +287,16 @@ def postprocess_crops(
     boxes = scale_boxes(boxes, input_size, image_size)
     masks = np.asarray(raw.masks)[keep]
     im_h, im_w = image_size
+    threshold = logit(mask_threshold) if raw.mask_logits else mask_threshold
     if raw.mask_stride:
+        stride = raw.mask_stride
+        windows = boxes if raw.mask_box_crop else mask_extents(masks, threshold, stride, input_size, image_size)
         crops = [
-            paste_image_mask(m, b, raw.mask_stride, input_size, image_size, mask_threshold)
-            for m, b in zip(masks, boxes, strict=True)
+            paste_image_mask(m, b, raw.mask_stride, input_size, image_size, threshold)
+            for m, b in zip(masks, windows, strict=True)
         ]
     else:
-        crops = [paste_mask(m, b, im_h, im_w, mask_threshold) for m, b in zip(masks, boxes, strict=True)]
+        crops = [paste_mask(m, b, im_h, im_w, threshold) for m, b in zip(masks, boxes, strict=True)]
     return CropDetections(
         boxes=boxes,
         scores=np.asarray(raw.scores, dtype=np.float32)[keep],

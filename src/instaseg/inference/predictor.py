@@ -186,7 +186,7 @@ class Predictor:
             if i not in found:
                 spec = self.backend.spec
                 run = lambda tiles, tile_sizes: self._detect_crops(tiles, tile_sizes, threshold)  # noqa: E731
-                found[i] = tiled_detect(run, image, tiling, (spec.min_size, spec.max_size))
+                found[i] = tiled_detect(run, image, tiling, (spec.min_size, spec.max_size), spec.keep_ratio)
         start = time.perf_counter()
         detections = [found[i].to_detections(size) for i, size in enumerate(sizes)]
         if self.timings["postprocess"]:  # RLE encoding: part of the last batch's post-processing

@@ -1,9 +1,10 @@
 """Pre-processing shared by every backend: normalise, resize by the recipe rule, pad into one batch.
 
 It reproduces torchvision's GeneralizedRCNNTransform step for step (normalise, then bilinear resize with the
-same scale arithmetic, then zero padding to a multiple of ``size_divisible``), so that the predictor feeds the
-network exactly what the eager model would see. Keeping it outside the model is what lets exported graphs
-(ONNX, OpenVINO) share it.
+same scale arithmetic, or to its fixed size for a stretched square, then padding to a multiple of
+``size_divisible``: zeros, or the spec's canvas and pad value), so that the predictor feeds the network exactly
+what the eager model would see. Keeping it outside the model is what lets exported graphs (ONNX, OpenVINO) share
+it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ __all__ = ["InputSpec", "preprocess", "resize_normalized"]
 
 
 def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Resize a normalised [3,H,W] float image by the recipe rule, with torchvision's exact interpolate call."""
+    """Resize a normalised [3,H,W] float image by the recipe rule, with torchvision's exact interpolate call (for a
+    stretched square: its ``fixed_size`` call)."""
+    if not spec.keep_ratio:
+        side = spec.max_size
+        return F.interpolate(image[None], size=(side, side), mode="bilinear", align_corners=False)[0]
     h, w = image.shape[-2:]
     scale = resize_scale(h, w, spec.min_size, spec.max_size)
     # interpolate's own output size: when it is the input's, the recomputed scale is 1 and every output pixel is
@@ -55,10 +60,9 @@ def preprocess(
     std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
     resized = [resize_normalized((_as_float(image, device) - mean) / std, spec) for image in images]
     sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in resized]
-    stride = spec.size_divisible
-    height = int(np.ceil(max(s[0] for s in sizes) / stride) * stride)
-    width = int(np.ceil(max(s[1] for s in sizes) / stride) * stride)
-    batch = torch.zeros((len(resized), 3, height, width), dtype=torch.float32, device=device)
+    frames = [spec.padded_frame(h, w) for h, w in sizes]
+    height, width = max(f[0] for f in frames), max(f[1] for f in frames)
+    batch = spec.canvas(len(resized), height, width, device)
     for i, t in enumerate(resized):
         batch[i, :, : t.shape[-2], : t.shape[-1]] = t
     return batch, sizes

@@ -3,9 +3,10 @@
 The inputs (a folder, a glob, a list file, or the same on an object store such as ``s3://bucket/images/``) are
 listed once, sorted, and cut into shards of ``shard_size`` images. Ray Data hands shards to a pool of actors, each
 holding one `Predictor` (any backend, CPU or GPU) for its lifetime; an actor reads its shard's images, predicts,
-and writes the shard's results atomically as JSON lines or Parquet (image path, size, boxes, scores, labels,
-RLE masks). ``manifest.json`` records the job and every finished shard, so a rerun with the same job skips the
-shards already written: a job killed halfway loses at most the shards in flight.
+and writes the shard's results atomically as JSON lines or Parquet, one record per image in the schema of
+`Result.json` (image path, size, boxes as ``{cls_id, label, score, coordinate}``, RLE masks). ``manifest.json``
+records the job and every finished shard, so a rerun with the same job skips the shards already written: a job
+killed halfway loses at most the shards in flight.
 """
 
 from __future__ import annotations
@@ -90,18 +91,10 @@ def read_bytes(uri: str) -> bytes:
 
 
 def result_record(result: Any, path: str) -> dict:
-    """One image's results as a flat record: what both output formats store."""
-    ids = result.category_ids
-    return {
-        "input_path": path,
-        "height": int(result.image_size[0]),
-        "width": int(result.image_size[1]),
-        "boxes": [[float(v) for v in box] for box in result.boxes],
-        "scores": [float(s) for s in result.scores],
-        "labels": [result.label_name(label) for label in result.labels],
-        "category_ids": [int(ids[label - 1]) if ids else int(label) for label in result.labels],
-        "masks": [{"size": [int(v) for v in r["size"]], "counts": r["counts"]} for r in result.rles],
-    }
+    """One image's record in both output formats: `Result.json`, the schema of every instaseg result (``input_path``,
+    ``height``, ``width``, ``boxes`` as ``[{cls_id, label, score, coordinate}]``, ``masks`` as COCO RLE), with the
+    image's path or URI."""
+    return {**result.json, "input_path": path}
 
 
 def shard_file(out: Path, index: int, fmt: str) -> Path:
@@ -122,16 +115,16 @@ def write_shard(path: Path, records: list[dict], fmt: str) -> None:
 def _parquet_schema() -> Any:
     import pyarrow as pa
 
+    # the json records' own nesting: one schema for both formats (pyarrow's list_flatten unnests it for queries)
+    fields = [("cls_id", pa.int64()), ("label", pa.string()), ("score", pa.float64())]
+    box = pa.struct([*fields, ("coordinate", pa.list_(pa.float64()))])
     rle = pa.struct([("size", pa.list_(pa.int64())), ("counts", pa.string())])
     return pa.schema(
         [
             ("input_path", pa.string()),
             ("height", pa.int64()),
             ("width", pa.int64()),
-            ("boxes", pa.list_(pa.list_(pa.float64()))),
-            ("scores", pa.list_(pa.float64())),
-            ("labels", pa.list_(pa.string())),
-            ("category_ids", pa.list_(pa.int64())),
+            ("boxes", pa.list_(box)),
             ("masks", pa.list_(rle)),
             ("error", pa.string()),
         ]

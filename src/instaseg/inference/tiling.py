@@ -81,11 +81,15 @@ def window_of(image: np.ndarray | torch.Tensor, window: tuple[int, int, int, int
     return image[..., y0:y1, x0:x1] if isinstance(image, torch.Tensor) else image[y0:y1, x0:x1]
 
 
-def shrink_for_input(image: np.ndarray | torch.Tensor, min_size: int, max_size: int) -> np.ndarray | torch.Tensor:
-    """The image shrunk to what the resize rule makes of it (left as is when the rule would enlarge it)."""
+def shrink_for_input(
+    image: np.ndarray | torch.Tensor, min_size: int, max_size: int, keep_ratio: bool = True
+) -> np.ndarray | torch.Tensor:
+    """The image shrunk to what the resize rule makes of it (a side the rule would enlarge is left as it is: a
+    stretched image's sides scale apart, so shrinking one alone changes nothing the resize then does)."""
     h, w = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
-    new_h, new_w = resized_size(h, w, min_size, max_size)
-    if new_h >= h:
+    new_h, new_w = resized_size(h, w, min_size, max_size, keep_ratio)
+    new_h, new_w = min(new_h, h), min(new_w, w)
+    if (new_h, new_w) == (h, w) or (keep_ratio and new_h >= h):
         return image
     if isinstance(image, torch.Tensor):
         return F.interpolate(image[None], size=(new_h, new_w), mode="area")[0]
@@ -188,10 +192,11 @@ def tiled_detect(
     image: np.ndarray | torch.Tensor,
     options: TilingOptions,
     input_sizes: tuple[int, int],
+    keep_ratio: bool = True,
 ) -> CropDetections:
     """Detections of one large image: ``detect_crops(images, image_sizes)`` (the predictor's per-image path,
     returning `CropDetections` in each given size) on every tile, and on the shrunk whole image pasted back at
-    full size; merged. ``input_sizes``: the model's (min_size, max_size)."""
+    full size; merged. ``input_sizes``: the model's (min_size, max_size); ``keep_ratio``: its resize rule."""
     h, w = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
     assert options.size is not None
     windows = tile_windows(h, w, options.size, options.overlap)
@@ -205,7 +210,7 @@ def tiled_detect(
             parts.append(moved)
             cuts.append(cut_by_border(moved.boxes, win, (h, w)))
     if options.full_image_pass:
-        whole = detect_crops([shrink_for_input(image, *input_sizes)], [(h, w)])[0]
+        whole = detect_crops([shrink_for_input(image, *input_sizes, keep_ratio)], [(h, w)])[0]
         whole = _larger_than_overlap(whole, options.size * options.overlap)
         parts.append(whole)
         cuts.append(np.zeros(len(whole.scores), dtype=bool))

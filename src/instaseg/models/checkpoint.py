@@ -28,6 +28,16 @@ REQUIRED_KEYS = ("recipe", "class_names", "category_ids", "model_state_dict")
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
+def input_section(recipe: dict) -> dict:
+    """The input a checkpoint records: sizes and resize rule (a checkpoint from before the rule keeps the ratio)."""
+    section = recipe["input"]
+    return {
+        "min_size": int(section["min_size"]),
+        "max_size": int(section["max_size"]),
+        "resize": str(section.get("resize", "keep_ratio")),
+    }
+
+
 def checkpoint_payload(
     model: nn.Module | Mapping[str, torch.Tensor], recipe: dict, class_names: list[str], category_ids: list[int]
 ) -> dict:
@@ -39,7 +49,7 @@ def checkpoint_payload(
         "recipe": recipe,
         "class_names": [str(n) for n in class_names],
         "category_ids": [int(i) for i in category_ids],
-        "input": {k: int(recipe["input"][k]) for k in ("min_size", "max_size")},
+        "input": input_section(recipe),
         "model_state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
         "version": __version__,
     }
@@ -92,7 +102,8 @@ def check_payload(part: Any, source: str | None) -> dict:
     if len(part["class_names"]) != len(part["category_ids"]):
         raise UserError("checkpoint class_names and category_ids differ in length", source)
     info = dict(part)
-    info.setdefault("input", {k: int(part["recipe"]["input"][k]) for k in ("min_size", "max_size")})
+    # a checkpoint written before input.resize existed was trained keeping the aspect ratio
+    info["input"] = {"resize": "keep_ratio", **info.get("input", input_section(part["recipe"]))}
     return info
 
 

@@ -9,15 +9,26 @@ What a detector provides:
 - ``forward(images, targets)`` in training mode: ``images`` a list of float [3,H,W] tensors in [0, 1] at any
   size, ``targets`` one dict per image (``boxes`` [N,4] xyxy, ``labels`` [N] in 1..K, ``masks`` [N,H,W] uint8)
   -> a dict of named scalar losses, summed by the engine. The detector resizes, normalises and pads the images
-  itself (by its ``input_spec``), so every architecture sees the same training batches.
-- ``input_spec``: the resize rule (``min_size``/``max_size``), mean/std on [0, 1] RGB pixels and the padding
-  multiple. The shared pre-processing (`instaseg.inference.preprocess`) makes the batch ``raw_forward`` takes.
-- ``raw_forward(batch, image_sizes)``: ``batch`` [B,3,H,W] normalised and zero-padded at the bottom/right,
+  itself (by its ``input_spec``), so every architecture sees the same training batches. The engine's data
+  pipeline resizes (multi-scale training) and calls ``keep_training_sizes()``: the detector then only normalises
+  and pads in training.
+- ``input_spec``: the resize rule (``min_size``/``max_size``, ``keep_ratio`` or stretched to a square), mean/std on
+  [0, 1] RGB pixels, the padding multiple, and the padding itself (``pad_to_square``: a ``max_size`` canvas at
+  least, as MMDetection's RTMDet pipeline pads; ``pad_value``: the padding's pixel value, or zero after
+  normalisation). The shared pre-processing (`instaseg.inference.preprocess`) makes the batch ``raw_forward``
+  takes. ``set_resize_rule(keep_ratio)`` sets the rule a recipe's ``input.resize`` names.
+- ``raw_forward(batch, image_sizes)``: ``batch`` [B,3,H,W] normalised and padded at the bottom/right,
   ``image_sizes`` each image's (h, w) before padding -> one `RawOutput` per image, in the batch's frame.
 - ``mask_stride``: the frame of ``RawOutput.masks``. ``None``: each mask [M,M] spans its own box (Mask R-CNN's
   28x28 per RoI). An integer S: masks [N, H/S, W/S] cover the whole padded input, pixel (i, j) covering input
   pixels [S*i, S*i+S) x [S*j, S*j+S) (one-stage models' prototype masks). Post-processing pastes either kind
   into the original image one box at a time.
+- ``mask_logits``: ``RawOutput.masks`` hold logits rather than probabilities; post-processing resamples them as
+  logits and thresholds at the threshold's logit (MMDetection's RTMDet-Ins resamples logits; a probability
+  saturates in float32 beyond a logit of about 17, which moves the resampled contour).
+- ``mask_box_crop`` (image-frame masks only): post-processing keeps a mask's pixels inside its box only (and
+  resamples just the box, so the cost scales with the box); False keeps the whole mask, resampled over its own
+  extent (MMDetection's RTMDet-Ins does not cut masks to boxes).
 - ``export_forward(images, image_size)``: the graph that is exported (ONNX, then OpenVINO): one image
   [1,3,H,W] and its int64 (h, w) as a tensor -> (boxes, scores, labels, masks) as ``raw_forward`` gives them.
   It must be traceable by torch's TorchScript-based ONNX exporter; the default calls ``raw_forward``.
@@ -36,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -46,17 +59,37 @@ OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 
 @dataclass
 class InputSpec:
-    """What the network expects: the resize rule's sizes, normalisation and padding multiple."""
+    """What the network expects: the resize rule's sizes, normalisation and padding multiple. ``keep_ratio``: the
+    shorter side to ``min_size`` unless the longer passes ``max_size`` (torchvision's rule); else every image is
+    stretched to a ``max_size`` square (PaddleDetection's ``keep_ratio: false``)."""
 
     min_size: int
     max_size: int
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     std: tuple[float, ...] = field(default=IMAGENET_STD)
     size_divisible: int = 32
+    keep_ratio: bool = True
+    pad_to_square: bool = False
+    pad_value: float | None = None
+
+    def padded_frame(self, height: Any, width: Any) -> tuple[Any, Any]:
+        """The (h, w) an image of ``height`` x ``width`` is padded to when alone: the next multiple of
+        ``size_divisible``, and at least the ``max_size`` square when ``pad_to_square``. Python ints, or traced
+        0-d int64 tensors (the exported graph's ``image_size``)."""
+        return padded_frame(height, width, self.size_divisible, self.max_size if self.pad_to_square else None)
+
+    def pad_fill(self) -> tuple[float, ...]:
+        """The padding's value per channel after normalisation: ``pad_value`` normalised, or zeros."""
+        return normalised_fill(self.mean, self.std, self.pad_value)
+
+    def canvas(self, batch: int, height: int, width: int, device: Any = "cpu") -> torch.Tensor:
+        """A [batch,3,height,width] float32 batch filled with the padding (images are then copied in)."""
+        return filled_batch(self.pad_fill(), batch, height, width, device)
 
     @classmethod
     def of_transform(cls, transform: Any) -> InputSpec:
-        """The settings of a torchvision `GeneralizedRCNNTransform` (the resize rule instaseg shares)."""
+        """The settings of a torchvision `GeneralizedRCNNTransform` (the resize rule instaseg shares); its
+        ``fixed_size`` is the stretched square."""
         min_size = transform.min_size[-1] if isinstance(transform.min_size, (tuple, list)) else transform.min_size
         return cls(
             min_size=int(min_size),
@@ -64,16 +97,29 @@ class InputSpec:
             mean=tuple(float(v) for v in transform.image_mean),
             std=tuple(float(v) for v in transform.image_std),
             size_divisible=int(transform.size_divisible),
+            keep_ratio=transform.fixed_size is None,
+            pad_to_square=bool(getattr(transform, "pad_to_square", False)),
+            pad_value=getattr(transform, "pad_value", None),
         )
 
 
 def resize_transform(
-    min_size: int, max_size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    min_size: int,
+    max_size: int,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+    pad_to_square: bool = False,
+    pad_value: float | None = None,
 ) -> nn.Module:
     """torchvision's `GeneralizedRCNNTransform` with the resize rule every architecture shares: resize by
     ``min_size``/``max_size``, normalise by ``mean``/``std`` on [0, 1] RGB, zero-pad to a multiple of 32; it resizes
-    training targets alike. `TransformDetector` keeps it as ``self.transform``."""
+    training targets alike. `TransformDetector` keeps it as ``self.transform``. ``pad_to_square`` and
+    ``pad_value``: pad to a ``max_size`` canvas at least, with that pixel value (see `InputSpec`)."""
     # imported here: torchvision's detection package costs about a second, which exported-model users never need
+    if pad_to_square or pad_value is not None:
+        from instaseg.models.canvas import CanvasTransform
+
+        return CanvasTransform(min_size, max_size, list(mean), list(std), pad_to_square, pad_value)
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     return GeneralizedRCNNTransform(min_size, max_size, list(mean), list(std), size_divisible=32)
@@ -83,7 +129,8 @@ class RawOutput(NamedTuple):
     """One image's detections before post-processing, in the network-input frame (the resized image).
 
     boxes [N,4] xyxy float, clipped to the image's (h, w); scores [N]; labels [N] int64 in 1..K; masks float
-    probabilities in [0, 1], [N,M,M] per box or [N,H/S,W/S] over the padded input (see ``mask_stride``).
+    probabilities in [0, 1] (logits when the detector says ``mask_logits``), [N,M,M] per box or [N,H/S,W/S] over
+    the padded input (see ``mask_stride``).
     """
 
     boxes: torch.Tensor
@@ -116,6 +163,8 @@ class Detector(nn.Module):
     """Base class of every architecture; see the module notes for the contract."""
 
     mask_stride: int | None = None
+    mask_logits: bool = False
+    mask_box_crop: bool = True
 
     @property
     def input_spec(self) -> InputSpec:
@@ -129,6 +178,25 @@ class Detector(nn.Module):
 
     def make_outputs_busy(self) -> None:
         """Nothing to do unless the architecture says otherwise."""
+
+    def set_resize_rule(self, keep_ratio: bool) -> None:
+        """Keep the aspect ratio (the default) or stretch to a square. A detector that pre-processes with
+        torchvision's `GeneralizedRCNNTransform` (``self.transform``) stretches by its ``fixed_size`` (width,
+        height); any other says it cannot."""
+        transform = getattr(self, "transform", None)
+        if transform is None or not hasattr(transform, "fixed_size"):
+            if not keep_ratio:
+                raise NotImplementedError(f"{type(self).__name__} cannot stretch its input (input.resize: stretch)")
+            return
+        side = int(transform.max_size)
+        transform.fixed_size = None if keep_ratio else (side, side)
+
+    def keep_training_sizes(self) -> None:
+        """Training images arrive resized (by the engine's data pipeline): the detector keeps their sizes. For
+        torchvision's transform that is its own ``_skip_resize`` switch: in training it normalises and pads only."""
+        transform = getattr(self, "transform", None)
+        if transform is not None and hasattr(transform, "_skip_resize"):
+            transform._skip_resize = True
 
 
 class TransformDetector(Detector):
@@ -159,7 +227,8 @@ class TransformDetector(Detector):
 
     def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
         """One raw output in the original image: boxes scaled, the image-frame masks [N,1,H,W] resampled in one
-        bilinear step (output pixel centres mapped through the resize, the shared post-processing's geometry)."""
+        bilinear step (output pixel centres mapped through the resize, the shared post-processing's geometry), as
+        probabilities (logits are resampled first, then turned into probabilities)."""
         (in_h, in_w), (h, w) = input_size, image_size
         ratio = out.boxes.new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
         if out.masks.shape[0] == 0:
@@ -167,9 +236,73 @@ class TransformDetector(Detector):
         else:
             stride = int(self.mask_stride)
             scale = (stride * h / in_h, stride * w / in_w)
-            masks = F.interpolate(out.masks[:, None], scale_factor=scale, mode="bilinear", align_corners=False)
-            masks = masks[..., :h, :w]
+            # one replicated row and column: the output size is floor(size x scale), and a product that should be
+            # exactly h (e.g. 200 x 4 x 230 / 800) can round to h - 1; border values are what the edge holds anyway
+            padded = F.pad(out.masks[:, None], (0, 1, 0, 1), mode="replicate")
+            masks = F.interpolate(padded, scale_factor=scale, mode="bilinear", align_corners=False)
+            masks = masks[..., :h, :w].sigmoid() if self.mask_logits else masks[..., :h, :w]
         return {"boxes": out.boxes * ratio, "labels": out.labels, "scores": out.scores, "masks": masks}
+
+
+def _no_copy(name: str) -> str | None:
+    return None
+
+
+def _unchanged(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """How a publisher's tensor names become ours (`instaseg.models.weights.convert` applies a map and checks that
+    every published tensor is used and none of ours in ``scope`` is left unset).
+
+    ``rename(name)``: our name for a published tensor, or None for one that is not part of our model (a classifier
+    head, a data pre-processor's buffers: listed, not loaded). ``copy_of(name)``: the published tensor that ``name``
+    is a stored copy of (checked equal, then dropped), or None. ``adapt(our_name, tensor)``: the tensor as our module
+    holds it (a channel order flipped, a matrix transposed). ``prepare(state)``: the whole published state rewritten
+    first, where tensors must be merged or split. ``scope``: the prefix of our names the file must fill (empty: the
+    whole model; ``"backbone."`` for an ImageNet backbone).
+    """
+
+    rename: Callable[[str], str | None]
+    copy_of: Callable[[str], str | None] = _no_copy
+    adapt: Callable[[str, torch.Tensor], torch.Tensor] = _unchanged
+    prepare: Callable[[dict], dict] | None = None
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """Weights a publisher released for one of our models, and how to read them.
+
+    ``name``: the publisher's name for them, which ``--weights NAME`` also accepts; ``config``: the publisher's
+    config they were trained with (the name when empty). ``kind``: "coco" (the
+    whole detector) or "imagenet" (its backbone). ``model``: the model-section values they need (e.g.
+    ``{"backbone": "cspnext_s"}``): a recipe whose model section has them can start from these weights. ``format``:
+    "torch" (a ``torch.save`` file) or "paddle" (a ``.pdparams`` file). ``recipe``: our recipe that follows the config
+    they were trained with. ``num_classes``: the classes of the file's class-dependent layers. Metrics are the
+    publisher's (COCO val2017 AP, ImageNet top-1 accuracy), never measured here.
+    """
+
+    name: str
+    kind: str
+    url: str
+    publisher: str
+    format: str
+    model: dict[str, Any]
+    key_map: KeyMap
+    recipe: str
+    num_classes: int = 80
+    mask_ap: float | None = None
+    box_ap: float | None = None
+    top1: float | None = None
+    config: str = ""
+    note: str = ""
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -181,14 +314,17 @@ class Architecture:
     ``model_defaults``: every key of the recipe's model section, with its default (and so its type).
     ``validate(model_section, source)``: value rules of a complete model section; raises UserError.
     ``recipe_defaults``: the other sections (input, train, eval) where this architecture's published recipe
-    differs from `instaseg.config.DEFAULTS`, so its recipe files state only what differs from that.
+    differs from `instaseg.config.DEFAULTS`, so its recipe files state only what differs from that, and under
+    ``published.differences`` why its recipes keep the differences they share from their published configs.
     ``small_recipe``: the shipped recipe sized for CPUs (tests, demos, `bench/`); ``tiny_overrides`` shrink it
     further for the conformance suite (tests/test_conformance.py), which runs every registered architecture.
     ``anchor_keys``: for anchor-based models, the model keys of (sizes, aspect ratios): sizes one list per
     pyramid level, finest first, ratios h / w shared by every level (torchvision's `AnchorGenerator`); training
     fits them to the data (`instaseg.engine.auto_config`). ``candidate_keys``: model keys counting candidates
     kept before the final detections (proposals, queries, pre-NMS boxes) -> the least multiple of detections per
-    image each must be, so raising ``eval.max_dets`` for crowded images is not undone upstream.
+    image each must be, so raising ``eval.max_dets`` for crowded images is not undone upstream. ``published``: the
+    weights publishers released for its models (`PublishedWeights`), which ``--weights coco``, ``imagenet``, a
+    publisher's name or a downloaded file load through `instaseg.models.weights`.
     """
 
     build: Callable[[dict, int, bool, bool], Detector]
@@ -199,3 +335,4 @@ class Architecture:
     recipe_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     anchor_keys: tuple[str, str] | None = None
     candidate_keys: dict[str, float] = field(default_factory=dict)
+    published: tuple[PublishedWeights, ...] = ()

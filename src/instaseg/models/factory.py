@@ -7,20 +7,22 @@ It sits above the registry (name -> architecture), the recipes (complete, valida
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from instaseg.errors import UserError
-from instaseg.models.checkpoint import check_payload, load_checkpoint, state_mismatch
+from instaseg.models.checkpoint import check_payload, load_checkpoint, save_checkpoint, state_mismatch
 from instaseg.models.detector import Detector
 from instaseg.models.recipes import load_recipe
 from instaseg.models.registry import architecture
-from instaseg.models.weights.loading import load_coco_weights, load_weights_file
+from instaseg.models.weights.loading import load_coco_weights, load_published, load_weights_path
+from instaseg.models.weights.published import by_name, choose, coco_classes, fetch, matching
+from instaseg.models.weights.readers import read_weights
 
-__all__ = ["build_architecture", "build_model", "model_from_checkpoint"]
+__all__ = ["build_architecture", "build_model", "checkpoint_from_weights", "model_from_checkpoint"]
 
 log = logging.getLogger("instaseg")
 
@@ -36,15 +38,20 @@ def build_architecture(
     model = architecture(name).build(recipe, num_classes, download_backbone, freeze)
     if not isinstance(model, Detector):
         raise TypeError(f"architecture {name!r} built a {type(model).__name__}, not a Detector")
+    try:
+        model.set_resize_rule(recipe["input"]["resize"] == "keep_ratio")
+    except NotImplementedError as e:
+        raise UserError(str(e), record="input.resize") from None
     return model
 
 
 def build_model(recipe: dict | str, num_classes: int, weights: str | None = None) -> Detector:
     """A detector for `num_classes` foreground classes (labels 1..K, 0 is background).
 
-    `weights`: "none" (random init), "imagenet" (pretrained backbone), "coco" (the recipe's torchvision COCO
-    checkpoint, class layers re-initialised when K differs), a PATH (instaseg checkpoint or state_dict), or None
-    for the recipe's `model.weights`.
+    `weights`: "none" (random init), "imagenet" (pretrained backbone), "coco" (the recipe's COCO checkpoint: a
+    publisher's, converted, or torchvision's; class layers re-initialised when K differs), a publisher's name for
+    published weights (`instaseg models NAME` lists them), a PATH (an instaseg checkpoint, a state_dict, or a
+    publisher's file, converted), or None for the recipe's `model.weights`.
     """
     recipe = load_recipe(recipe)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -52,20 +59,40 @@ def build_model(recipe: dict | str, num_classes: int, weights: str | None = None
     choice = str(weights if weights is not None else recipe["model"]["weights"])
     if choice.lower() in ("none", "imagenet", "coco"):
         choice = choice.lower()
-    elif not Path(choice).is_file():
-        raise UserError("weights file not found (use none, imagenet, coco or a checkpoint path)", choice)
+    published = architecture(recipe["model"]["architecture"]).published
+    entry = None if choice == "none" else choose(published, recipe["model"], choice)
+    if entry is None and choice not in ("none", "imagenet", "coco") and not Path(choice).is_file():
+        other = by_name(published, choice)
+        if other is not None:
+            wanted = ", ".join(f"model.{k}={v}" for k, v in other.model.items())
+            raise UserError(f"{other.publisher}'s {other.name} is for {wanted}; recipe {recipe['name']} differs")
+        raise UserError("weights file not found (use none, imagenet, coco, a published name or a path)", choice)
     pretrained = choice != "none"
-    model = build_architecture(recipe, num_classes, download_backbone=choice == "imagenet", freeze=pretrained)
-    if choice == "coco":
+    download = choice == "imagenet" and entry is None  # through torchvision or timm
+    model = build_architecture(recipe, num_classes, download_backbone=download, freeze=pretrained)
+    if entry is not None:
+        load_published(model, entry, fetch(entry), _shapes(recipe), recipe["name"])
+    elif choice == "coco":
         load_coco_weights(model, recipe["model"].get("coco_weights"), recipe["name"])
     elif pretrained and choice != "imagenet":
-        load_weights_file(model, choice)
+        candidates = matching(published, recipe["model"])
+        load_weights_path(model, Path(choice), published, candidates, _shapes(recipe), recipe["name"])
     if not pretrained and _has_frozen_norm(model):
         log.warning(
             "recipe %s freezes BatchNorm, which suits pretrained weights; from scratch, -o model.norm=bn trains better",
             recipe["name"],
         )
     return model
+
+
+def _shapes(recipe: dict) -> Callable[[int], dict]:
+    """Our model's state_dict for a class count, built on the meta device: names and shapes, no memory."""
+
+    def shapes(num_classes: int) -> dict:
+        with torch.device("meta"):
+            return build_architecture(recipe, num_classes).state_dict()
+
+    return shapes
 
 
 def _has_frozen_norm(model: Detector) -> bool:
@@ -95,3 +122,27 @@ def model_from_checkpoint(
     if source:
         info["path"] = source
     return model.to(device).eval(), info
+
+
+def checkpoint_from_weights(weights: str | Path, recipe: dict | str, out: str | Path) -> dict:
+    """Write an instaseg checkpoint of a publisher's COCO model: ``weights`` is its file (converted on the fly) or
+    its name (downloaded into the cache), ``recipe`` the recipe it fits. The class names are those the file
+    records, else COCO's 80 (with their category ids). Returns what was written."""
+    recipe = load_recipe(recipe)
+    published = architecture(recipe["model"]["architecture"]).published
+    entry = None if Path(weights).is_file() else choose(published, recipe["model"], str(weights))
+    path = fetch(entry) if entry is not None else Path(weights)
+    names = read_weights(path)[1].get("class_names")
+    coco_names, coco_ids = coco_classes()
+    names = names or coco_names
+    ids = coco_ids if names == coco_names else list(range(1, len(names) + 1))
+    model = build_architecture(recipe, len(names))
+    shapes, candidates = _shapes(recipe), matching(published, recipe["model"])
+    if entry is not None:
+        report = load_published(model, entry, path, shapes, recipe["name"])
+    else:
+        report = load_weights_path(model, path, published, candidates, shapes, recipe["name"])
+    if report.get("kind") != "coco":
+        raise UserError("not a publisher's COCO detector (an ImageNet backbone trains with --weights FILE)", path)
+    written = save_checkpoint(out, model, recipe, names, ids)
+    return {"path": str(written), "source": str(path), "classes": len(names), **report}

@@ -45,6 +45,9 @@ def spec_from_metadata(meta: dict) -> InputSpec:
         mean=tuple(float(v) for v in pre["mean"]),
         std=tuple(float(v) for v in pre["std"]),
         size_divisible=int(pre["size_divisible"]),
+        keep_ratio=meta["input"].get("resize", "keep_ratio") == "keep_ratio",  # older exports kept the ratio
+        pad_to_square=bool(pre.get("pad_to_square", False)),  # older exports padded with zeros
+        pad_value=None if pre.get("pad_value") is None else float(pre["pad_value"]),
     )
 
 

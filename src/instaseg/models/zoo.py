@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from instaseg.config import list_recipes
-from instaseg.models.detector import Detector, padded_size
+from instaseg.models.detector import Detector
 from instaseg.models.recipes import load_recipe
 from instaseg.utils.cache import cache_root
 from instaseg.utils.flops import count_flops as count_model_flops
@@ -52,8 +52,7 @@ def count_flops(model: Detector, height: int, width: int) -> int:
     spec = model.input_spec
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     mean, std = torch.tensor(spec.mean)[:, None, None], torch.tensor(spec.std)[:, None, None]
-    stride = spec.size_divisible
-    batch = torch.zeros(1, 3, padded_size(height, stride), padded_size(width, stride))
+    batch = spec.canvas(1, *spec.padded_frame(height, width))
     batch[..., :height, :width] = (image - mean) / std
     return count_model_flops(model.raw_forward, batch, [(height, width)])
 

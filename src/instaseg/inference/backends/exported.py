@@ -15,36 +15,42 @@ import torch
 
 from instaseg.errors import UserError
 from instaseg.inference.postprocess import RawDetections
-from instaseg.models.detector import padded_size
+from instaseg.models.detector import InputSpec
 from instaseg.models.metadata import from_strings, spec_from_metadata
 
 
 def graph_inputs(
-    batch: torch.Tensor, image_sizes: list[tuple[int, int]], graph: dict, stride: int
+    batch: torch.Tensor, image_sizes: list[tuple[int, int]], graph: dict, spec: InputSpec
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Per image, the feed of a one-image graph: ``images`` [1,3,h',w'] float32 and ``image_size`` (h, w) int64."""
+    """Per image, the feed of a one-image graph: ``images`` [1,3,h',w'] float32 (the image on its own padded
+    frame, or on the static graph's) and ``image_size`` (h, w) int64."""
     batch = batch.detach().to("cpu", torch.float32)
     static = None if graph.get("dynamic", True) else (int(graph["height"]), int(graph["width"]))
     for i, (h, w) in enumerate(image_sizes):
         if static is None:
-            image = batch[i : i + 1, :, : padded_size(h, stride), : padded_size(w, stride)]
+            frame_h, frame_w = spec.padded_frame(h, w)
+            image = batch[i : i + 1, :, :frame_h, :frame_w]
         else:
             if h > static[0] or w > static[1]:
                 raise UserError(f"a {h}x{w} input does not fit this model's fixed {static[0]}x{static[1]} graph")
-            image = torch.zeros((1, 3, *static), dtype=torch.float32)
+            image = spec.canvas(1, *static)
             image[..., :h, :w] = batch[i, :, :h, :w]
         yield {"images": np.ascontiguousarray(image.numpy()), "image_size": np.array([h, w], dtype=np.int64)}
 
 
 def raw_detections(
-    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray, mask_stride: int | None = None
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray, graph: dict
 ) -> RawDetections:
+    """A graph's four outputs, read by the mask layout its metadata states (older exports: probabilities, cut
+    to boxes)."""
     return RawDetections(
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         scores=np.asarray(scores, dtype=np.float32).reshape(-1),
         labels=np.asarray(labels, dtype=np.int64).reshape(-1),
         masks=np.asarray(masks, dtype=np.float32),
-        mask_stride=mask_stride,
+        mask_stride=graph.get("mask_stride"),
+        mask_logits=bool(graph.get("mask_logits", False)),
+        mask_box_crop=bool(graph.get("mask_box_crop", True)),
     )
 
 
@@ -66,10 +72,8 @@ class ExportedBackend:
         raise NotImplementedError
 
     def __call__(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawDetections]:
-        stride = self.spec.size_divisible
-        mask_stride = self.graph.get("mask_stride")
-        feeds = graph_inputs(batch, image_sizes, self.graph, stride)
-        return [raw_detections(*self.run(feed), mask_stride=mask_stride) for feed in feeds]
+        feeds = graph_inputs(batch, image_sizes, self.graph, self.spec)
+        return [raw_detections(*self.run(feed), self.graph) for feed in feeds]
 
     def info(self) -> dict:
         """What `create_model` needs (class_names, category_ids, input) plus the rest of the metadata."""

@@ -15,7 +15,7 @@ import torch
 from instaseg.errors import UserError
 from instaseg.inference.backends.exported import raw_detections
 from instaseg.inference.postprocess import RawDetections
-from instaseg.models.detector import INPUT_NAMES, OUTPUT_NAMES, padded_size
+from instaseg.models.detector import INPUT_NAMES, OUTPUT_NAMES
 from instaseg.models.metadata import from_strings, spec_from_metadata, unpack_engine
 from instaseg.utils.device import resolve_device
 
@@ -85,10 +85,10 @@ class TensorRTBackend:
         return dict(self.meta)
 
     def _image(self, batch: torch.Tensor, index: int, h: int, w: int) -> torch.Tensor:
-        stride = self.spec.size_divisible
         if self.graph.get("dynamic", True):
-            return batch[index : index + 1, :, : padded_size(h, stride), : padded_size(w, stride)].contiguous()
-        image = torch.zeros((1, 3, int(self.graph["height"]), int(self.graph["width"])), device=self.device)
+            frame_h, frame_w = self.spec.padded_frame(h, w)
+            return batch[index : index + 1, :, :frame_h, :frame_w].contiguous()
+        image = self.spec.canvas(1, int(self.graph["height"]), int(self.graph["width"]), self.device)
         if h > image.shape[-2] or w > image.shape[-1]:
             raise UserError(f"a {h}x{w} input does not fit this engine's fixed {image.shape[-2]}x{image.shape[-1]}")
         image[..., :h, :w] = batch[index, :, :h, :w]
@@ -117,9 +117,8 @@ class TensorRTBackend:
 
     def __call__(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawDetections]:
         batch = batch.to(self.device, torch.float32)
-        mask_stride = self.graph.get("mask_stride")
         return [
-            raw_detections(*self._run_one(self._image(batch, i, h, w), h, w), mask_stride=mask_stride)
+            raw_detections(*self._run_one(self._image(batch, i, h, w), h, w), self.graph)
             for i, (h, w) in enumerate(image_sizes)
         ]
 

@@ -49,7 +49,7 @@ class TorchBackend:
         """Detections per image in the resized frame, with low-resolution mask probabilities (not pasted)."""
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
             outputs = self.model.raw_forward(batch.to(self.device), [tuple(s) for s in image_sizes])
-        return [RawDetections.from_output(out, self.model.mask_stride) for out in outputs]
+        return [RawDetections.from_output(out, self.model) for out in outputs]
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", amp: bool = False) -> tuple[TorchBackend, dict]:

@@ -5,7 +5,7 @@ Segmentation", 2018/2019): Mask R-CNN's backbone, FPN and RPN, then three box st
 from __future__ import annotations
 
 from instaseg.models.cascade.build import build
-from instaseg.models.cascade.recipe import DEFAULTS, validate
+from instaseg.models.cascade.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 from instaseg.models.common.rcnn import ANCHOR_KEYS, RPN_CANDIDATES
 from instaseg.models.detector import Architecture
 
@@ -16,6 +16,7 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate,
     small_recipe="cascade_maskrcnn_fast",
+    recipe_defaults=RECIPE_DEFAULTS,
     anchor_keys=ANCHOR_KEYS,
     candidate_keys=RPN_CANDIDATES,
 )

@@ -3,9 +3,9 @@ R-CNN recipe's backbone settings carry over) plus the cascade's, which are lists
 length is the number of stages (three in the published configs). Values follow the published R50-FPN 1x configs
 (PaddleDetection's cascade_mask_rcnn_r50_fpn, mmdetection's cascade-mask-rcnn_r50_fpn) on torchvision's components.
 
-The published 1x recipe (PaddleDetection's cascade_mask_rcnn_r50_fpn_1x_coco: SGD 0.01 for 8 images, warmup, 12
-epochs at 800 x 1333) is instaseg's default recipe at 2 images per step, so there are no recipe defaults of its
-own.
+`RECIPE_DEFAULTS` is the published 1x recipe (PaddleDetection's
+configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.yml: the R-CNN 1x recipe of
+`instaseg.models.common.rcnn_recipe` plus gradient clipping at 35).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from instaseg.models.common.rcnn import RCNN_DEFAULTS, check_rcnn_section
+from instaseg.models.common.rcnn_recipe import RCNN_1X, RCNN_1X_DIFFERENCES
 from instaseg.models.common.rules import check_non_negative, check_weights, is_number, key_error
 
 DEFAULTS: dict[str, Any] = {
@@ -26,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
 }
 # no COCO-trained cascade is published for torchvision; see the recipes for which weights to bring
 DOWNLOADS = ("imagenet",)
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {**RCNN_1X, "grad_clip": 35.0},  # clip_grad_by_norm: 35.0 (optimizer_1x.yml of cascade_rcnn)
+    "published": {"differences": RCNN_1X_DIFFERENCES},
+}
 
 
 def validate(cfg: dict, source: str | None = None) -> None:

@@ -1,5 +1,6 @@
 """Masks over the whole padded input (prototype and kernel heads): their centres, and their paste into the original
-image cut to each box, the eval-mode output of `TransformDetector.full_size` for box-cropping architectures."""
+image (cut to each box, or whole), the eval-mode output of `TransformDetector.full_size` for one-stage
+architectures."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from instaseg.models.detector import RawOutput, clip_boxes
 
 
 def mask_centers(masks: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
-    """[N,2] (x, y) centres of mass of [N,H,W] masks in pixels (pixel i's centre is i + 0.5); an empty mask gets
-    its ``fallback`` row ([N,2], e.g. the box centre), or (0, 0)."""
+    """[N,2] (x, y) centres of mass of [N,H,W] masks in pixel indices: pixel i counts at i, not at its centre
+    i + 0.5, as MMDetection's and the original SOLO's ``center_of_mass`` (and scipy's) count, so the centre cells
+    and centre priors of RTMDet-Ins and SOLOv2 are where the published code puts them. An empty mask gets its
+    ``fallback`` row ([N,2], e.g. the box centre), or (0, 0)."""
     m = masks.float()
     area = m.sum(dim=(1, 2))
-    ys = torch.arange(m.shape[1], device=m.device, dtype=m.dtype) + 0.5
-    xs = torch.arange(m.shape[2], device=m.device, dtype=m.dtype) + 0.5
+    ys = torch.arange(m.shape[1], device=m.device, dtype=m.dtype)
+    xs = torch.arange(m.shape[2], device=m.device, dtype=m.dtype)
     cx = (m.sum(dim=1) * xs).sum(dim=1) / area.clamp(min=1)
     cy = (m.sum(dim=2) * ys).sum(dim=1) / area.clamp(min=1)
     centers = torch.stack([cx, cy], dim=1)
@@ -39,9 +42,12 @@ def paste_image_masks(
     stride: int,
     input_size: tuple[int, int],
     image_size: tuple[int, int],
+    crop: bool = True,
+    logits: bool = False,
 ) -> torch.Tensor:
-    """[N,1,H,W] mask probabilities at original size, zero outside each box: one bilinear resampling from the
-    low-res map straight to the original pixels (as `instaseg.inference.postprocess` does per box)."""
+    """[N,1,H,W] mask probabilities at original size, zero outside each box unless not ``crop``: one bilinear
+    resampling from the low-res map straight to the original pixels (as `instaseg.inference.postprocess` does per
+    box). ``logits``: the maps hold logits, resampled as such and then turned into probabilities."""
     n, h, w = probs.shape
     out_h, out_w = image_size
     if n == 0:
@@ -52,6 +58,9 @@ def paste_image_masks(
     full = F.grid_sample(
         probs[:, None], grid[None].expand(n, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=False
     )
+    full = full.sigmoid() if logits else full
+    if not crop:
+        return full
     xs = torch.arange(out_w, device=probs.device)
     ys = torch.arange(out_h, device=probs.device)
     x0, y0 = boxes[:, 0].floor()[:, None], boxes[:, 1].floor()[:, None]
@@ -69,9 +78,15 @@ def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size:
 
 
 def box_cropped_output(
-    out: RawOutput, mask_stride: int, input_size: tuple[int, int], image_size: tuple[int, int]
+    out: RawOutput,
+    mask_stride: int,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    crop: bool = True,
+    logits: bool = False,
 ) -> dict:
-    """A raw output in the original image, each image-frame mask pasted inside its own box (RTMDet-Ins's crop)."""
+    """A raw output in the original image, each image-frame mask pasted inside its own box (PP-YOLOE-seg's crop),
+    or whole (not ``crop``); ``logits``: the masks are logits (see `paste_image_masks`)."""
     boxes = clip_and_scale(out.boxes, input_size, image_size)
-    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size)
+    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size, crop, logits)
     return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}

@@ -50,10 +50,16 @@ def select_detections(
     top_scores, top_idx = top_scores[keep], top_idx[keep]
     point = torch.div(top_idx, num_classes, rounding_mode="floor")
     label = top_idx - point * num_classes
-    cand_boxes = boxes[point]
-    kept = class_separated_nms(cand_boxes, top_scores, label, cfg["nms_iou"], boxes.abs().max())
-    kept = kept[: int(cfg["max_dets"])]
-    return point[kept], cand_boxes[kept], top_scores[kept], label[kept] + 1
+    kept = nms_kept(boxes[point], top_scores, label, cfg, boxes.abs().max())
+    return point[kept], boxes[point][kept], top_scores[kept], label[kept] + 1
+
+
+def nms_kept(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg: dict, bound: torch.Tensor
+) -> torch.Tensor:
+    """Indices of the candidates [N] that class-aware NMS at ``cfg["nms_iou"]`` keeps, the best
+    ``cfg["max_dets"]`` by score (``bound``: the largest |coordinate|, see `class_separated_nms`)."""
+    return class_separated_nms(boxes, scores, labels, cfg["nms_iou"], bound)[: int(cfg["max_dets"])]
 
 
 class PerClassNMS(torch.autograd.Function):

@@ -109,26 +109,51 @@ def validate(cfg: dict, source: str | None = None) -> None:
     check_weights(cfg, bad, DOWNLOADS, "mask_rtdetr")
 
 
-# The published 6x schedule (PaddleDetection configs/mask_rtdetr/_base_/optimizer_6x.yml and the reader):
-# 640 px, AdamW lr 1e-4 with weight decay 1e-4, 2000 warmup steps then a constant lr (flat_cosine with
-# min_lr_ratio 1.0), 72 epochs, 4 images per GPU, gradient clipping at 0.1, EMA 0.9999; augmentation: photometric
-# distortion, flips and multi-scale training 480..800 (scale jitter 0.75..1.25 of 640). The backbone learning
-# rate multiplier differs per size and is in each recipe (train.backbone_lr_mult).
+# The published 6x recipe, PaddleDetection's configs/mask_rtdetr/mask_rtdetr_hgnetv2_*_6x_coco.yml (with
+# _base_/optimizer_6x.yml, _base_/mask_rtdetr_reader.yml, _base_/mask_rtdetr_r50vd.yml); `instaseg models NAME
+# --published` shows a recipe beside it. The backbone's lr multiplier differs per size: in each recipe file.
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "input": {"min_size": 640, "max_size": 640},
+    "input": {"min_size": 640, "max_size": 640, "resize": "stretch"},  # Resize 640 x 640, keep_ratio: false
     "train": {
         "epochs": 72,
-        "batch_size": 4,
+        "batch_size": 4,  # per GPU
+        "base_batch": 16,  # 4 GPUs x 4 images (the README's training command)
         "optimizer": "adamw",
         "lr": 0.0001,
         "weight_decay": 0.0001,
-        "lr_schedule": "flat_cosine",
-        "min_lr_ratio": 1.0,
+        "decay_norms_and_biases": True,  # Paddle's AdamW decays every parameter (regularizer: false)
+        "lr_schedule": "multistep",  # PiecewiseDecay gamma 1.0 at epoch 100: constant after the warmup
+        "milestones": [100],
+        "gamma": 1.0,
         "warmup_iters": 2000,
+        "warmup_start": 0.001,
         "ema": True,
         "ema_decay": 0.9999,
+        "ema_ramp": "exponential",  # ema_decay_type: exponential
         "early_stop_patience": None,
-        "scale_jitter": [0.75, 1.25],
+        "photometric": "distort",  # RandomDistort prob 0.8
+        "photometric_prob": 0.8,
+        "zoom_out": 0.5,  # RandomExpand (ratio 4, half the images)
+        "zoom_out_max": 4.0,
+        "iou_crop": 0.8,  # RandomCrop prob 0.8
+        "hflip": True,
+        "scale_jitter": None,
+        # BatchRandomResize: one square side per batch, 640 three times as likely as the others
+        "batch_multiscale": [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800],
         "grad_clip": 0.1,
+        "sync_bn": True,  # norm_type: sync_bn
+    },
+    "eval": {"score_threshold": 0.0, "max_dets": 100},  # DETRPostProcess: the 100 best queries, no score cut
+    "published": {
+        "differences": {
+            "model.weights": "no PP-HGNetV2 ImageNet (SSLD) weights are fetched here: training starts from scratch, "
+            "with trainable BatchNorm (the published frozen BatchNorm normalises nothing on random weights)",
+            "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
+            "exported backend (the reference evaluates with bicubic and trains with a random one of five)",
+            "batch resize": "samples are stretched to 640 in the data workers, then each batch to its drawn size: "
+            "two resamplings where the reference makes one (a batch's size is unknown while its samples load)",
+            "input normalisation": "the model package's own (ImageNet mean/std on [0, 1] pixels), where the reference "
+            "feeds pixels / 255",
+        }
     },
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from instaseg.models.common.rcnn import ANCHOR_KEYS, RPN_CANDIDATES
 from instaseg.models.detector import Architecture
 from instaseg.models.maskrcnn.build import build
-from instaseg.models.maskrcnn.recipe import DEFAULTS, validate
+from instaseg.models.maskrcnn.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 
 __all__ = ["ARCHITECTURE"]
 
@@ -14,6 +14,7 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate,
     small_recipe="maskrcnn_fast",
+    recipe_defaults=RECIPE_DEFAULTS,
     anchor_keys=ANCHOR_KEYS,
     candidate_keys=RPN_CANDIDATES,
 )

@@ -1,8 +1,8 @@
 """Mask R-CNN's model section: every key a maskrcnn recipe may set, with its default, and its value rules.
 
 The shared R-CNN keys (`instaseg.models.common.rcnn.RCNN_DEFAULTS`: torchvision's maskrcnn_resnet50_fpn values) plus
-the FPN/C4 choice and the head shapes; a recipe states only what differs. The recipe defaults are the documented
-recipe of `instaseg.config.DEFAULTS` (SGD, warmup then plateau, EMA), so there are none of its own.
+the FPN/C4 choice and the head shapes; a recipe states only what differs. `RECIPE_DEFAULTS` is the published 1x
+recipe (PaddleDetection's configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml); recipes that follow another config say so.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import nn
 
 from instaseg.errors import UserError
 from instaseg.models.common.rcnn import RCNN_DEFAULTS, check_rcnn_section
+from instaseg.models.common.rcnn_recipe import RCNN_1X, RCNN_1X_DIFFERENCES
 from instaseg.models.common.rules import check_choice, check_weights, key_error
 
 DEFAULTS: dict[str, Any] = {
@@ -47,3 +48,10 @@ def validate(cfg: dict, source: str | None = None) -> None:
     if not cfg["fpn"] and cfg["box_head"] != "mlp":
         raise bad("box_head", "is the res5 stage in the C4 design; leave it at mlp")
     check_weights(cfg, bad, DOWNLOADS, "maskrcnn")
+
+
+
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": RCNN_1X,
+    "published": {"differences": RCNN_1X_DIFFERENCES},
+}

@@ -59,29 +59,48 @@ def resolved_model_section(cfg: dict) -> dict:
     deepen, widen = SIZES[cfg["backbone"]]
     return {**cfg, "deepen": cfg["deepen"] or deepen, "widen": cfg["widen"] or widen}
 
-# PaddleX's PP-YOLOE_seg-S recipe: 640 x 640, SGD (momentum 0.9, L2 5e-4) at base lr 0.001 for its batch of 8
-# per card, 5 warmup epochs, cosine decay planned over 96 epochs and stopped at 80 (where the cosine stands at
-# 0.067 of the base: flat_cosine's floor here), EMA 0.9998. Its RandomDistort / RandomExpand / RandomCrop /
-# RandomFlip become photometric jitter, scale jitter and horizontal flips.
+# The published 80-epoch recipe, PaddleDetection's configs/ppyoloe_seg/ppyoloe_seg_s_80e_coco.yml (with
+# _base_/optimizer_80e.yml, _base_/ppyoloe_plus_seg_reader.yml, _base_/ppyoloe_plus_crn_seg.yml; PaddleX's
+# PP-YOLOE_seg-S model config holds the same numbers); `instaseg models ppyoloe_seg_s --published` shows the
+# recipe beside it.
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "input": {"min_size": 640, "max_size": 640},
+    "input": {"min_size": 640, "max_size": 640, "resize": "stretch"},  # Resize 640 x 640, keep_ratio: false
     "train": {
         "epochs": 80,
-        "batch_size": 8,
+        "batch_size": 8,  # per GPU
+        "base_batch": 64,  # 8 GPUs x 8 images (PP-YOLOE's README: trained on 8 GPUs)
         "optimizer": "sgd",
         "lr": 0.001,
         "momentum": 0.9,
-        "weight_decay": 0.0005,
-        "lr_schedule": "flat_cosine",
-        "min_lr_ratio": 0.067,
-        "warmup_iters": 9000,  # 5 epochs of COCO train2017 at 64 images per step
+        "weight_decay": 0.0005,  # L2 regularizer
+        "lr_schedule": "cosine",  # CosineDecay over 96 epochs, of which 80 are trained
+        "cosine_epochs": 96,
+        "min_lr_ratio": 0.0,
+        "warmup_epochs": 5,  # LinearWarmup epochs 5, start_factor 0
+        "warmup_start": 0.0,
         "ema": True,
         "ema_decay": 0.9998,
+        "ema_ramp": "threshold",
         "early_stop_patience": None,
-        "scale_jitter": [0.5, 1.5],
-        "photometric": True,
+        "photometric": "distort",  # RandomDistort
+        "photometric_prob": 1.0,
+        "zoom_out": 0.5,  # RandomExpand (ratio 4, half the images)
+        "zoom_out_max": 4.0,
+        "iou_crop": 1.0,  # RandomCrop
         "hflip": True,
+        "scale_jitter": None,
         "grad_clip": None,
+        "sync_bn": True,  # norm_type: sync_bn
+    },
+    "eval": {"score_threshold": 0.01, "max_dets": 300},  # MultiClassNMS score_threshold 0.01, keep_top_k 300
+    "published": {
+        "differences": {
+            "model.weights": "the published run starts from Objects365-pretrained weights, which are not fetched here",
+            "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
+            "exported backend (the reference resizes with bicubic)",
+            "ema_black_list": "every weight is averaged; the reference keeps the fixed DFL projection out of the EMA "
+            "(it is not trained, so its average is itself)",
+        }
     },
 }
 # no pretrained CSPResNet weights are fetched

@@ -1,34 +1,59 @@
-"""Inference of RTMDet-Ins: scores -> top candidates -> class-aware NMS -> dynamic masks.
+"""Inference of RTMDet-Ins, as MMDetection's ``RTMDetInsHead.predict_by_feat``: on each pyramid level the best
+``nms_pre`` (point, class) pairs above the score threshold, boxes clipped to the frame and empty ones dropped,
+class-aware NMS over all levels, ``max_dets`` survivors, then their dynamic masks.
 
 Written once for eager and exported graphs: every step is a tensor op that ONNX expresses (TopK, NonZero via
-boolean indexing, NonMaxSuppression, MatMul), so the exported model and the eager one run the same code.
+boolean indexing, NonMaxSuppression, MatMul). Levels are selected one by one on their own maps, so no level
+boundary is computed from a size: the exported graph stays valid at any input size.
 """
 
 from __future__ import annotations
 
 import torch
 
-from instaseg.models.common.nms import select_detections
+from instaseg.models.common.nms import nms_kept
+from instaseg.models.detector import clip_boxes
 from instaseg.models.rtmdet_ins.heads import dynamic_mask_logits
 
 
+def level_candidates(
+    scores: torch.Tensor, tensors: list[torch.Tensor], nms_pre: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(scores [M], labels [M] 0..K-1, each of ``tensors`` [A,...] taken at the M points) of one level's best
+    ``nms_pre`` (point, class) pairs by score [A,K] (MMDetection's ``filter_scores_and_topk`` per level)."""
+    num_classes = scores.shape[1]
+    flat = scores.reshape(-1)
+    top, index = flat.topk(min(nms_pre, flat.shape[0]))
+    point = torch.div(index, num_classes, rounding_mode="floor")
+    return top, index - point * num_classes, [t[point] for t in tensors]
+
+
 def detect_single(
-    scores: torch.Tensor,  # [A, K] probabilities
-    boxes: torch.Tensor,  # [A, 4]
-    kernels: torch.Tensor,  # [A, P]
-    priors: torch.Tensor,  # [A, 3]
+    scores: list[torch.Tensor],  # per level [A_l, K] probabilities
+    boxes: list[torch.Tensor],  # per level [A_l, 4]
+    kernels: list[torch.Tensor],  # per level [A_l, P]
+    priors: list[torch.Tensor],  # per level [A_l, 3]
     prototypes: torch.Tensor,  # [C, h, w]
+    frame: tuple,  # (h, w) boxes are clipped to: Python ints or traced 0-d tensors
     head,
     cfg: dict,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(boxes [N,4], scores [N], labels [N] 1..K, mask probabilities [N,h,w] at the prototype stride).
-
-    Every (point, class) pair above the score threshold is a candidate (multi-label); the best ``nms_pre`` go
-    through class-aware NMS and the best ``max_dets`` survivors get masks.
-    """
-    point, out_boxes, out_scores, labels = select_detections(scores, boxes, cfg)
-    stride = head.strides[0]
+    """(boxes [N,4] clipped to ``frame``, scores [N], labels [N] 1..K, mask logits [N,h,w] at the prototype
+    stride) of one image."""
+    levels = zip(scores, boxes, kernels, priors, strict=True)
+    found = [level_candidates(s, [b, k, p], int(cfg["nms_pre"])) for s, b, k, p in levels]
+    cand_scores = torch.cat([f[0] for f in found])
+    labels = torch.cat([f[1] for f in found])
+    cand_boxes, cand_kernels, cand_priors = (torch.cat([f[2][i] for f in found]) for i in range(3))
+    cand_boxes = clip_boxes(cand_boxes, frame[0], frame[1])
+    size = cand_boxes[:, 2:] - cand_boxes[:, :2]
+    keep = (cand_scores > cfg["score_threshold"]) & (size[:, 0] > 0) & (size[:, 1] > 0)  # min_bbox_size 0
+    cand_scores, labels, cand_boxes = cand_scores[keep], labels[keep], cand_boxes[keep]
+    cand_kernels, cand_priors = cand_kernels[keep], cand_priors[keep]
+    bound = torch.cat([cand_boxes.reshape(-1), cand_boxes.new_zeros(1)]).abs().max()
+    kept = nms_kept(cand_boxes, cand_scores, labels, cfg, bound)
+    chosen = cand_priors[kept]
     logits = dynamic_mask_logits(
-        prototypes, kernels[point], priors[point, :2], priors[point, 2], head.dyn_sizes, stride
+        prototypes, cand_kernels[kept], chosen[:, :2], chosen[:, 2], head.dyn_sizes, head.strides[0]
     )
-    return out_boxes, out_scores, labels, logits.sigmoid()
+    return cand_boxes[kept], cand_scores[kept], labels[kept] + 1, logits

@@ -1,8 +1,10 @@
 """RTMDet-Ins head: per-level classification, box and kernel branches, and the prototype (mask feature) branch.
 
-- Classification and box branches each stack ``stacked_convs`` 3x3 convs whose weights are shared across pyramid
-  levels while each level keeps its own BatchNorm ("SepBN"). The two branches never share weights with each other.
-  The kernel branch and the 1x1 predictors are per level.
+- One tower of ``stacked_convs`` 3x3 convs feeds both the class and the box predictors; its conv weights are shared
+  across pyramid levels while each level keeps its own BatchNorm ("SepBN"). This is how MMDetection's published
+  RTMDetInsSepBNHead computes (its ``reg_convs[n]`` is the same module list as ``cls_convs[n]``), so its
+  checkpoints hold no separate box tower, and one tower costs half of two. The kernel tower (its convs per level)
+  and the 1x1 predictors are per level.
 - The mask feature module fuses the three levels at stride 8 and projects to ``num_prototypes`` channels.
 - Each detection's kernel (169 numbers for 8 prototypes) parameterises three 1x1 convs (10->8->8->1) applied to
   [relative coordinates (2), prototypes (8)]. They run as batched matrix products, one matrix per instance, so the
@@ -76,12 +78,11 @@ class RTMDetInsHead(nn.Module):
                 for _ in strides
             )
 
-        self.cls_convs, self.reg_convs, self.kernel_convs = branch(), branch(), branch()
+        self.cls_convs, self.kernel_convs = branch(), branch()  # cls_convs feed the box predictor too
         if share_conv:  # one conv per depth for all levels; the BatchNorms stay per level
-            for convs in (self.cls_convs, self.reg_convs):
-                for level in convs[1:]:
-                    for layer, first in zip(level, convs[0], strict=True):
-                        layer.conv = first.conv
+            for level in self.cls_convs[1:]:
+                for layer, first in zip(level, self.cls_convs[0], strict=True):
+                    layer.conv = first.conv
         self.rtm_cls = nn.ModuleList(nn.Conv2d(feat_channels, num_classes, 1) for _ in strides)
         self.rtm_reg = nn.ModuleList(nn.Conv2d(feat_channels, 4, 1) for _ in strides)
         self.rtm_kernel = nn.ModuleList(nn.Conv2d(feat_channels, self.num_params, 1) for _ in strides)
@@ -104,9 +105,10 @@ class RTMDetInsHead(nn.Module):
         [B,P,h,w]; and the prototypes [B,num_prototypes,H/8,W/8]."""
         cls_out, reg_out, kernel_out = [], [], []
         for i, (x, stride) in enumerate(zip(feats, self.strides, strict=True)):
-            cls_out.append(self.rtm_cls[i](self.cls_convs[i](x)))
+            feat = self.cls_convs[i](x)
+            cls_out.append(self.rtm_cls[i](feat))
             kernel_out.append(self.rtm_kernel[i](self.kernel_convs[i](x)))
-            reg_out.append(F.relu(self.rtm_reg[i](self.reg_convs[i](x))) * stride)
+            reg_out.append(F.relu(self.rtm_reg[i](feat)) * stride)
         return cls_out, reg_out, kernel_out, self.mask_head(feats)
 
 

@@ -1,11 +1,13 @@
 """RTMDet-Ins on the detector contract: ``model(images, targets) -> losses`` in training,
 ``model(images) -> [{boxes, labels, scores, masks [N,1,H,W]}]`` at the input images' resolution in evaluation
-(torchvision's convention), and ``raw_forward`` for instaseg's predictor and export: image-frame mask
-probabilities at stride 8 (``mask_stride``), not pasted.
+(torchvision's convention), and ``raw_forward`` for instaseg's predictor and export: image-frame mask logits at
+stride 8 (``mask_stride``), not pasted.
 
-Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet normalisation, which equals the published
-BGR mean/std, resize by the recipe rule, zero padding to a multiple of 32), the `InputSpec` every architecture
-shares.
+What MMDetection's published RTMDet-Ins does, stated through the contract so that every backend does it too:
+- pre-processing: ImageNet normalisation (which equals the published BGR mean/std; the converted first conv reads
+  RGB), resize by the recipe rule, padding onto a ``max_size`` square of grey 114 (``pad_to_square``,
+  ``pad_value``), the canvas boxes are clipped to before NMS;
+- masks are resampled as logits (``mask_logits``) and not cut to their boxes (``mask_box_crop`` False).
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ DICE_EPS = 5e-6  # the published Dice loss's smoothing
 
 
 class RTMDetIns(TransformDetector):
+    mask_logits = True
+    mask_box_crop = False
+
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
-        self.transform = resize_transform(min_size, max_size)
+        pad = {"pad_to_square": bool(cfg["pad_to_square"]), "pad_value": float(cfg["pad_value"])}
+        self.transform = resize_transform(min_size, max_size, **pad)
         self.backbone = CSPNeXt(cfg["deepen"], cfg["widen"])
         self.neck = CSPNeXtPAFPN(self.backbone.out_channels, cfg["neck_channels"], cfg["neck_blocks"])
         self.head = RTMDetInsHead(
@@ -46,37 +52,52 @@ class RTMDetIns(TransformDetector):
         self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
         self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_forward gives
 
-    def _features(self, batch: torch.Tensor):
+    def _levels(self, batch: torch.Tensor) -> tuple[list, list, list, torch.Tensor, list]:
+        """Per level [B, A_l, .]: class logits, boxes (xyxy pixels), kernels, and priors [A_l, 3]; the prototypes."""
         cls, reg, kern, protos = self.head(self.neck(self.backbone(batch)))
-        priors = make_priors([tuple(c.shape[-2:]) for c in cls], self.head.strides, batch.device)
-        return flatten_levels(cls), flatten_levels(reg), flatten_levels(kern), protos, priors
+        strides = zip(cls, self.head.strides, strict=True)
+        priors = [make_priors([tuple(c.shape[-2:])], (stride,), batch.device) for c, stride in strides]
+        boxes = [distance_to_boxes(p[None], flatten_levels([r])) for p, r in zip(priors, reg, strict=True)]
+        return [flatten_levels([c]) for c in cls], boxes, [flatten_levels([k]) for k in kern], protos, priors
 
     def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
-        return box_cropped_output(out, self.mask_stride, input_size, image_size)
+        return box_cropped_output(out, self.mask_stride, input_size, image_size, crop=False, logits=True)
 
-    def raw_outputs(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """Per image of a normalised, padded batch: (boxes [N,4] in the batch frame, scores [N], labels [N] 1..K,
-        mask probabilities [N, H/8, W/8] covering the padded batch frame)."""
-        cls, reg, kern, protos, priors = self._features(batch)
-        boxes = distance_to_boxes(priors[None], reg)
+    def raw_outputs(self, batch: torch.Tensor, frames: list[tuple]) -> list[tuple[torch.Tensor, ...]]:
+        """Per image of a normalised, padded batch: (boxes [N,4] clipped to the image's ``frames`` (h, w), scores
+        [N], labels [N] 1..K, mask logits [N, H/8, W/8] covering the padded batch frame)."""
+        cls, boxes, kern, protos, priors = self._levels(batch)
         return [
-            detect_single(cls[b].sigmoid(), boxes[b], kern[b], priors, protos[b], self.head, self.test_cfg)
-            for b in range(batch.shape[0])
+            detect_single(
+                [c[b].sigmoid() for c in cls],
+                [x[b] for x in boxes],
+                [k[b] for k in kern],
+                priors,
+                protos[b],
+                frame,
+                self.head,
+                self.test_cfg,
+            )
+            for b, frame in enumerate(frames)
         ]
 
     def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
-        """The contract's raw path: `raw_outputs` with each image's boxes clipped to its (h, w)."""
+        """The contract's raw path: NMS on boxes clipped to each image's padded frame (the published
+        post-processing clips to the padded ``img_shape``), kept boxes clipped to the image, mask logits."""
+        spec = self.input_spec
+        frames = [spec.padded_frame(h, w) for h, w in image_sizes]
+        outputs = zip(self.raw_outputs(batch, frames), image_sizes, strict=True)
         return [
-            RawOutput(clip_boxes(boxes, h, w), scores, labels, masks)
-            for (boxes, scores, labels, masks), (h, w) in zip(self.raw_outputs(batch), image_sizes, strict=True)
+            RawOutput(clip_boxes(boxes, h, w), scores, labels, logits)
+            for (boxes, scores, labels, logits), (h, w) in outputs
         ]
 
     # ---- training ----
     def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
-        cls, reg, kern, protos, priors = self._features(batch)
-        boxes = distance_to_boxes(priors[None], reg)
+        cls, boxes, kern, protos, priors = self._levels(batch)
+        cls, boxes, kern, priors = torch.cat(cls, 1), torch.cat(boxes, 1), torch.cat(kern, 1), torch.cat(priors)
         # zero terms keep every branch in the graph when a batch has no positives (DDP wants all gradients)
-        cls_sum, box_sum, mask_sum = cls.new_zeros(()), reg.sum() * 0, protos.sum() * 0 + kern.sum() * 0
+        cls_sum, box_sum, mask_sum = cls.new_zeros(()), boxes.sum() * 0, protos.sum() * 0 + kern.sum() * 0
         cls_norm, num_pos = cls.new_zeros(()), 0
         for b, target in enumerate(targets):
             gt_boxes, gt_labels = target["boxes"].float(), target["labels"].long() - 1

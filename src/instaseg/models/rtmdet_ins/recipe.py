@@ -30,7 +30,7 @@ SIZES: dict[str, tuple[float, float, int, int]] = {
 DEFAULTS: dict[str, Any] = {
     "architecture": "rtmdet_ins",
     "backbone": "cspnext_s",
-    "weights": "none",  # none | PATH
+    "weights": "none",  # none | imagenet (CSPNeXt) | coco | a published name | PATH
     "frozen_stages": 1,  # stem + this many backbone stages get no gradient when starting from a weights PATH
     "coco_weights": None,
     "deepen": None,  # null: from the backbone size
@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "loss_mask_weight": 2.0,  # Dice
     "nms_pre": 1000,
     "nms_iou": 0.6,
+    # MMDetection's pipeline pads every picture to a max_size square with grey 114 (training and test), and boxes
+    # are clipped to that canvas before NMS; false: pad to a multiple of 32 only (cheaper for wide pictures)
+    "pad_to_square": True,
+    "pad_value": 114 / 255,  # the padding's pixel value on [0, 1]
 }
 
 
@@ -60,31 +64,51 @@ def resolved_model_section(cfg: dict) -> dict:
     preset["feat_channels"] = cfg["neck_channels"] or channels
     return {**cfg, **{k: v for k, v in preset.items() if cfg[k] is None}}
 
-# The published 300-epoch recipe (mmdetection's rtmdet-ins_*_8xb32-300e_coco): 640 px, AdamW, warmup then
-# flat-cosine, EMA, Mosaic + MixUp with large-scale jitter switched to the light pipeline for the last 20 epochs.
+# The published 300-epoch recipe, mmdetection 3.3's configs/rtmdet/rtmdet-ins_s_8xb32-300e_coco.py (the l config and
+# its rtmdet_l base hold the schedule); the tiny, l, m and x recipes state where their configs differ. `instaseg
+# models NAME --published` shows a recipe beside its config.
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "input": {"min_size": 640, "max_size": 640},
     "train": {
         "epochs": 300,
-        "batch_size": 32,
+        "batch_size": 32,  # per GPU
+        "base_batch": 256,  # 8 GPUs x 32 images
         "optimizer": "adamw",
         "lr": 0.004,
         "weight_decay": 0.05,
-        "lr_schedule": "flat_cosine",
+        "decay_norms_and_biases": False,  # norm_decay_mult 0, bias_decay_mult 0
+        "lr_schedule": "flat_cosine",  # CosineAnnealingLR from epoch 150 to 300
         "min_lr_ratio": 0.05,
         "warmup_iters": 1000,
+        "warmup_start": 0.00001,
         "ema": True,
-        "ema_decay": 0.9998,
+        "ema_decay": 0.9998,  # ExpMomentumEMA momentum 0.0002
+        "ema_ramp": "exponential",
         "early_stop_patience": None,
-        "scale_jitter": [0.5, 2.0],
+        "scale_jitter": [0.5, 2.0],  # RandomResize ratio_range
+        "photometric": "hsv",  # YOLOXHSVRandomAug, every image
+        "photometric_prob": 1.0,
         "mosaic": True,
         "mixup": True,
-        "mosaic_until": 0.933,
+        "mixup_prob": 1.0,
+        "mosaic_until": 280 / 300,  # PipelineSwitchHook at epoch 280 of 300
         "grad_clip": None,
+        "sync_bn": True,  # SyncBN in backbone, neck and head
+    },
+    "published": {
+        "differences": {
+            "sample caches": "Mosaic keeps the 20 most recent samples and MixUp 10, dropping the oldest (the "
+            "reference's tiny config does the same; the others keep 40 and 20 and drop one at random): each data "
+            "worker holds its own cache",
+            "mixup partner": "the cached partner is blended as it was cached, at the top-left corner; the reference "
+            "flips it at random and places it at a random offset",
+            "resize padding": "the light stage pads a zoomed-out image with 0 (the reference: 114 grey); after the "
+            "normalisation both are a flat border",
+        }
     },
 }
-# no pretrained CSPNeXt weights are fetched
-DOWNLOADS: tuple[str, ...] = ()
+# MMDetection's COCO models and CSPNeXt ImageNet backbones (published.py)
+DOWNLOADS: tuple[str, ...] = ("imagenet", "coco")
 
 
 def validate(cfg: dict, source: str | None = None) -> None:
@@ -100,5 +124,6 @@ def validate(cfg: dict, source: str | None = None) -> None:
     if 8 % cfg["mask_loss_stride"]:
         raise bad("mask_loss_stride", "must divide the prototype stride 8 (1, 2, 4 or 8)")
     check_fraction(cfg, bad, ("nms_iou",))
+    check_fraction(cfg, bad, ("pad_value",), closed_low=True)
     check_frozen_stages(cfg, bad)
     check_weights(cfg, bad, DOWNLOADS, "rtmdet_ins")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from instaseg.models.detector import Architecture
 from instaseg.models.solov2.build import build
+from instaseg.models.solov2.published import PUBLISHED
 from instaseg.models.solov2.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 
 __all__ = ["ARCHITECTURE"]
@@ -16,11 +17,12 @@ ARCHITECTURE = Architecture(
     model_defaults=DEFAULTS,
     validate=validate,
     small_recipe="solov2_fast",
-    candidate_keys={"nms_pre": 2.0},  # boxes into NMS, as a multiple of eval.max_dets
+    candidate_keys={"nms_pre": 2.0, "max_candidates": 2.0},  # candidates, as multiples of eval.max_dets
     tiny_overrides=(
         # the conformance suite's 96 px pictures hold 12-30 px shapes: ranges and grids scaled to that size
         "model.scale_ranges=[[1, 16], [8, 32], [16, 64], [32, 128], [64, 256]]",
         "model.num_grids=[12, 10, 8, 6, 4]",
     ),
     recipe_defaults=RECIPE_DEFAULTS,
+    published=PUBLISHED,
 )

@@ -3,8 +3,9 @@
 An object goes to every level whose scale range holds its scale, sqrt(box width x box height) in network-input
 pixels (the ranges overlap, so an object in between trains two levels). On a level with an S x S grid over the
 padded input, the cells it owns are those its centre region touches: the box scaled by ``sigma`` (0.2) about
-the mask's centre of mass, capped to the 3 x 3 cells around the centre cell. A cell two objects claim goes to
-the smaller one (the published code lets the later annotation take the label and trains the cell on both masks).
+the mask's centre of mass, capped to the 3 x 3 cells around the centre cell. A cell two objects claim is treated
+as the published code treats it: the later annotation gives its label, and the cell's kernel trains on both masks
+(one (cell, object) pair each).
 
 Everything is tensor arithmetic over all objects of a level at once; there is no loop over objects or cells.
 """
@@ -20,11 +21,13 @@ from instaseg.models.common.masks import mask_centers
 
 
 class Assignment(NamedTuple):
-    """One image's targets over all levels' cells (level after level, row-major): ``gt_index`` [A] is the owning
-    object's index or -1 (background); ``labels`` [A] its class in 0..K-1, or -1."""
+    """One image's targets over all levels' cells (level after level, row-major): ``gt_index`` [A] is the object
+    giving the cell its label (the last one claiming it) or -1 (background); ``labels`` [A] its class in 0..K-1, or
+    -1; ``pairs`` [P, 2] every (cell, object) claim, the mask targets of the cells' kernels."""
 
     gt_index: torch.Tensor
     labels: torch.Tensor
+    pairs: torch.Tensor
 
 
 def _cells(coord: torch.Tensor, extent: float, grid: int) -> torch.Tensor:
@@ -48,7 +51,7 @@ def center_region(
     return top, bottom, left, right
 
 
-def assign_level(
+def claims_of_level(
     boxes: torch.Tensor,
     centers: torch.Tensor,
     eligible: torch.Tensor,
@@ -56,19 +59,15 @@ def assign_level(
     padded: tuple[int, int],
     sigma: float,
 ) -> torch.Tensor:
-    """[S*S] owning object per cell of one level (-1: none), among the ``eligible`` objects."""
+    """[N, S*S] whether each of the ``eligible`` objects claims each cell of one level."""
     n = boxes.shape[0]
     if n == 0:
-        return torch.full((grid * grid,), -1, dtype=torch.long, device=boxes.device)
+        return torch.zeros((0, grid * grid), dtype=torch.bool, device=boxes.device)
     top, bottom, left, right = center_region(centers, boxes, grid, padded, sigma)
     idx = torch.arange(grid, device=boxes.device)
     rows = (idx[None] >= top[:, None]) & (idx[None] <= bottom[:, None])  # [N, S]
     cols = (idx[None] >= left[:, None]) & (idx[None] <= right[:, None])
-    member = rows[:, :, None] & cols[:, None, :] & eligible[:, None, None]  # [N, S, S]
-    scale = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)
-    cost = torch.where(member, scale[:, None, None], torch.full_like(member, float("inf"), dtype=scale.dtype))
-    owner = cost.argmin(dim=0)  # the smallest claimant
-    return torch.where(member.any(dim=0), owner, torch.full_like(owner, -1)).flatten()
+    return (rows[:, :, None] & cols[:, None, :] & eligible[:, None, None]).flatten(1)
 
 
 def assign(
@@ -85,19 +84,31 @@ def assign(
     centers = mask_centers(masks)
     scale = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0).sqrt()
     visible = masks.flatten(1).amax(dim=1) > 0 if masks.shape[0] else scale > 0
-    owners = []
+    claims = []
     for grid, (lo, hi) in zip(grids, scale_ranges, strict=True):
         eligible = visible & (scale >= lo) & (scale <= hi)
-        owners.append(assign_level(boxes, centers, eligible, grid, padded, sigma))
-    gt_index = torch.cat(owners)
+        claims.append(claims_of_level(boxes, centers, eligible, grid, padded, sigma))
+    claimed = torch.cat(claims, dim=1)  # [N, A]
+    order = torch.arange(claimed.shape[0], device=claimed.device)[:, None]
+    gt_index = torch.where(claimed, order, torch.full_like(order, -1)).amax(dim=0) if claimed.shape[0] else (
+        torch.full((claimed.shape[1],), -1, dtype=torch.long, device=claimed.device))  # fmt: skip
     cell_labels = labels[gt_index.clamp(min=0)] if labels.numel() else torch.zeros_like(gt_index)
-    return Assignment(gt_index, torch.where(gt_index >= 0, cell_labels, torch.full_like(gt_index, -1)))
+    pairs = claimed.t().nonzero()  # (cell, object), cell by cell
+    return Assignment(gt_index, torch.where(gt_index >= 0, cell_labels, torch.full_like(gt_index, -1)), pairs)
 
 
 def mask_targets(masks: torch.Tensor, stride: int, soft: bool) -> torch.Tensor:
     """[N, H/stride, W/stride] mask targets at the mask feature's stride: the share of each cell an object
-    covers (``soft``), or whether it covers at least half of it (binary, as published)."""
+    covers (``soft``), or, as published, the mask bilinearly downscaled (OpenCV, ``mmcv.imrescale``) and rounded:
+    each cell reads its central 2 x 2 pixels (input pixels stride*j + stride/2 - 1 and + stride/2, weights 1/2)
+    and is foreground when at least two of the four are."""
     if masks.shape[0] == 0:
         return masks.new_zeros((0, masks.shape[-2] // stride, masks.shape[-1] // stride), dtype=torch.float32)
-    share = F.avg_pool2d(masks[:, None].float(), stride)[:, 0]
-    return share if soft else (share >= 0.5).float()
+    h, w = masks.shape[-2] // stride, masks.shape[-1] // stride
+    m = masks[:, : h * stride, : w * stride].float()
+    if soft:
+        return F.avg_pool2d(m[:, None], stride)[:, 0]
+    a = stride // 2 - 1  # OpenCV samples input coordinate stride*j + (stride - 1)/2, between pixels a and a + 1
+    centre = m[:, a::stride, a::stride] + m[:, a + 1 :: stride, a::stride]
+    centre = centre + m[:, a::stride, a + 1 :: stride] + m[:, a + 1 :: stride, a + 1 :: stride]
+    return (centre >= 2).float()

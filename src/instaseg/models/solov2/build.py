@@ -15,6 +15,7 @@ def build(recipe: dict, num_classes: int, download_backbone: bool = False, freez
     test_cfg = TestConfig(
         cls_score_thr=float(cfg["cls_score_thr"]),
         mask_thr=float(cfg["mask_thr"]),
+        max_candidates=int(cfg["max_candidates"]),
         nms_pre=int(cfg["nms_pre"]),
         nms_kernel=str(cfg["nms_kernel"]),
         nms_sigma=float(cfg["nms_sigma"]),

@@ -19,7 +19,8 @@ _FAR = 1e8  # "no extent" in a min/max over mask pixels: finite, so exporters ne
 class TestConfig(NamedTuple):
     cls_score_thr: float  # category score a cell needs to become a candidate
     mask_thr: float  # probability above which a mask pixel is foreground
-    nms_pre: int  # candidates into Matrix NMS
+    max_candidates: int  # (cell, class) pairs above cls_score_thr whose masks are computed
+    nms_pre: int  # candidates into Matrix NMS, the best after maskness rescoring
     nms_kernel: str  # gaussian | linear
     nms_sigma: float
     score_threshold: float  # final score a detection needs (after maskness and decay)
@@ -93,7 +94,7 @@ def detect_single(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(boxes [N,4] input frame, scores [N], labels [N] 1..K, mask probabilities [N,h,w]) of one image."""
     num_classes = scores.shape[1]
-    top_scores, top_idx = scores.reshape(-1).topk(min(cfg.nms_pre, scores.numel()))
+    top_scores, top_idx = scores.reshape(-1).topk(min(cfg.max_candidates, scores.numel()))
     first = torch.arange(top_scores.shape[0], device=scores.device) == 0
     take = (top_scores > cfg.cls_score_thr) | first  # the best candidate always rides along (see module notes)
     top_scores, top_idx = top_scores[take], top_idx[take]
@@ -107,6 +108,8 @@ def detect_single(
     maskness = (probs * binary).sum(dim=1) / area.clamp(min=1)  # mean foreground probability: mask quality
     rescored = torch.where(valid, top_scores * maskness, torch.full_like(maskness, -1.0))
     rescored, order = rescored.sort(descending=True)
+    # the best nms_pre after maskness rescoring, as MMDetection's mask_matrix_nms takes them (not before it)
+    rescored, order = rescored[: cfg.nms_pre], order[: cfg.nms_pre]
     decayed = matrix_nms(binary[order], labels[order], rescored, cfg.nms_kernel, cfg.nms_sigma)
     final, again = decayed.sort(descending=True)
     final, again = final[: cfg.max_dets], again[: cfg.max_dets]

@@ -113,13 +113,14 @@ class SOLOv2(TransformDetector):
             asg = assign(target["boxes"].float(), labels, masks, cfg["num_grids"], cfg["scale_ranges"],
                          float(cfg["center_sigma"]))  # fmt: skip
             cell_labels.append(asg.labels)
-            pos = (asg.gt_index >= 0).nonzero().squeeze(1)
-            if pos.numel() == 0:
+            # averaged over positive cells, not pairs: a cell two objects claim counts once, as published
+            num_pos += int((asg.gt_index >= 0).sum())
+            if asg.pairs.numel() == 0:
                 continue
-            gt = mask_targets(masks, self.mask_stride, bool(cfg["soft_mask_targets"]))[asg.gt_index[pos]]
-            logits = kernels[b, pos] @ mask_feats[b].flatten(1)
+            cells, objects = asg.pairs.unbind(1)
+            gt = mask_targets(masks, self.mask_stride, bool(cfg["soft_mask_targets"]))[objects]
+            logits = kernels[b, cells] @ mask_feats[b].flatten(1)
             dice_sum.append(dice_loss(logits, gt.flatten(1), DICE_EPS).sum())
-            num_pos += int(pos.numel())
         loss_cls = focal_loss(cls.flatten(0, 1), torch.cat(cell_labels), cfg["focal_gamma"], cfg["focal_alpha"])
         # zero terms keep the kernel branch and the mask feature in the graph when no cell is positive (DDP)
         mask_sum = kernels.sum() * 0 + mask_feats.sum() * 0 + sum(dice_sum, torch.zeros((), device=batch.device))

@@ -21,7 +21,7 @@ from instaseg.models.common.rules import (
 DEFAULTS: dict[str, Any] = {
     "architecture": "solov2",
     "backbone": "resnet50",
-    "weights": "imagenet",  # none | imagenet | PATH
+    "weights": "imagenet",  # none | imagenet | coco (MMDetection's, published.py) | a published name | PATH
     "coco_weights": None,  # no torchvision COCO weights exist for SOLOv2
     "norm": "frozen_bn",  # backbone BatchNorm: frozen_bn (pretrained) | bn (from scratch)
     "frozen_stages": 1,  # stem + this many stages get no gradient when the backbone starts pretrained
@@ -44,11 +44,15 @@ DEFAULTS: dict[str, Any] = {
     "loss_mask_weight": 3.0,  # Dice
     "cls_score_thr": 0.1,  # category score a cell needs to become a candidate (eval.score_threshold is the final cut)
     "mask_thr": 0.5,
-    "nms_pre": 500,  # candidates into Matrix NMS; eval.max_dets come out
+    # masks are computed for the best max_candidates (cell, class) pairs above cls_score_thr; after maskness
+    # rescoring the best nms_pre go into Matrix NMS and eval.max_dets come out. The published code computes masks
+    # for every pair above cls_score_thr (no cap) and takes nms_pre after rescoring: the cap only bounds memory
+    "max_candidates": 2000,
+    "nms_pre": 500,
     "nms_kernel": "gaussian",  # gaussian | linear
     "nms_sigma": 2.0,
 }
-DOWNLOADS = ("imagenet",)  # no COCO download exists for SOLOv2 here
+DOWNLOADS = ("imagenet", "coco")  # COCO: MMDetection's R50 models (published.py)
 
 
 def _check_levels(cfg: dict, bad) -> None:
@@ -68,7 +72,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     check_backbone_and_norm(cfg, bad)
     _check_levels(cfg, bad)
     sizes = ("fpn_channels", "head_channels", "stacked_convs", "kernel_channels", "mask_feat_channels", "gn_groups")
-    check_positive(cfg, bad, (*sizes, "nms_pre"), integer=True)
+    check_positive(cfg, bad, (*sizes, "nms_pre", "max_candidates"), integer=True)
     for key in ("head_channels", "kernel_channels", "mask_feat_channels"):
         if cfg[key] % cfg["gn_groups"]:
             raise bad(key, f"must be a multiple of model.gn_groups ({cfg['gn_groups']})")
@@ -80,24 +84,29 @@ def validate(cfg: dict, source: str | None = None) -> None:
     check_weights(cfg, bad, DOWNLOADS, "solov2")
 
 
-# The published 3x schedule (mmdetection solov2_r50_fpn_ms-3x_coco, PaddleDetection solov2_r50_fpn_3x_coco):
-# SGD lr 0.01 for 16 images (0.00125 at 2 per step, the linear-scaling rule), momentum 0.9, weight decay 1e-4,
-# linear warmup, 36 epochs, multi-scale training (short side 640..800, here as scale jitter 0.8..1.0 of 800),
-# horizontal flip only, gradient clipping at 35 (mmdetection), no EMA.
+# The published 3x multi-scale recipe, mmdetection 3.3's configs/solov2/solov2_r50_fpn_ms-3x_coco.py (with
+# solov2_r50_fpn_1x_coco.py and its schedule_1x base); `instaseg models solov2_r50_fpn --published` shows the recipe
+# beside it.
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "input": {"min_size": 800, "max_size": 1333},
     "train": {
         "epochs": 36,
-        "batch_size": 2,
+        "batch_size": 2,  # per GPU
+        "base_batch": 16,  # 8 GPUs x 2 images
         "optimizer": "sgd",
-        "lr": 0.00125,
+        "lr": 0.01,
         "momentum": 0.9,
         "weight_decay": 0.0001,
+        "lr_schedule": "multistep",
+        "milestones": [27, 33],
+        "gamma": 0.1,
         "warmup_iters": 500,
-        "lr_schedule": "plateau",
+        "warmup_start": 0.3333333333333333,  # LinearLR start_factor 1/3
         "ema": False,
         "early_stop_patience": None,
-        "scale_jitter": [0.8, 1.0],
+        "scale_jitter": None,
+        "multiscale": [640, 672, 704, 736, 768, 800],  # RandomChoiceResize, longer side at most 1333
+        "hflip": True,
         "photometric": False,
         "grad_clip": 35.0,
     },

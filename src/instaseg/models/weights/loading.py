@@ -1,5 +1,6 @@
-"""Loading weights into a detector: torchvision's COCO checkpoints, and files (instaseg checkpoints, Lightning
-.ckpt files, plain state_dicts).
+"""Loading weights into a detector: torchvision's COCO checkpoints, publishers' files converted by the
+architecture's key maps (`instaseg.models.weights.convert`), and files (instaseg checkpoints, Lightning .ckpt
+files, plain state_dicts).
 
 Tensors whose shape does not fit the model (the class-count-dependent predictor layers when the class count
 differs) are left at their fresh initialisation and reported.
@@ -8,7 +9,7 @@ differs) are left at their fresh initialisation and reported.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -16,7 +17,13 @@ from torch import nn
 
 from instaseg.errors import UserError
 from instaseg.models.checkpoint import read_torch_file
+from instaseg.models.detector import PublishedWeights
+from instaseg.models.weights.convert import Conversion, convert
 from instaseg.models.weights.download import download_guard
+from instaseg.models.weights.published import by_name, describe
+from instaseg.models.weights.readers import read_weights
+
+Shapes = Callable[[int], Mapping[str, torch.Tensor]]  # class count -> our model's state_dict (meta tensors)
 
 log = logging.getLogger("instaseg")
 
@@ -56,8 +63,9 @@ def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return dict(state)
 
 
-def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> dict:
-    """Copy the tensors of `state` whose name and shape match the model; report what was left out.
+def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, scope: str = "") -> dict:
+    """Copy the tensors of `state` whose name and shape match the model; report what was left out (of the
+    model's tensors under ``scope``: "backbone." for a backbone's weights).
 
     Returns {"loaded": n, "reinitialised": [names with a different shape], "missing": [...], "unexpected": [...]}.
     """
@@ -67,7 +75,7 @@ def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
         "source": source,
         "loaded": len(fitting),
         "reinitialised": sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape),
-        "missing": sorted(k for k in own if k not in state),
+        "missing": sorted(k for k in own if k.startswith(scope) and k not in state),
         "unexpected": sorted(k for k in state if k not in own),
     }
     if not fitting:
@@ -85,3 +93,76 @@ def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
 def load_weights_file(model: nn.Module, path: str | Path) -> dict:
     """Initialise `model` from a checkpoint / state_dict file, adapting the class-count-dependent layers."""
     return load_matching(model, read_state_dict(path), source=str(path))
+
+
+def load_published(model: nn.Module, weights: PublishedWeights, path: Path, shapes: Shapes, recipe: str) -> dict:
+    """Load a file of a publisher's ``weights`` into ``model``, converted by their key map. A file that does not fill
+    the model (another model's, a damaged one) is a UserError naming it; another class count re-initialises the
+    class layers, reported as for any file."""
+    tensors, info = read_weights(path)
+    conversion = _convert(weights, tensors, info, shapes)
+    problem = conversion.problem()
+    if problem:
+        raise UserError(f"does not fit recipe {recipe} as {weights.publisher}'s {weights.name}: {problem}", path)
+    return load_converted(model, conversion, weights, path)
+
+
+def _convert(weights: PublishedWeights, tensors: dict, info: dict, shapes: Shapes) -> Conversion:
+    """``tensors`` converted against our shapes for the file's class count (its metadata's, else the table's)."""
+    classes = len(info.get("class_names") or []) or weights.num_classes
+    return convert(tensors, shapes(classes if weights.kind == "coco" else 1), weights.key_map)
+
+
+def load_converted(model: nn.Module, conversion: Conversion, weights: PublishedWeights, path: Path) -> dict:
+    """Load a complete conversion; tensors our model ties together (one parameter under several names) must have
+    received one value."""
+    own = model.state_dict()
+    first: dict[int, str] = {}
+    for name, tensor in own.items():
+        other = first.setdefault(tensor.untyped_storage().data_ptr(), name)
+        both = other != name and name in conversion.state and other in conversion.state
+        if both and not torch.equal(conversion.state[name], conversion.state[other]):
+            raise UserError(f"{name} and {other} are one tensor in the model but differ in the file", path)
+    report = load_matching(model, conversion.state, source=str(path), scope=weights.key_map.scope)
+    report.update(kind=weights.kind, published=describe(weights), conversion=conversion.summary())
+    log.info("%s: %s as %s (%s)", path, weights.kind, describe(weights), conversion.summary())
+    return report
+
+
+def load_weights_path(
+    model: nn.Module,
+    path: Path,
+    published: tuple[PublishedWeights, ...],
+    candidates: list[PublishedWeights],
+    shapes: Shapes,
+    recipe: str,
+) -> dict:
+    """A weights file: an instaseg checkpoint or a state_dict in our names, else a publisher's file of this
+    architecture, known by its file name (``published``) or converted completely by one of the ``candidates``
+    (the published weights the recipe's model section can take), else by another of the architecture's maps."""
+    named = by_name(published, path.name)
+    if named is not None:
+        if named not in candidates:
+            wanted = ", ".join(f"model.{k}={v}" for k, v in named.model.items())
+            raise UserError(f"{named.publisher}'s {named.name} is for {wanted}; recipe {recipe} differs", path)
+        return load_published(model, named, path, shapes, recipe)
+    own = model.state_dict()
+    try:
+        state = read_state_dict(path)
+    except UserError:
+        state = None  # refused as a plain checkpoint: perhaps a publisher's file whose metadata must be dropped
+    if state is not None and sum(k in state for k in own) >= 0.9 * len(own):
+        return load_matching(model, state, source=str(path))
+    # the recipe's own candidates first; then the architecture's other maps, for a model section no publisher
+    # used (another backbone of the same design): only a complete conversion is accepted either way
+    ordered = [*candidates, *(w for w in published if w not in candidates)]
+    same_format = [w for w in ordered if (w.format == "paddle") == (path.suffix == ".pdparams")]
+    if not same_format:
+        return load_matching(model, state if state is not None else read_state_dict(path), source=str(path))
+    tensors, info = read_weights(path)
+    tried = [(w, _convert(w, tensors, info, shapes)) for w in same_format]
+    for weights, conversion in tried:
+        if conversion.problem() is None:
+            return load_converted(model, conversion, weights, path)
+    weights, best = min(tried, key=lambda t: len(t[1].unplaced) + len(t[1].unset) + len(t[1].mismatched))
+    raise UserError(f"not a checkpoint of recipe {recipe}, nor {weights.publisher}'s: {best.problem()}", path)
