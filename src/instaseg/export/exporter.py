@@ -171,7 +171,8 @@ def _write(
     from instaseg.export.openvino import convert_onnx, save_ir
 
     with tempfile.TemporaryDirectory(prefix="instaseg_export_") as tmp:
-        onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic)
+        # NNCF's INT8 calibration cannot follow tensors into an If's branches: a quantized model computes masks always
+        onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic, defer_masks=not images)
         ov_model = convert_onnx(onnx_path)  # may map the ONNX file's weights: finish before it goes
         if images:
             from instaseg.export.quantize import calibration_feeds, quantize_openvino

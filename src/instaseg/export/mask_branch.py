@@ -68,31 +68,47 @@ def _empty_masks(graph: Any, mask_stride: int | None) -> tuple[list, str] | None
     masks = next(o for o in graph.output if o.name == MASKS_OUTPUT)
     dims = masks.type.tensor_type.shape.dim
     name = "masks_none_found"
-    if len(dims) == 3 and all(d.HasField("dim_value") for d in dims[1:]):
-        empty = np.zeros((0, dims[1].dim_value, dims[2].dim_value), dtype=np.float32)
-        return [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(empty))], name
-    if len(dims) != 3 or not mask_stride:
-        return None
-    images = graph.input[0].name
 
     def const(label: str, values: list[int]) -> Any:
         array = numpy_helper.from_array(np.array(values, dtype=np.int64))
         return helper.make_node("Constant", [], [f"{name}_{label}"], value=array)
 
-    nodes = [
-        const("start", [2]),
-        const("end", [4]),
-        const("stride", [int(mask_stride)]),
-        const("zero", [0]),
-        helper.make_node("Shape", [images], [f"{name}_shape"]),
-        helper.make_node("Slice", [f"{name}_shape", f"{name}_start", f"{name}_end"], [f"{name}_hw"]),
-        helper.make_node("Div", [f"{name}_hw", f"{name}_stride"], [f"{name}_low"]),
-        helper.make_node("Concat", [f"{name}_zero", f"{name}_low"], [f"{name}_dims"], axis=0),
+    # ConstantOfShape, not a Constant holding the empty tensor: OpenVINO's ONNX reader turns an empty Constant in
+    # a branch into a scalar, and its If then has no rank
+    if len(dims) == 3 and all(d.HasField("dim_value") for d in dims[1:]):
+        nodes = [const("dims", [0, dims[1].dim_value, dims[2].dim_value])]
+    elif len(dims) == 3 and mask_stride:
+        images = graph.input[0].name
+        nodes = [
+            const("start", [2]),
+            const("end", [4]),
+            const("stride", [int(mask_stride)]),
+            const("zero", [0]),
+            helper.make_node("Shape", [images], [f"{name}_shape"]),
+            helper.make_node("Slice", [f"{name}_shape", f"{name}_start", f"{name}_end"], [f"{name}_hw"]),
+            helper.make_node("Div", [f"{name}_hw", f"{name}_stride"], [f"{name}_low"]),
+            helper.make_node("Concat", [f"{name}_zero", f"{name}_low"], [f"{name}_dims"], axis=0),
+        ]
+    else:
+        return None
+    nodes.append(
         helper.make_node(
             "ConstantOfShape", [f"{name}_dims"], [name], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])
-        ),
-    ]
+        )
+    )
     return nodes, name
+
+
+def _copy_read_outputs(branch_nodes: list, outputs: list[str]) -> list:
+    """Identity copies of the graph outputs the branch reads (PP-YOLOE-seg and Mask R-CNN cut masks to their
+    ``boxes``), the branch renamed to read the copies: OpenVINO's ONNX reader loses a branch's result when the
+    branch reads an outer graph output by name."""
+    from onnx import helper
+
+    read = {i for n in branch_nodes for i in n.input} & set(outputs)
+    for node in branch_nodes:
+        node.input[:] = [f"{i}_for_masks" if i in read else i for i in node.input]
+    return [helper.make_node("Identity", [name], [f"{name}_for_masks"]) for name in sorted(read)]
 
 
 def defer_mask_branch(model: Any, mask_stride: int | None) -> Any:
@@ -119,6 +135,7 @@ def defer_mask_branch(model: Any, mask_stride: int | None) -> Any:
         value.name = name
         return value
 
+    copies = _copy_read_outputs(branch_nodes, [o.name for o in graph.output if o.name != MASKS_OUTPUT])
     then_graph = helper.make_graph(branch_nodes, "masks_when_found", [], [output(found)])
     else_nodes, empty_name = empty
     else_graph = helper.make_graph(else_nodes, "masks_when_none", [], [output(empty_name)])
@@ -134,7 +151,7 @@ def defer_mask_branch(model: Any, mask_stride: int | None) -> Any:
     ]
     kept = [n for i, n in enumerate(nodes) if i not in set(moved)]
     del graph.node[:]
-    graph.node.extend(kept + condition)
+    graph.node.extend(kept + copies + condition)
     graph.initializer.append(zero)
     inner = {o for n in branch_nodes for o in n.output}
     shapes = [v for v in graph.value_info if v.name not in inner]
