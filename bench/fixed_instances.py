@@ -8,7 +8,8 @@ How a model is made to output N instances (the same rule on both sides of the co
   centred on its point (64 px). Neighbouring boxes overlap with IoU at most 0.5 (after clipping at the border),
   below every NMS threshold in play (0.6-0.7), so all 400 survive NMS, and the cap on detections per image
   (``eval.max_dets`` here, ``max_det`` in Ultralytics) keeps exactly N. Mask branches stay random, with kernels /
-  coefficients spread so masks come out partly filled.
+  coefficients spread so masks come out partly filled; RTMDet-Ins's dynamic kernels give a diamond inside each box
+  (`local_mask_kernel`), since its masks are not cut to boxes.
 SOLOv2 and Mask-RT-DETR have no box predictor: N > 0 is their ``make_outputs_busy`` state capped at N.
 
 Pictures: tiny_coco's, centre-cropped to a square and resized to 640 x 640, so neither tool pads (a padded band
@@ -89,13 +90,33 @@ def _spread(conv: torch.nn.Conv2d) -> None:
     conv.bias.normal_(0.0, 1.0)
 
 
+MASK_RADIUS = 32.0  # px: half the side of the fixed boxes
+
+
+def local_mask_kernel(dyn_sizes: list[tuple[int, int]], stride: int, radius: float = MASK_RADIUS) -> torch.Tensor:
+    """The dynamic-convolution parameters (layer weights [out, in] row-major, then biases) of a mask positive within
+    ``radius`` px (L1) of the instance's point: a diamond inside its box. RTMDet-Ins does not cut masks to boxes (as
+    in MMDetection) and random kernels give masks spread over the whole picture, each then pasted at full size;
+    trained masks stay near their object. Layer 1 gives relu(+-dx), relu(+-dy) of the relative coordinates (its
+    first two inputs, in units of 8 x stride), layer 2 their sum, layer 3 ``gain * (radius - sum)``."""
+    (o1, i1), (o2, i2), (o3, i3) = dyn_sizes
+    w1, w2, w3 = torch.zeros(o1, i1), torch.zeros(o2, i2), torch.zeros(o3, i3)
+    w1[0, 0], w1[1, 0], w1[2, 1], w1[3, 1] = 1.0, -1.0, 1.0, -1.0
+    w2[0, :4] = 1.0
+    gain = 64.0
+    w3[0, 0] = -gain
+    b3 = torch.full((o3,), gain * radius / (8.0 * stride))
+    return torch.cat([w1.reshape(-1), w2.reshape(-1), w3.reshape(-1), torch.zeros(o1 + o2), b3])
+
+
 def fix_rtmdet_ins(model: torch.nn.Module, instances: int) -> None:
     head = model.head
     _set_class_biases(list(head.rtm_cls), instances)
-    for reg, kernel in zip(head.rtm_reg, head.rtm_kernel, strict=True):
+    for reg, kernel, stride in zip(head.rtm_reg, head.rtm_kernel, head.strides, strict=True):
         reg.weight.zero_()
         reg.bias.fill_(1.0)  # relu(1) x stride: one stride each side
-        _spread(kernel)
+        kernel.weight.zero_()
+        kernel.bias.copy_(local_mask_kernel(head.dyn_sizes, int(stride)))
 
 
 def fix_ppyoloe_seg(model: torch.nn.Module, instances: int) -> None:
