@@ -53,6 +53,41 @@ def test_preprocess_equals_model_transform(predictor):
     assert torch.equal(batch, ref.tensors)
 
 
+def test_preprocess_table_gives_every_value_as_the_transform_does(predictor):
+    """Every uint8 value of every channel, one picture that fills its frame (the batch is the picture itself),
+    normalised bit for bit as the model's own transform; and a static graph of that frame gets the same feed as a
+    canvas would give it."""
+    from instaseg.inference.backends.exported import graph_inputs
+
+    spec = predictor.backend.spec
+    side = spec.min_size
+    image = np.random.default_rng(3).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    image[:16, :16] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    batch, sizes = preprocess([image], spec)
+    assert spec.padded_frame(*sizes[0]) == sizes[0] == (side, side)
+    ref = predictor.backend.model.transform([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0]
+    assert torch.equal(batch, ref.tensors)
+    frame = spec.padded_frame(*sizes[0])
+    static = {"dynamic": False, "height": frame[0], "width": frame[1]}
+    canvas = spec.canvas(1, *frame)
+    canvas[..., : sizes[0][0], : sizes[0][1]] = batch[0, :, : sizes[0][0], : sizes[0][1]]
+    feed = next(graph_inputs(batch, sizes, static, spec))
+    np.testing.assert_array_equal(feed["images"], canvas.numpy())
+
+
+@pytest.mark.parametrize("size", [(96, 64), (95, 64), (64, 96), (70, 40)])
+def test_resize_pass_is_skipped_only_when_it_keeps_the_size(size):
+    """A picture already at the model's size skips the interpolation, with the very values it would have given."""
+    from instaseg.inference.preprocess import resize_normalized
+    from instaseg.models.detector import InputSpec, resize_transform
+
+    spec = InputSpec(min_size=64, max_size=96)
+    image = torch.rand(3, *size)
+    out = resize_normalized(image, spec)
+    ref = resize_transform(64, 96).resize(image, None)[0]  # torchvision's own resize step
+    assert torch.equal(out, ref)
+    assert (out is image) == (tuple(out.shape[-2:]) == size)
+
 def test_detections_equal_eager_model(predictor):
     """Same boxes, scores, labels as torchvision's full forward (which pastes masks itself)."""
     image = _image(2)

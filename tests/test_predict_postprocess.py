@@ -15,6 +15,7 @@ from instaseg.inference.postprocess import (
     RawDetections,
     crop_to_rle,
     masks_to_rles,
+    paste_image_mask,
     postprocess,
     rle_counts,
     rle_to_crop,
@@ -141,3 +142,37 @@ def test_rle_counts_and_window_decode_match_pycocotools():
         h, w = mask.shape
         for x0, y0, cw, ch in [(0, 0, w, h), (2, 3, w // 2, h // 3), (w - 1, h - 1, 1, 1)]:
             np.testing.assert_array_equal(rle_to_crop(rle, x0, y0, cw, ch), mask[y0 : y0 + ch, x0 : x0 + cw])
+
+
+def _dense_bilinear(n_out: int, start: int, scale: float, n_in: int) -> np.ndarray:
+    """[n_out, n_in] bilinear weights over the whole low-res axis, one output pixel at a time (border clamped)."""
+    weights = np.zeros((n_out, n_in), dtype=np.float32)
+    for k in range(n_out):
+        coord = min(max((start + k + 0.5) * scale - 0.5, 0.0), n_in - 1)
+        lo = int(np.floor(coord))
+        frac = np.float32(coord - lo)
+        weights[k, lo] += 1 - frac
+        weights[k, min(lo + 1, n_in - 1)] += frac
+    return weights
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_image_mask_paste_reads_only_the_window_and_equals_the_whole_map(stride):
+    """Pasting an image-frame mask multiplies only the low-res window under the box: the same pixels as the
+    product over the whole map, boxes at the borders and past them included."""
+    rng = np.random.default_rng(stride)
+    for case in range(60):
+        in_h, in_w = (int(v) for v in rng.integers(2, 21, 2) * 32)
+        maps = _low_res_masks(1, case, size=max(in_h, in_w) // stride)[0][: in_h // stride, : in_w // stride]
+        out_h, out_w = (int(v) for v in rng.integers(20, 900, 2))
+        box = _random_boxes(1, out_h, out_w, case, max_side=min(out_h, out_w))[0]
+        crop, x0, y0 = paste_image_mask(maps, box, stride, (in_h, in_w), (out_h, out_w))
+        left, top = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+        x1, y1 = min(int(np.ceil(box[2])), out_w), min(int(np.ceil(box[3])), out_h)
+        if x1 <= left or y1 <= top:
+            assert crop.size == 0
+            continue
+        assert (x0, y0) == (left, top)
+        rows = _dense_bilinear(y1 - y0, y0, in_h / (out_h * stride), maps.shape[0])
+        cols = _dense_bilinear(x1 - x0, x0, in_w / (out_w * stride), maps.shape[1])
+        np.testing.assert_array_equal(crop, rows @ maps @ cols.T > 0.5)

@@ -213,14 +213,16 @@ def _write(
 
         side = padded_size(spec.max_size, spec.size_divisible)
         with tempfile.TemporaryDirectory(prefix="instaseg_export_") as tmp:
-            onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic)
+            # TensorRT's If wants both branches to give one shape: its engine computes masks always
+            onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic, defer_masks=False)
             write_engine(onnx_path, meta, path, precision, dynamic, spec.size_divisible, side)
         return None
     from instaseg.export.openvino import convert_onnx, save_ir
 
     report = None
     with tempfile.TemporaryDirectory(prefix="instaseg_export_") as tmp:
-        onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic)
+        # NNCF's INT8 calibration cannot follow tensors into an If's branches: a quantized model computes masks always
+        onnx_path = write_onnx(graph_module, example, meta, Path(tmp) / "model.onnx", dynamic, defer_masks=int8 is None)
         ov_model = convert_onnx(onnx_path)  # may map the ONNX file's weights: finish before it goes
         if int8 is not None:
             ov_model, report = _quantize(ov_model, int8, meta, spec)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from instaseg.export.graph import DetectorGraph
+from instaseg.export.mask_branch import defer_mask_branch
 from instaseg.models.detector import INPUT_NAMES, OUTPUT_NAMES
 from instaseg.models.metadata import to_strings
 from instaseg.utils.io import atomic_write_bytes
@@ -76,7 +77,13 @@ def write_onnx(
     path: str | Path,
     dynamic: bool,
     opset: int = DEFAULT_OPSET,
+    defer_masks: bool = True,
 ) -> Path:
-    """Export ``graph`` with ``meta`` to ``path`` (written atomically)."""
-    data = add_metadata(export_onnx_bytes(graph, example, dynamic, opset), meta)
-    return atomic_write_bytes(path, data)
+    """Export ``graph`` with ``meta`` to ``path`` (written atomically). ``defer_masks``: the mask-only nodes run
+    only when something was detected (`instaseg.export.mask_branch`)."""
+    import onnx
+
+    data = export_onnx_bytes(graph, example, dynamic, opset)
+    if defer_masks:
+        data = defer_mask_branch(onnx.load_from_string(data), graph.model.mask_stride).SerializeToString()
+    return atomic_write_bytes(path, add_metadata(data, meta))

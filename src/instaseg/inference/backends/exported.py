@@ -27,8 +27,10 @@ def graph_inputs(
     batch = batch.detach().to("cpu", torch.float32)
     static = None if graph.get("dynamic", True) else (int(graph["height"]), int(graph["width"]))
     for i, (h, w) in enumerate(image_sizes):
-        if static is None:
-            frame_h, frame_w = spec.padded_frame(h, w)
+        frame_h, frame_w = spec.padded_frame(h, w)
+        # a static graph whose size is the image's own padded frame takes that frame as the dynamic path does: no
+        # second canvas to fill and copy into
+        if static is None or static == (frame_h, frame_w):
             image = batch[i : i + 1, :, :frame_h, :frame_w]
         else:
             if h > static[0] or w > static[1]:
