@@ -136,19 +136,12 @@ def dynamic_mask_logits(
     n = kernels.shape[0]
     c, h, w = prototypes.shape
     coords = relative_coordinates(points, strides, h, w, mask_stride)
+    x = torch.cat([coords, prototypes.reshape(1, c, h * w).expand(n, c, h * w)], dim=1)  # [N, 2+C, h*w]
     weight_numel = [o * i for o, i in dyn_sizes]
     splits = torch.split(kernels, weight_numel + [o for o, _ in dyn_sizes], dim=1)
     weights, biases = splits[: len(dyn_sizes)], splits[len(dyn_sizes) :]
-    x = coords
     for k, ((o, i), wk, bk) in enumerate(zip(dyn_sizes, weights, biases, strict=True)):
-        wk = wk.reshape(n, o, i)
-        if k == 0:
-            # the first layer reads [coordinates; prototypes]: the prototypes' half is one product shared by every
-            # instance, [N*o, C] x [C, h*w], instead of N copies of the prototypes concatenated and multiplied
-            shared = (wk[:, :, 2:].reshape(n * o, c) @ prototypes.reshape(c, h * w)).reshape(n, o, h * w)
-            x = torch.bmm(wk[:, :, :2], coords) + shared + bk.reshape(n, o, 1)
-        else:
-            x = torch.bmm(wk, x) + bk.reshape(n, o, 1)
+        x = torch.bmm(wk.reshape(n, o, i), x) + bk.reshape(n, o, 1)
         if k < len(dyn_sizes) - 1:
             x = F.relu(x)
     return x.reshape(n, h, w)
