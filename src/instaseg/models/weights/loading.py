@@ -143,7 +143,8 @@ def load_weights_path(
     """A weights file: an instaseg checkpoint or a state_dict in our names, else a publisher's file of this
     architecture, known by its file name (``published``) or converted completely by one of the ``candidates``
     (the published weights the recipe's model section can take), else by another of the architecture's maps."""
-    named = by_name(published, path.name)
+    # known by its file name: the recipe's own entry first (one file may serve several model sections)
+    named = by_name(candidates, path.name) or by_name(published, path.name)
     if named is not None:
         if named not in candidates:
             wanted = ", ".join(f"model.{k}={v}" for k, v in named.model.items())
