@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import io
 import json
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.weights import published as published_module
 from instaseg.models.weights.readers import read_pdparams
+from published_helpers import serve_files
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "paddle"
@@ -137,17 +137,8 @@ def server(tmp_path, monkeypatch):
     """Returns serve(arch): the recipe's published entries pointed at the reduced backbone (maps unchanged), their
     addresses answered from the fixtures (urlopen mocked) into an empty cache; (recipe, requests)."""
     monkeypatch.setenv("INSTASEG_CACHE", str(tmp_path / "cache"))
-    requests: list[str] = []
     files: dict[str, Path] = {}
-
-    def urlopen(url, timeout=None):
-        requests.append(url)
-        body = files[url].read_bytes()
-        response = io.BytesIO(body)
-        response.headers = {"Content-Length": str(len(body))}
-        return response
-
-    monkeypatch.setattr(published_module.urllib.request, "urlopen", urlopen)
+    requests = serve_files(monkeypatch, files)
 
     def serve(arch: str) -> tuple[dict, list[str]]:
         recipe = reduced_recipe(arch, monkeypatch)

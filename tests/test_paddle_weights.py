@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import io
 import json
 import os
 import pickle
@@ -29,7 +28,7 @@ from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import architecture
 from instaseg.models.weights import published as published_module
 from instaseg.models.weights.readers import read_pdparams
-from published_helpers import convert_layout
+from published_helpers import convert_layout, serve_files
 from test_published_weights import predicted, targets  # the predictor's instances, a fixture's targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -258,22 +257,14 @@ def server(tmp_path, monkeypatch):
     import instaseg.models.mask_rtdetr as mask_rtdetr_package
 
     monkeypatch.setenv("INSTASEG_CACHE", str(tmp_path / "cache"))
-    files, requests = {}, []
+    files = {}
+    requests = serve_files(monkeypatch, files)
     package = mask_rtdetr_package.ARCHITECTURE
     nano = tuple(dataclasses.replace(w, model={"backbone": "hgnetv2_nano"}) for w in package.published[:3])
     monkeypatch.setattr(mask_rtdetr_package, "ARCHITECTURE", dataclasses.replace(package, published=nano))
     for arch in ("mask_rtdetr", "ppyoloe_seg"):
         coco, _, imagenet = architecture(arch).published[:3]
         files[coco.url], files[imagenet.url] = FIXTURES / f"{arch}.pdparams", FIXTURES / f"{arch}_imagenet.pdparams"
-
-    def urlopen(url, timeout=None):
-        requests.append(url)
-        data = files[url].read_bytes()
-        response = io.BytesIO(data)
-        response.headers = {"Content-Length": str(len(data))}
-        return response
-
-    monkeypatch.setattr(published_module.urllib.request, "urlopen", urlopen)
     return requests
 
 

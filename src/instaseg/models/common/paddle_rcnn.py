@@ -44,6 +44,7 @@ from instaseg.models.common.paddle_names import (
 from instaseg.models.common.paddle_resnet import FPN, imagenet_rename, resnet_name
 from instaseg.models.detector import KeyMap, PublishedWeights
 
+VD_BACKBONES = ("resnet50d", "resnet101d", "resnext101_64x4d_vd")  # timm's ResNet-D: deep stem, pooled shortcut
 RATIOS = 3  # every published config: aspect ratios [0.5, 1.0, 2.0]
 TWIN = "c4_mask_head."  # the name prepare gives the C4 res5's second copy (ours names it twice)
 RES5_HEAD = re.compile(r"^bbox_head\.head\.res5\.")  # a C4 detector's box head
@@ -73,8 +74,9 @@ def anchors_ratio_major(tensor: torch.Tensor, per_anchor: int) -> torch.Tensor:
     return torch.cat([groups[i : i + 1] for i in order]).reshape(tensor.shape)
 
 
-def _background_slots(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """A class-dependent tensor (torch layout) with torchvision's background slot: see the module's notes."""
+def _torchvision_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A class-dependent tensor (torch layout) with torchvision's background slot, an RPN output layer in its anchor
+    order: see the module's notes."""
     if re.match(r"^bbox_head\.bbox_score(_stage\d)?\.", name):
         return last_row_first(tensor)
     if re.match(r"^bbox_head\.bbox_delta(_stage\d)?\.", name) and tensor.shape[0] != 4:
@@ -103,7 +105,7 @@ def prepare(state: dict) -> dict:
     """Linear weights transposed, the class-dependent layers given torchvision's background slot, the C4 RPN's
     anchors reordered and the C4 res5 stage named twice."""
     state = torch_linear(state)
-    return _with_res5_twin({name: _background_slots(name, t) for name, t in state.items()})
+    return _with_res5_twin({name: _torchvision_layout(name, t) for name, t in state.items()})
 
 
 def _res5(name: str, vd: bool) -> str | None:
@@ -159,7 +161,7 @@ def paddle_rcnn_weights(
     the same config beside it (PaddleX's model section equals the config's), and the ImageNet backbone the config
     starts from. ``ap``: the published (box, mask) AP on COCO val2017; ``model``: the model-section values the
     files need (backbone; for Mask R-CNN, FPN or C4)."""
-    vd = model["backbone"] != "resnet50" and model["backbone"] != "resnet101"  # timm's ResNet-D names
+    vd = model["backbone"] in VD_BACKBONES
     c4 = model.get("fpn") is False
     common = {"format": "paddle", "model": model, "recipe": recipe, "box_ap": ap[0], "mask_ap": ap[1]}
     coco = detector_map(vd)
