@@ -23,7 +23,7 @@ from instaseg.inference.preprocess import preprocess
 from instaseg.models.common import backbones
 from instaseg.models.common.backbones import stage_features
 from instaseg.models.common.paddle_names import PADDLEX_URL
-from instaseg.models.factory import build_model
+from instaseg.models.factory import build_model, checkpoint_from_weights, model_from_checkpoint
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.weights import published as published_module
 from instaseg.models.weights.readers import read_pdparams
@@ -195,6 +195,16 @@ def test_weights_imagenet_loads_the_configs_backbone(server, arch, source):
     assert torch.equal(ours["backbone.body.conv1.weight"], theirs["conv1.conv1.conv.weight"])
     assert torch.equal(ours["backbone.body.layer4.1.bn2.running_var"], theirs["res5.res5b.branch2b.norm._variance"])
     assert torch.equal(ours["backbone.body.layer1.0.downsample.0.weight"], theirs["res2.res2a.short.conv.weight"])
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn", "cascade_maskrcnn", "solov2"])
+def test_weights_convert_writes_a_checkpoint_of_the_reference(arch, monkeypatch, tmp_path):
+    recipe = reduced_recipe(arch, monkeypatch)
+    done = checkpoint_from_weights(FIXTURES / f"{arch}.pdparams", recipe, tmp_path / "coco.ckpt")
+    assert done["kind"] == "coco" and done["classes"] == 80
+    model, _ = model_from_checkpoint(tmp_path / "coco.ckpt")
+    expected = build_model(recipe, 80, weights=str(FIXTURES / f"{arch}.pdparams")).state_dict()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
 
 
 def test_models_lists_paddlex_and_torchvision_coco_weights():
