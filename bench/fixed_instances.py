@@ -18,7 +18,9 @@ would hold candidates too) and masks in the network frame are masks in the pictu
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -194,13 +196,18 @@ def export_fixed(
         calib_dir.mkdir(exist_ok=True)
         for i, picture in enumerate(calib or []):
             cv2.imwrite(str(calib_dir / f"{i:03d}.png"), picture[..., ::-1])
-    result = export_model(
-        checkpoint,
-        format="openvino",
-        out=out,
-        precision="fp32" if int8 else precision,
-        int8=int8,
-        calib_data=calib_dir,
-        calib_size=len(calib or []) or 1,
-    )
+    # The 0-instance model detects nothing by construction, so the export's rule of calibrating only on pictures
+    # with a detection (which keeps a real model's mask-branch ranges honest) would leave nothing: here every
+    # picture calibrates, and no mask is ever computed from those ranges.
+    calibrate_on_all = mock.patch("instaseg.export.quantize.detecting_feeds", lambda model, feeds: feeds)
+    with calibrate_on_all if int8 and instances == 0 else nullcontext():
+        result = export_model(
+            checkpoint,
+            format="openvino",
+            out=out,
+            precision="fp32" if int8 else precision,
+            int8=int8,
+            calib_data=calib_dir,
+            calib_size=len(calib or []) or 1,
+        )
     return Path(result["path"])
