@@ -13,7 +13,9 @@ resizes every picture: down to the recipe's size for factors above 1, up below 1
   a         ours as shipped: `preprocess`, the network, `postprocess`;
   K2 order  the uint8 picture resized by OpenCV (rounded) to our size, then our normalisation and padding, the same
             network and post-processing: the order of resize and normalisation alone;
-  K2        the same at MMDetection's size (each side rounded where ours floors): its resize entirely;
+  K2 size   ours (normalise, then resize the float picture) to MMDetection's size (each side rounded where ours
+            floors): the size alone;
+  K2        the uint8 picture resized by OpenCV to MMDetection's size: its resize entirely;
   K1        RTMDet-Ins: a's network outputs, masks resampled with MMDetection's canvas geometry;
   K3        SOLOv2: a's network outputs, masks resampled in MMDetection's two steps (boxes stay ours: MMDetection's
             SOLOv2 gives none);
@@ -33,6 +35,7 @@ import sys
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -94,22 +97,40 @@ def with_masks(prediction: dict, masks: torch.Tensor) -> dict:
     return dict(prediction, masks=[mask_to_rle(m) for m in masks.numpy()])
 
 
+def normalised(picture: np.ndarray, spec, device) -> torch.Tensor:
+    """[3,h,w] float, normalised by the same float operations as `preprocess`."""
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=device)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
+    return (torch.from_numpy(np.ascontiguousarray(picture)).to(device).permute(2, 0, 1).float() / 255.0 - mean) / std
+
+
+def padded_input(image: torch.Tensor, spec) -> torch.Tensor:
+    """A normalised picture already at the network's size, padded as `preprocess` pads it, without its resize
+    (for a 351 px side that would make 255 of 256: the floor of 255.99999999999997)."""
+    h, w = image.shape[-2:]
+    batch = spec.canvas(1, *spec.padded_frame(h, w), image.device)
+    batch[0, :, :h, :w] = image
+    return batch
+
+
 def variants(backend, picture: np.ndarray, reference_masks, threshold: float) -> dict[str, dict]:
     """Each variant's detections on one picture: boxes, scores, labels (1..K), masks as RLE, original pixels."""
-    original, spec = picture.shape[:2], backend.spec
-    x, sizes = preprocess([picture], spec, backend.device)
-    inputs = {"a": (x, sizes[0])}
-    for name, size in (("K2 order", sizes[0]), ("K2", rescaled_size(*original, spec.min_size, spec.max_size))):
-        batch, resized = preprocess([opencv_resized(picture, size)], spec, backend.device)
-        assert resized == [size], (resized, size)  # the picture at the network's size: preprocess resizes no more
-        inputs[name] = (batch, size)
+    original, spec, device = picture.shape[:2], backend.spec, backend.device
+    x, sizes = preprocess([picture], spec, device)
+    theirs = rescaled_size(*original, spec.min_size, spec.max_size)
+    ours_at_theirs = F.interpolate(normalised(picture, spec, device)[None], size=theirs, mode="bilinear",
+                                   align_corners=False)[0]  # our resize (torchvision's call) to their size  # fmt: skip
+    opencv = {size: padded_input(normalised(opencv_resized(picture, size), spec, device), spec)
+              for size in {sizes[0], theirs}}  # fmt: skip
+    inputs = {"a": (x, sizes[0]), "K2 order": (opencv[sizes[0]], sizes[0]),
+              "K2 size": (padded_input(ours_at_theirs, spec), theirs), "K2": (opencv[theirs], theirs)}  # fmt: skip
     out = {}
     for name, (batch, size) in inputs.items():
         raw = backend(batch, [size])[0]
         shipped = postprocess(raw, size, original, threshold, MASK_THRESHOLD)
         out[name] = {"boxes": shipped.boxes, "scores": shipped.scores, "labels": shipped.labels,
                      "masks": shipped.rles, "size": size}  # fmt: skip
-        if name != "K2 order":
+        if name in ("a", "K2"):
             kept = torch.from_numpy(raw.masks[raw.scores >= threshold])
             out["K1/K3" if name == "a" else "all"] = with_masks(out[name], reference_masks(kept, size, original))
     return out
@@ -136,15 +157,18 @@ def confident(prediction: dict, min_score: float) -> dict:
 
 
 def mask_agreement(pairs: list[tuple[dict, dict]], boxes: bool) -> dict:
-    """Instances of ``a`` and a variant paired over pictures: how many, their mean and least mask IoU."""
+    """Instances of ``a`` and a variant paired over pictures: how many, their mean and least mask IoU, how many
+    pairs fall below 0.9 and the three worst as (IoU, a's mask area, the variant's)."""
     ours = reference = paired = 0
-    total, least = 0.0, 1.0
+    total, least, low = 0.0, 1.0, []
     for a, variant in pairs:
         reference, ours = reference + len(a["scores"]), ours + len(variant["scores"])
         if len(a["scores"]) and len(variant["scores"]):
             c = compare_instances(a, variant, boxes)
             paired, total, least = paired + c["paired"], total + c["mean_iou"] * c["paired"], min(least, c["min_iou"])
-    return {"a": reference, "variant": ours, "paired": paired, "mean_iou": total / max(paired, 1), "min_iou": least}
+            low.extend(c["below_iou"])
+    return {"a": reference, "variant": ours, "paired": paired, "mean_iou": total / max(paired, 1), "min_iou": least,
+            "below_0.9": sum(iou < 0.9 for iou, _, _ in low), "worst": sorted(low)[:3]}  # fmt: skip
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -1,5 +1,6 @@
 """MMDetection's pre- and post-processing choices (tools/mmdet_conventions.py, the kept differences K1-K3 of
-docs/equivalence.md) on synthetic inputs: their geometry, and how far each is from ours."""
+docs/equivalence.md) on synthetic inputs: their geometry, and how far each is from ours; and the pure parts of
+tools/mmdet_kept_differences.py, which measures their effect on AP."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pycocotools import mask as mask_utils
 
 from instaseg.inference.postprocess import paste_image_mask
 from instaseg.inference.preprocess import preprocess
@@ -17,6 +19,10 @@ from instaseg.models.detector import InputSpec
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 from mmdet_conventions import canvas_masks, opencv_resized, rescaled_size, two_step_masks  # noqa: E402
+from mmdet_kept_differences import normalised, padded_input, parse_scale, rescaled_annotation  # noqa: E402
+
+SPEC = InputSpec(min_size=256, max_size=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), size_divisible=32,
+                 pad_to_square=True, pad_value=114 / 255)  # fmt: skip
 
 
 def test_opencv_resize_is_uint8_at_h_w_and_within_a_grey_level_of_ours():
@@ -34,9 +40,10 @@ def test_opencv_resize_is_uint8_at_h_w_and_within_a_grey_level_of_ours():
 def test_rescaled_size_rounds_where_our_resize_floors():
     assert rescaled_size(230, 352, 640, 640) == (418, 640)  # 000000037777.jpg, x1.818 (docs/equivalence.md, K1)
     assert rescaled_size(212, 187, 256, 256) == (256, 226)  # 187 * 256 / 212 = 225.8
-    spec = InputSpec(min_size=256, max_size=256, mean=(0.5,) * 3, std=(0.25,) * 3, size_divisible=32)
-    _, sizes = preprocess([np.zeros((212, 187, 3), np.uint8)], spec)
+    _, sizes = preprocess([np.zeros((212, 187, 3), np.uint8)], SPEC)
     assert sizes == [(256, 225)]
+    _, sizes = preprocess([np.zeros((187, 187, 3), np.uint8)], SPEC)  # 187 * (256 / 187) = 255.99999999999997
+    assert sizes == [(255, 255)] and rescaled_size(187, 187, 256, 256) == (256, 256)
 
 
 def test_canvas_masks_stretch_columns_with_the_height_scale_factor():
@@ -63,3 +70,29 @@ def test_two_step_masks_keep_the_exact_geometry_of_ours():
     assert masks[:, :, :19].all() and not masks[:, :, 19:].any()
     crop, _, _ = paste_image_mask(probabilities[0].numpy(), np.array([0, 0, 30, 40]), 4, (64, 48), (40, 30), 0.5)
     np.testing.assert_array_equal(crop, masks[0].numpy())
+
+
+def test_padded_input_is_preprocess_without_its_resize():
+    picture = np.random.default_rng(1).integers(0, 256, (256, 200, 3), dtype=np.uint8)
+    ours, sizes = preprocess([picture], SPEC)  # at the network's size already: preprocess only normalises and pads
+    assert sizes == [(256, 200)]
+    assert torch.equal(padded_input(normalised(picture, SPEC, "cpu"), SPEC), ours)
+    small = padded_input(normalised(picture[:255, :255], SPEC, "cpu"), SPEC)  # where preprocess would resize
+    assert small.shape == (1, 3, 256, 256) and torch.equal(small[..., :255, :255], ours[..., :255, :255])
+
+
+def test_rescaled_annotation_follows_the_picture():
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:30, 5:25] = 1  # 20 x 20 at x 5, y 10
+    rle = {"size": [40, 50], "counts": mask_utils.encode(np.asfortranarray(mask))["counts"].decode()}
+    image = {"id": 1, "height": 40, "width": 50}
+    fx, fy = parse_scale("1.5x0.75")
+    ann = rescaled_annotation({"id": 7, "image_id": 1, "category_id": 2, "segmentation": rle}, image, (30, 75))
+    assert (fx, fy) == (1.5, 0.75) and parse_scale("0.73") == (0.73, 0.73)
+    # x 5..25 -> 7.5..37.5, y 10..30 -> 7.5..22.5: pixels whose centre is inside, the ties at 0.5 left out
+    assert ann["bbox"] == [8.0, 8.0, 29.0, 14.0] and ann["area"] == 29 * 14 and ann["segmentation"]["size"] == [30, 75]
+    assert rescaled_annotation(dict(ann, segmentation=rle), image, (4, 5)) is not None
+    tiny = np.zeros((40, 50), np.uint8)
+    tiny[0, 0] = 1
+    gone = {"size": [40, 50], "counts": mask_utils.encode(np.asfortranarray(tiny))["counts"].decode()}
+    assert rescaled_annotation({"segmentation": gone}, image, (4, 5)) is None
