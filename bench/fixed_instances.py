@@ -18,7 +18,9 @@ would hold candidates too) and masks in the network frame are masks in the pictu
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -145,7 +147,22 @@ def fix_mask_rtdetr(model: torch.nn.Module, instances: int) -> None:
         head.bias.fill_(SCORE_OFF)
 
 
+def fix_rcnn(model: torch.nn.Module, instances: int) -> None:
+    """Mask R-CNN and Cascade: every proposal classified as class 1 (background for 0) by every stage, box deltas
+    zero, so the boxes are the RPN's proposals, which NMS thins and the cap keeps at N."""
+    heads = model.roi_heads
+    stages = [heads.box_predictor] if hasattr(heads, "box_predictor") else list(heads.stages)
+    for stage in stages:
+        stage.cls_score.weight.zero_()
+        stage.cls_score.bias.fill_(SCORE_OFF)
+        stage.cls_score.bias[1 if instances else 0] = SCORE_ON
+        stage.bbox_pred.weight.zero_()
+        stage.bbox_pred.bias.zero_()
+
+
 FIXERS = {
+    "maskrcnn": fix_rcnn,
+    "cascade_maskrcnn": fix_rcnn,
     "rtmdet_ins": fix_rtmdet_ins,
     "ppyoloe_seg": fix_ppyoloe_seg,
     "solov2": fix_solov2,
@@ -176,31 +193,41 @@ def instance_checkpoint(recipe_name: str, instances: int, folder: Path, size: in
 
 
 def export_fixed(
-    recipe_name: str, instances: int, precision: str, folder: Path, calib: list[np.ndarray] | None = None
+    recipe_name: str,
+    instances: int,
+    precision: str,
+    folder: Path,
+    calib: list[np.ndarray] | None = None,
+    size: int = SIZE,
 ) -> Path:
-    """The OpenVINO export (static 640 x 640 graph) of `instance_checkpoint`, cached in ``folder``.
+    """The OpenVINO export (static ``size`` x ``size`` graph) of `instance_checkpoint`, cached in ``folder``.
     ``precision``: fp32 | bf16 | int8 (NNCF, calibrated on ``calib``)."""
     from instaseg.export.exporter import export_model
 
-    out = folder / f"{recipe_name}_{instances}"
+    out = folder / f"{recipe_name}_{instances}" if size == SIZE else folder / f"{recipe_name}_{instances}_{size}"
     int8 = precision == "int8"
     name = {"fp32": "model.xml", "bf16": "model_bf16.xml", "int8": "model_int8.xml"}[precision]
     if (out / name).is_file():
         return out / name
-    checkpoint = instance_checkpoint(recipe_name, instances, out)
+    checkpoint = instance_checkpoint(recipe_name, instances, out, size)
     calib_dir = None
     if int8:
         calib_dir = out / "calib"
         calib_dir.mkdir(exist_ok=True)
         for i, picture in enumerate(calib or []):
             cv2.imwrite(str(calib_dir / f"{i:03d}.png"), picture[..., ::-1])
-    result = export_model(
-        checkpoint,
-        format="openvino",
-        out=out,
-        precision="fp32" if int8 else precision,
-        int8=int8,
-        calib_data=calib_dir,
-        calib_size=len(calib or []) or 1,
-    )
+    # The 0-instance model detects nothing by construction, so the export's rule of calibrating only on pictures
+    # with a detection (which keeps a real model's mask-branch ranges honest) would leave nothing: here every
+    # picture calibrates, and no mask is ever computed from those ranges.
+    calibrate_on_all = mock.patch("instaseg.export.quantize.detecting_feeds", lambda model, feeds: feeds)
+    with calibrate_on_all if int8 and instances == 0 else nullcontext():
+        result = export_model(
+            checkpoint,
+            format="openvino",
+            out=out,
+            precision="fp32" if int8 else precision,
+            int8=int8,
+            calib_data=calib_dir,
+            calib_size=len(calib or []) or 1,
+        )
     return Path(result["path"])

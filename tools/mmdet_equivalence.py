@@ -43,7 +43,9 @@ import mmdet_fixtures as FX  # noqa: E402
 import mmdet_reference as R  # noqa: E402  (installs the mmcv._ext stand-in first)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from equivalence_tables import HEADER, compare_instances, save, table_row, worst  # noqa: E402
 from mmdet.structures import DetDataSample  # noqa: E402
+from mmdet_conventions import canvas_masks  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from instaseg.inference.backends.torch import TorchBackend  # noqa: E402
@@ -53,7 +55,7 @@ from instaseg.models.factory import build_model  # noqa: E402
 PICTURES = ["000000005802.jpg", "000000037777.jpg", "000000006818.jpg"]
 MODELS = {f"rtmdet_ins_{s}": ("rtmdet_ins", R.RTMDET[s]) for s in ("tiny", "s", "m", "l", "x")}
 MODELS["solov2_r50_fpn"] = ("solov2", R.SOLOV2["r50"])
-FEATURE_TOL, BOX_TOL, SCORE_TOL, IOU_TOL, LOSS_TOL = 1e-4, 0.5, 1e-3, 0.99, 1e-3
+FEATURE_TOL, LOSS_TOL = 1e-4, 1e-3  # the instance tolerances are in equivalence_tables.py
 
 
 def rel_err(ref, ours) -> float:
@@ -67,47 +69,6 @@ def rel_err(ref, ours) -> float:
 
 
 # ---------------------------------------------------------------- instances
-def compare_instances(ref: dict, ours: dict, boxes: bool = True) -> dict:
-    """Each reference instance (by descending score) paired with an unpaired one of ours of its label: the nearest
-    box or, without boxes (SOLOv2), the nearest score then the best mask. The worst pair's errors."""
-    n, m = len(ref["scores"]), len(ours["scores"])
-    rm = torch.as_tensor(np.asarray(ref["masks"])).reshape(n, -1).double()
-    om = torch.as_tensor(np.asarray(ours["masks"])).reshape(m, -1).double()
-    inter = rm @ om.T
-    union = rm.sum(1)[:, None] + om.sum(1)[None] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter)).numpy()
-    rb, ob = np.asarray(ref["boxes"], np.float64), np.asarray(ours["boxes"], np.float64)
-    rs, os_ = np.asarray(ref["scores"], np.float64), np.asarray(ours["scores"], np.float64)
-    rl, ol = np.asarray(ref["labels"]), np.asarray(ours["labels"])
-    free, box_err, score_err, min_iou, paired, low = set(range(m)), 0.0, 0.0, 1.0, 0, []
-    for i in np.argsort(-rs, kind="stable"):
-        same = [j for j in free if ol[j] == rl[i]]
-        if not same:
-            continue
-        if boxes:
-            j = min(same, key=lambda c: np.abs(rb[i] - ob[c]).max())
-            box_err = max(box_err, float(np.abs(rb[i] - ob[j]).max()))
-        else:
-            near = [c for c in same if abs(rs[i] - os_[c]) <= SCORE_TOL] or same
-            j = max(near, key=lambda c: iou[i, c])
-        score_err, min_iou = max(score_err, abs(rs[i] - os_[j])), min(min_iou, float(iou[i, j]))
-        if iou[i, j] < IOU_TOL:  # the mask's area tells a one-pixel boundary difference from a real one
-            low.append((round(float(iou[i, j]), 4), int(rm[i].sum()), int(om[j].sum())))
-        free.remove(j)
-        paired += 1
-    same_set = n == m == paired
-    ok = same_set and box_err <= BOX_TOL and score_err <= SCORE_TOL and min_iou >= IOU_TOL
-    return {"reference": n, "ours": m, "paired": paired, "same_set": same_set, "box_px": box_err,
-            "score": score_err, "min_iou": min_iou, "ok": ok, "below_iou": sorted(low)}  # fmt: skip
-
-
-def worst(results: list[dict]) -> dict:
-    return {"pictures_same_set": sum(r["same_set"] for r in results), "pictures": len(results),
-            "instances": [r["reference"] for r in results], "box_px": max(r["box_px"] for r in results),
-            "score": max(r["score"] for r in results), "min_iou": min(r["min_iou"] for r in results),
-            "ok": all(r["ok"] for r in results), "per_picture": results}  # fmt: skip
-
-
 def reference_instances(result, clip: tuple[int, int] | None = None) -> dict:
     boxes = result.bboxes.clone()
     if clip is not None:  # ours are clipped to the picture, the reference's to its padded canvas
@@ -256,18 +217,15 @@ def our_post_processing(ours, x: torch.Tensor, sample) -> dict:
 
 
 def canvas_resampling(ours, x: torch.Tensor, sample) -> dict:
-    """Diagnostic: our stride-8 mask logits resampled with the geometry of the reference's ``rescale``: the whole
-    padded canvas upsampled x8, resized to ``ceil(canvas / scale)`` with the width's scale factor applied to the
-    height and the height's to the width, then cut to the original size. Ours maps the resized picture exactly onto
-    the original; where the two agree on this, our masks differ from the reference's by that geometry alone."""
+    """Diagnostic: our stride-8 mask logits resampled with the geometry of the reference's ``rescale`` (K1,
+    `mmdet_conventions.canvas_masks`). Ours maps the resized picture exactly onto the original; where the two agree
+    on this, our masks differ from the reference's by that geometry alone."""
     h0, w0 = sample.ori_shape
     sx, sy = sample.scale_factor
     size = (int(h0 * sy + 0.5), int(w0 * sx + 0.5))
     raw = ours.raw_forward(x, [size])[0]
     out = ours.full_size(raw, size, (h0, w0))
-    up = F.interpolate(raw.masks[None], scale_factor=ours.mask_stride, mode="bilinear", align_corners=False)
-    shape = [math.ceil(up.shape[-2] / sx), math.ceil(up.shape[-1] / sy)]
-    masks = F.interpolate(up, size=shape, mode="bilinear", align_corners=False)[0, :, :h0, :w0] > 0
+    masks = canvas_masks(raw.masks, ours.mask_stride, (sx, sy), (h0, w0))
     return {"boxes": out["boxes"].numpy(), "scores": out["scores"].numpy(), "labels": out["labels"].numpy(),
             "masks": masks.numpy()}  # fmt: skip
 
@@ -388,47 +346,6 @@ def run(name: str, data: str, n_images: int, f64: str, folder: str) -> dict:
     out["losses"], out["assignment"] = losses(ref, ours, arch, x, samples, targets)
     out["seconds"] = round(time.time() - start)
     return out
-
-
-# ---------------------------------------------------------------- the table
-HEADER = ("| model | pictures | features (backbone, neck) | head outputs | float64 features / head | instances, same "
-          "input | instances, own pre- and post-processing | instances, reference input and our post-processing | "
-          "losses | assignment |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")  # fmt: skip
-
-
-def instances_cell(r: dict, boxes: bool) -> str:
-    pictures = r["per_picture"]
-    below = sum(len(p["below_iou"]) for p in pictures)
-    box = f", boxes {r['box_px']:.2g} px" if boxes else ""
-    return (f"{sum(p['ok'] for p in pictures)}/{len(pictures)} pass: {r['pictures_same_set']} same sets "
-            f"({'+'.join(map(str, r['instances']))} instances){box}, scores {r['score']:.1e}, "
-            f"mask IoU >= {r['min_iou']:.3f} ({below} pairs < {IOU_TOL})")  # fmt: skip
-
-
-def table_row(r: dict) -> str:
-    f64 = r.get("float64")
-    f64_cell = f"{f64['features']:.1e} / {f64['head']:.1e}" if f64 else "-"
-    if f64 and "same_input" in f64:
-        f64_cell += "; instances, same input: " + instances_cell(f64["same_input"], True)
-    boxes = r["model"].startswith("rtmdet")
-    loss_rel = max(v["rel"] for v in r["losses"].values())
-    values = ", ".join(f"{k} {v['reference']:.4g}" for k, v in r["losses"].items())
-    cells = [r["model"], str(len(r["pictures"])), f"{r['features']:.1e}", f"{r['head']:.1e}",
-             f64_cell,
-             instances_cell(r["same_input"], boxes), instances_cell(r["own_processing"], boxes),
-             instances_cell(r["reference_input_our_post_processing"], boxes),
-             f"max rel {loss_rel:.1e} ({values})", r["assignment"]]  # fmt: skip
-    return "| " + " | ".join(cells) + " |"
-
-
-def save(path: str, name: str, result: dict) -> None:
-    saved = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-    saved[name] = result
-    with open(path, "w") as f:
-        json.dump(saved, f, indent=1)
 
 
 def main() -> None:

@@ -18,9 +18,8 @@ from instaseg.models.checkpoint import check_payload, load_checkpoint, save_chec
 from instaseg.models.detector import Detector
 from instaseg.models.recipes import load_recipe
 from instaseg.models.registry import architecture
-from instaseg.models.weights.loading import load_coco_weights, load_published, load_weights_path
+from instaseg.models.weights.loading import load_coco_weights, load_published, load_weights_path, open_weights
 from instaseg.models.weights.published import by_name, choose, coco_classes, fetch, matching
-from instaseg.models.weights.readers import read_weights
 
 __all__ = ["build_architecture", "build_model", "checkpoint_from_weights", "model_from_checkpoint"]
 
@@ -134,16 +133,17 @@ def checkpoint_from_weights(weights: str | Path, recipe: dict | str, out: str | 
     published = architecture(recipe["model"]["architecture"]).published
     entry = None if Path(weights).is_file() else choose(published, recipe["model"], str(weights))
     path = fetch(entry) if entry is not None else Path(weights)
-    names = read_weights(path)[1].get("class_names")
+    file = open_weights(path)  # read once: for the class names it records, then to load
+    names = file.publisher_tensors()[1].get("class_names")
     coco_names, coco_ids = coco_classes()
     names = names or coco_names
     ids = coco_ids if names == coco_names else list(range(1, len(names) + 1))
     model = build_architecture(recipe, len(names))
     shapes, candidates = _shapes(recipe), matching(published, recipe["model"])
     if entry is not None:
-        report = load_published(model, entry, path, shapes, recipe["name"])
+        report = load_published(model, entry, file, shapes, recipe["name"])
     else:
-        report = load_weights_path(model, path, published, candidates, shapes, recipe["name"])
+        report = load_weights_path(model, file, published, candidates, shapes, recipe["name"])
     if report.get("kind") != "coco":
         raise UserError("not a publisher's COCO detector (an ImageNet backbone trains with --weights FILE)", path)
     written = save_checkpoint(out, model, recipe, names, ids)

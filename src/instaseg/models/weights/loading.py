@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from instaseg.errors import UserError
-from instaseg.models.checkpoint import read_torch_file
 from instaseg.models.detector import PublishedWeights
 from instaseg.models.weights.convert import Conversion, convert
 from instaseg.models.weights.download import download_guard
 from instaseg.models.weights.published import by_name, describe
-from instaseg.models.weights.readers import read_weights
+from instaseg.models.weights.readers import publisher_state, read_pdparams, read_torch_file
 
 Shapes = Callable[[int], Mapping[str, torch.Tensor]]  # class count -> our model's state_dict (meta tensors)
 
@@ -43,18 +44,45 @@ def load_coco_weights(model: nn.Module, weight_name: str | None, recipe_name: st
     return load_matching(model, state, source=weight_name)
 
 
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file read once (publishers' files weigh hundreds of MB), then seen either as a state_dict in our
+    names or as its publisher's tensors."""
+
+    path: Path
+    content: Any  # the loaded torch.save object; a .pdparams file's tensors
+
+    def own_state(self) -> dict[str, torch.Tensor]:
+        """The model weights of an instaseg checkpoint, a Lightning .ckpt or a plain state_dict."""
+        obj = self.content
+        if self.path.suffix == ".pdparams":
+            raise UserError("a Paddle file holds a publisher's names, not a checkpoint", self.path)
+        if isinstance(obj, Mapping) and isinstance(obj.get("instaseg"), Mapping):
+            obj = obj["instaseg"].get("model_state_dict")
+        elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+            obj = _strip_prefix(obj["state_dict"], "model.")  # a Lightning checkpoint of a module holding `model`
+        elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+            obj = obj["model"]  # the {"model": state_dict, ...} layout of torchvision's reference scripts
+        if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise UserError("not a checkpoint or state_dict of tensors", self.path)
+        return dict(obj)
+
+    def publisher_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors by the publisher's names, the file's class names if it states them)."""
+        if self.path.suffix == ".pdparams":
+            return self.content, {}
+        return publisher_state(self.content, self.path)
+
+
+def open_weights(path: str | Path) -> WeightsFile:
+    """Read a weights file (nothing in it is run: see `instaseg.models.weights.readers`)."""
+    path = Path(path)
+    return WeightsFile(path, read_pdparams(path) if path.suffix == ".pdparams" else read_torch_file(path))
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights in an instaseg checkpoint, a Lightning .ckpt or a plain state_dict file."""
-    obj = read_torch_file(path)
-    if isinstance(obj, Mapping) and isinstance(obj.get("instaseg"), Mapping):
-        obj = obj["instaseg"].get("model_state_dict")
-    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = _strip_prefix(obj["state_dict"], "model.")  # a Lightning checkpoint of a module holding `model`
-    elif isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]  # the {"model": state_dict, ...} layout of torchvision's reference scripts
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError("not a checkpoint or state_dict of tensors", path)
-    return dict(obj)
+    return open_weights(path).own_state()
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -97,11 +125,15 @@ def load_weights_file(model: nn.Module, path: str | Path) -> dict:
     return load_matching(model, read_state_dict(path), source=str(path))
 
 
-def load_published(model: nn.Module, weights: PublishedWeights, path: Path, shapes: Shapes, recipe: str) -> dict:
+def load_published(
+    model: nn.Module, weights: PublishedWeights, file: Path | WeightsFile, shapes: Shapes, recipe: str
+) -> dict:
     """Load a file of a publisher's ``weights`` into ``model``, converted by their key map. A file that does not fill
     the model (another model's, a damaged one) is a UserError naming it; another class count re-initialises the
     class layers, reported as for any file."""
-    tensors, info = read_weights(path)
+    file = file if isinstance(file, WeightsFile) else open_weights(file)
+    path = file.path
+    tensors, info = file.publisher_tensors()
     conversion = _convert(weights, tensors, info, shapes)
     problem = conversion.problem()
     if problem:
@@ -134,7 +166,7 @@ def load_converted(model: nn.Module, conversion: Conversion, weights: PublishedW
 
 def load_weights_path(
     model: nn.Module,
-    path: Path,
+    file: Path | WeightsFile,
     published: tuple[PublishedWeights, ...],
     candidates: list[PublishedWeights],
     shapes: Shapes,
@@ -143,18 +175,20 @@ def load_weights_path(
     """A weights file: an instaseg checkpoint or a state_dict in our names, else a publisher's file of this
     architecture, known by its file name (``published``) or converted completely by one of the ``candidates``
     (the published weights the recipe's model section can take), else by another of the architecture's maps."""
+    file = file if isinstance(file, WeightsFile) else open_weights(file)
+    path = file.path
     # known by its file name: the recipe's own entry first (one file may serve several model sections)
     named = by_name(candidates, path.name) or by_name(published, path.name)
     if named is not None:
         if named not in candidates:
             wanted = ", ".join(f"model.{k}={v}" for k, v in named.model.items())
             raise UserError(f"{named.publisher}'s {named.name} is for {wanted}; recipe {recipe} differs", path)
-        return load_published(model, named, path, shapes, recipe)
+        return load_published(model, named, file, shapes, recipe)
     own = model.state_dict()
     try:
-        state = read_state_dict(path)
+        state = file.own_state()
     except UserError:
-        state = None  # refused as a plain checkpoint: perhaps a publisher's file whose metadata must be dropped
+        state = None  # not in our names: perhaps a publisher's file
     if state is not None and sum(k in state for k in own) >= 0.9 * len(own):
         return load_matching(model, state, source=str(path))
     # the recipe's own candidates first; then the architecture's other maps, for a model section no publisher
@@ -162,8 +196,8 @@ def load_weights_path(
     ordered = [*candidates, *(w for w in published if w not in candidates)]
     same_format = [w for w in ordered if (w.format == "paddle") == (path.suffix == ".pdparams")]
     if not same_format:
-        return load_matching(model, state if state is not None else read_state_dict(path), source=str(path))
-    tensors, info = read_weights(path)
+        return load_matching(model, state if state is not None else file.own_state(), source=str(path))
+    tensors, info = file.publisher_tensors()
     tried = [(w, _convert(w, tensors, info, shapes)) for w in same_format]
     for weights, conversion in tried:
         if conversion.problem() is None:

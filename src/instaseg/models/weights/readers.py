@@ -223,7 +223,11 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if path.suffix == ".pdparams":
         return read_pdparams(path), {}
-    obj = read_torch_file(path)
+    return publisher_state(read_torch_file(path), path)
+
+
+def publisher_state(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """`read_weights` of an already loaded ``torch.save`` object (``path`` names it in errors)."""
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not state:
         raise UserError("holds no state_dict of tensors", path)
