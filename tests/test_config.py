@@ -40,11 +40,10 @@ def test_shipped_recipes_are_complete_and_valid():
 
 
 def test_big_recipes_default_to_800x1333_and_pretrained():
-    for name in EXPECTED - {"maskrcnn_fast", "maskrcnn_mnv3_large_fpn", "maskrcnn_x101vd_fpn"}:
+    for name in EXPECTED - {"maskrcnn_fast", "maskrcnn_mnv3_large_fpn"}:
         recipe = load_recipe(name)
         assert recipe["input"] == {"min_size": 800, "max_size": 1333, "resize": "keep_ratio"}, name
         assert recipe["model"]["weights"] == "imagenet", name
-    assert load_recipe("maskrcnn_x101vd_fpn")["model"]["weights"] == "none"  # timm has no ImageNet weights for it
     fast = load_recipe("maskrcnn_fast")
     assert fast["model"]["weights"] == "none" and fast["model"]["norm"] == "bn"
     assert fast["input"]["max_size"] <= 320

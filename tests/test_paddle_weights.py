@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import io
 import json
 import os
 import pickle
@@ -29,14 +28,19 @@ from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import architecture
 from instaseg.models.weights import published as published_module
 from instaseg.models.weights.readers import read_pdparams
-from published_helpers import convert_layout
+from published_helpers import convert_layout, serve_files
 from test_published_weights import predicted, targets  # the predictor's instances, a fixture's targets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "paddle"
 with gzip.open(FIXTURES / "layouts.json.gz", "rt") as f:
     LAYOUTS = json.load(f)["layouts"]
-PUBLISHED = [w for arch in ("mask_rtdetr", "ppyoloe_seg") for w in architecture(arch).published]
+PUBLISHED = [
+    w
+    for arch in ("mask_rtdetr", "ppyoloe_seg", "maskrcnn", "cascade_maskrcnn", "solov2")
+    for w in architecture(arch).published
+    if w.format == "paddle"
+]
 # what a published file may hold that is no part of our model: classifiers, LAB terms, the fixed DFL projection
 DROPPABLE = ("last_conv.", "lab.", "fc.", "yolo_head.proj_conv.", "yolo_head.pred_cls.")
 
@@ -253,22 +257,14 @@ def server(tmp_path, monkeypatch):
     import instaseg.models.mask_rtdetr as mask_rtdetr_package
 
     monkeypatch.setenv("INSTASEG_CACHE", str(tmp_path / "cache"))
-    files, requests = {}, []
+    files = {}
+    requests = serve_files(monkeypatch, files)
     package = mask_rtdetr_package.ARCHITECTURE
     nano = tuple(dataclasses.replace(w, model={"backbone": "hgnetv2_nano"}) for w in package.published[:3])
     monkeypatch.setattr(mask_rtdetr_package, "ARCHITECTURE", dataclasses.replace(package, published=nano))
     for arch in ("mask_rtdetr", "ppyoloe_seg"):
         coco, _, imagenet = architecture(arch).published[:3]
         files[coco.url], files[imagenet.url] = FIXTURES / f"{arch}.pdparams", FIXTURES / f"{arch}_imagenet.pdparams"
-
-    def urlopen(url, timeout=None):
-        requests.append(url)
-        data = files[url].read_bytes()
-        response = io.BytesIO(data)
-        response.headers = {"Content-Length": str(len(data))}
-        return response
-
-    monkeypatch.setattr(published_module.urllib.request, "urlopen", urlopen)
     return requests
 
 

@@ -123,10 +123,11 @@ def test_timm_offline_names_the_hugging_face_repo(monkeypatch):
         raise LocalEntryNotFoundError("Cannot reach the Hub and the file is not in the local cache")
 
     monkeypatch.setattr(builder, "load_pretrained", refuse)
-    recipe = apply_overrides(load_recipe("maskrcnn_r50vd_fpn"), TINY)
+    # a timm backbone no publisher's ImageNet file is listed for (maskrcnn_r50vd_fpn starts from PaddleDetection's)
+    recipe = apply_overrides(load_recipe("maskrcnn_resnest50_fpn"), TINY)
     with pytest.raises(UserError) as info:
         build_model(recipe, num_classes=2, weights="imagenet")
-    assert "timm/resnet50d.ra2_in1k" in str(info.value) and "huggingface" in str(info.value)
+    assert "timm/resnest50d.in1k" in str(info.value) and "huggingface" in str(info.value)
 
 
 def test_coco_loads_torchvision_checkpoints_and_adapts_classes(torch_home, offline):
@@ -138,7 +139,8 @@ def test_coco_loads_torchvision_checkpoints_and_adapts_classes(torch_home, offli
     coco = {k: v for k, v in coco.items() if not k.endswith("num_batches_tracked")}
     torch.save(coco, torch_home / "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
     recipe = apply_overrides(load_recipe("maskrcnn_r50_fpn"), TINY)
-    state = build_model(recipe, num_classes=4, weights="coco").state_dict()
+    # PaddleX's file is what --weights coco takes for this recipe; torchvision's checkpoint goes by its name
+    state = build_model(recipe, num_classes=4, weights="MaskRCNN_ResNet50_FPN_Weights.COCO_V1").state_dict()
     assert set(state) == set(coco)  # same module names as torchvision's model
     for key, value in coco.items():
         if key in CLASS_LAYERS:
@@ -149,7 +151,7 @@ def test_coco_loads_torchvision_checkpoints_and_adapts_classes(torch_home, offli
 
 def test_coco_errors(torch_home, offline):
     with pytest.raises(UserError, match="maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"):
-        build_model(apply_overrides(load_recipe("maskrcnn_r50_fpn"), TINY), 2, weights="coco")
+        build_model(apply_overrides(load_recipe("maskrcnn_r50_fpn"), TINY), 2, "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")
     with pytest.raises(UserError, match="no COCO-pretrained weights"):
         build_model(_fast(), 2, weights="coco")
     with pytest.raises(UserError, match="no ImageNet weights"):

@@ -7,8 +7,9 @@ commit docs/equivalence.md names in $PADDLEDET, PaddleClas's PP-HGNetV2 in $PADD
 
 - ``layouts.json.gz``: tensor names and shapes of every file PaddleX / PaddleDetection publish for our recipes
   (Mask-RT-DETR S to H and PP-YOLOE_seg-S COCO models, their PP-HGNetV2 ImageNet classifiers, the Objects365
-  PP-YOLOE+ s detector PP-YOLOE_seg-S starts from), from the models the configs build with random initialisation;
-  tests/test_paddle_weights.py converts each completely.
+  PP-YOLOE+ s detector PP-YOLOE_seg-S starts from; the Mask R-CNN, Cascade Mask R-CNN and SOLOv2 COCO models and
+  the ImageNet ResNets their configs start from), from the models the configs build with random initialisation;
+  tests/test_paddle_weights.py converts each completely. ``--layouts-only`` rewrites just this file.
 - for one reduced-width configuration per architecture: ``<arch>.pdparams`` (the reference's random weights,
   spread so that outputs are distinct, written by ``paddle.save`` as published files are) and ``<arch>.npz`` (a
   tiny_coco picture at the input size, the network input, backbone / neck features, raw head outputs, the final
@@ -41,6 +42,23 @@ DETECTORS = {
     **{f"mask_rtdetr_hgnetv2_{s}_6x_coco": f"configs/mask_rtdetr/mask_rtdetr_hgnetv2_{s}_6x_coco.yml" for s in "smlxh"},
     "ppyoloe_seg_s_80e_coco": "configs/ppyoloe_seg/ppyoloe_seg_s_80e_coco.yml",
     "ppyoloe_plus_crn_s_60e_objects365": "configs/ppyoloe/objects365/ppyoloe_plus_crn_s_60e_objects365.yml",
+    # PaddleX's Mask R-CNNs, Cascade Mask R-CNNs and SOLOv2 (PaddleX's model sections equal these configs')
+    **{c: f"configs/mask_rcnn/{c}.yml" for c in ("mask_rcnn_r50_1x_coco", "mask_rcnn_r50_fpn_1x_coco",
+       "mask_rcnn_r50_vd_fpn_1x_coco", "mask_rcnn_r101_fpn_1x_coco", "mask_rcnn_r101_vd_fpn_1x_coco",
+       "mask_rcnn_x101_vd_64x4d_fpn_1x_coco")},
+    **{c: f"configs/cascade_rcnn/{c}.yml" for c in ("cascade_mask_rcnn_r50_fpn_1x_coco",
+       "cascade_mask_rcnn_r50_vd_fpn_ssld_1x_coco")},
+    **{c: f"configs/solov2/{c}.yml" for c in ("solov2_r50_fpn_1x_coco", "solov2_r50_fpn_3x_coco")},
+}  # fmt: skip
+# the ImageNet ResNets those configs start from (pretrain_weights): PaddleDetection's ResNet with the config's
+# backbone settings; its loader matches the file's names by suffix, so they are the backbone's own names
+RESNETS = {
+    "ResNet50_cos_pretrained": {"depth": 50},
+    "ResNet50_vd_pretrained": {"depth": 50, "variant": "d"},
+    "ResNet50_vd_ssld_v2_pretrained": {"depth": 50, "variant": "d"},
+    "ResNet101_pretrained": {"depth": 101},
+    "ResNet101_vd_pretrained": {"depth": 101, "variant": "d"},
+    "ResNeXt101_vd_64x4d_pretrained": {"depth": 101, "variant": "d", "groups": 64, "base_width": 4},
 }
 # PP-HGNetV2 ImageNet files: PaddleClas's B1, B2, B5 (S, M, X); PaddleDetection's L and H are PaddleClas's B4 and B6
 CLASSIFIERS = {
@@ -87,6 +105,11 @@ def layout_of(name: str) -> list:
     if name in CLASSIFIERS:
         ppdet()
         state = paddleclas(CLASSIFIERS[name]).state_dict()
+    elif name in RESNETS:
+        ppdet()
+        from ppdet.modeling.backbones.resnet import ResNet
+
+        state = ResNet(**RESNETS[name], return_idx=[0, 1, 2, 3]).state_dict()
     else:
         paddle, workspace = ppdet()
         state = workspace.create(workspace.load_config(DETECTORS[name]).architecture).state_dict()
@@ -348,6 +371,7 @@ def main() -> None:
     p.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "datasets", "tiny_coco"))
     p.add_argument("--layout", help=argparse.SUPPRESS)  # one build, in a child process
     p.add_argument("--reduced", help=argparse.SUPPRESS)
+    p.add_argument("--layouts-only", action="store_true", help="rewrite layouts.json.gz only")
     args = p.parse_args()
     out, data = os.path.abspath(args.out), os.path.abspath(args.data)
     if args.layout:
@@ -359,11 +383,14 @@ def main() -> None:
         return
     os.makedirs(out, exist_ok=True)
     layouts = {
-        name: json.loads(child(["--layout", name]).strip().splitlines()[-1]) for name in [*DETECTORS, *CLASSIFIERS]
+        name: json.loads(child(["--layout", name]).strip().splitlines()[-1])
+        for name in [*DETECTORS, *CLASSIFIERS, *RESNETS]
     }
     with tempfile.NamedTemporaryFile("wb", dir=out, delete=False) as f:
-        f.write(gzip.compress(json.dumps({"layouts": layouts}).encode()))
+        f.write(gzip.compress(json.dumps({"layouts": layouts}).encode(), mtime=0))  # the same bytes every time
     os.replace(f.name, os.path.join(out, "layouts.json.gz"))
+    if args.layouts_only:
+        return
     for arch in ("mask_rtdetr", "ppyoloe_seg", "objects365"):
         child(["--reduced", arch, "--out", out, "--data", data])
     for name in sorted(os.listdir(out)):

@@ -60,6 +60,8 @@ def build_model(recipe: dict | str, num_classes: int, weights: str | None = None
         choice = choice.lower()
     published = architecture(recipe["model"]["architecture"]).published
     entry = None if choice == "none" else choose(published, recipe["model"], choice)
+    if choice == recipe["model"].get("coco_weights"):  # torchvision's COCO checkpoint, by its name
+        choice, entry = "coco", None
     if entry is None and choice not in ("none", "imagenet", "coco") and not Path(choice).is_file():
         other = by_name(published, choice)
         if other is not None:

@@ -5,6 +5,7 @@ Segmentation", 2018/2019): Mask R-CNN's backbone, FPN and RPN, then three box st
 from __future__ import annotations
 
 from instaseg.models.cascade.build import build
+from instaseg.models.cascade.published import PUBLISHED
 from instaseg.models.cascade.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 from instaseg.models.common.rcnn import ANCHOR_KEYS, RPN_CANDIDATES
 from instaseg.models.detector import Architecture
@@ -19,4 +20,5 @@ ARCHITECTURE = Architecture(
     recipe_defaults=RECIPE_DEFAULTS,
     anchor_keys=ANCHOR_KEYS,
     candidate_keys=RPN_CANDIDATES,
+    published=PUBLISHED,
 )

@@ -25,8 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "stage_loss_weights": [1.0, 0.5, 0.25],
     "box_loss_beta": 1.0,  # smooth-L1 beta of the box regression (mmdetection's cascade heads)
 }
-# no COCO-trained cascade is published for torchvision; see the recipes for which weights to bring
-DOWNLOADS = ("imagenet",)
+# COCO cascades: PaddleX's / PaddleDetection's (published.py); torchvision publishes none
+DOWNLOADS = ("imagenet", "coco")
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {**RCNN_1X, "grad_clip": 35.0},  # clip_grad_by_norm: 35.0 (optimizer_1x.yml of cascade_rcnn)
     "published": {"differences": RCNN_1X_DIFFERENCES},

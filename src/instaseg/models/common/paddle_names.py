@@ -59,3 +59,21 @@ def torch_linear(state: dict[str, torch.Tensor], embeddings: tuple[str, ...] = (
 def scalars(state: dict[str, torch.Tensor], suffix: str) -> dict[str, torch.Tensor]:
     """The [1]-shaped parameters whose names end with ``suffix`` as 0-d tensors (torch's scalar parameters)."""
     return {n: t.reshape(()) if n.endswith(suffix) and t.shape == (1,) else t for n, t in state.items()}
+
+
+# where PaddleX and PaddleDetection publish: PaddleX's "trained model" files by PaddleX name, PaddleDetection's model
+# zoo by config name, and the ImageNet backbones PaddleDetection's configs start from (``pretrain_weights``)
+PADDLEX_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/{}_pretrained.pdparams"
+PADDLEDET_URL = "https://paddledet.bj.bcebos.com/models/{}.pdparams"
+PADDLEDET_PRETRAINED_URL = "https://paddledet.bj.bcebos.com/models/pretrained/{}.pdparams"
+
+
+def rows_first(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """``tensor`` with ``rows`` zero rows before its first row: a slot the file has no values for (torchvision's
+    background class in a class-wise box regressor or mask predictor, which inference never reads)."""
+    return torch.cat([tensor.new_zeros((rows, *tensor.shape[1:])), tensor])
+
+
+def last_row_first(tensor: torch.Tensor) -> torch.Tensor:
+    """The last row moved to the front (Paddle's classifiers put the background class last, torchvision's first)."""
+    return torch.cat([tensor[-1:], tensor[:-1]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from instaseg.models.common.rcnn import ANCHOR_KEYS, RPN_CANDIDATES
 from instaseg.models.detector import Architecture
 from instaseg.models.maskrcnn.build import build
+from instaseg.models.maskrcnn.published import PUBLISHED
 from instaseg.models.maskrcnn.recipe import DEFAULTS, RECIPE_DEFAULTS, validate
 
 __all__ = ["ARCHITECTURE"]
@@ -17,4 +18,5 @@ ARCHITECTURE = Architecture(
     recipe_defaults=RECIPE_DEFAULTS,
     anchor_keys=ANCHOR_KEYS,
     candidate_keys=RPN_CANDIDATES,
+    published=PUBLISHED,
 )

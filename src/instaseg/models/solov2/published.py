@@ -1,4 +1,4 @@
-"""SOLOv2 weights MMDetection publishes, and how their tensor names become ours.
+"""SOLOv2 weights MMDetection, PaddleX and PaddleDetection publish, and how their tensor names become ours.
 
 The R50-FPN COCO models of MMDetection 3.3's ``configs/solov2/metafile.yml`` (files of its 2.x model zoo, with
 the module names 3.3 still builds); their ImageNet backbone is torchvision's ResNet-50 (``torchvision://resnet50``),
@@ -17,12 +17,33 @@ trained longer: the recipe ``solov2_r50_fpn`` follows the 3x config, so ``--weig
 
 The backbone's BatchNorm counters (``num_batches_tracked``) have no place in our frozen BatchNorm and are not
 loaded. SOLOv2's pre-processor converts to RGB (``bgr_to_rgb=True``): no channel to reverse.
+
+PaddleX's SOLOv2 is PaddleDetection's ``configs/solov2/solov2_r50_fpn_1x_coco.yml`` (the same model section); its
+3x multi-scale model is the same network. They are listed after MMDetection's, whose 3x config the recipe follows,
+so ``--weights coco`` still takes MMDetection's; ``--weights SOLOv2`` (or the file) takes PaddleX's. Their ImageNet
+start (ResNet50_cos) is not listed: ``--weights imagenet`` keeps torchvision's ResNet-50, MMDetection's start.
+Mask AP as PaddleDetection's model zoo publishes it (COCO val2017; PaddleX repeats the 1x figure).
+
+| PaddleDetection | instaseg |
+| --- | --- |
+| ``backbone.*`` / ``neck.*`` (ResNet, FPN) | `instaseg.models.common.paddle_resnet`'s rules |
+| ``solov2_head.bbox_head.{kernel,cate}_convs.{i}.{conv,norm}.*`` | ``head.{kernel,cls}_convs.{i}.{0,1}.*`` |
+| ``solov2_head.bbox_head.solo_{kernel,cate}.*`` | ``head.conv_{kernel,cls}.*`` |
+| ``mask_head.conv_pre_feat{l}.mask_feat_head.convs_all_levels.{l}.conv{j}.{conv,norm}.*`` | |
+| | ``mask_head.levels.{l}.{j}.{0,1}.*`` |
+| ``mask_head.mask_feat_head.conv_pred.0.{conv,norm}.*`` | ``mask_head.predict.{0,1}.*`` |
+
+PaddleDetection registers three layers under two names each (``solov2_head.solo_kernel`` / ``solo_cate`` beside
+``solov2_head.bbox_head.*``, ``mask_head.conv_pred`` beside ``mask_head.mask_feat_head.conv_pred.0``): its files hold
+both copies, checked equal, and one is loaded. Its GroupNorm layers have no running statistics.
 """
 
 from __future__ import annotations
 
 import re
 
+from instaseg.models.common.paddle_names import PADDLEDET_URL, PADDLEX_URL, first_rule
+from instaseg.models.common.paddle_resnet import FPN, resnet_name
 from instaseg.models.detector import KeyMap, PublishedWeights
 
 URL = "https://download.openmmlab.com/mmdetection/v2.0/solov2/{0}/{0}_{1}.pth"
@@ -54,6 +75,38 @@ def rename(name: str) -> str | None:
 
 DETECTOR = KeyMap(rename=rename)
 
+_PADDLE_HEADS = (
+    (r"^solov2_head\.bbox_head\.kernel_convs\.", "head.kernel_convs."),
+    (r"^solov2_head\.bbox_head\.cate_convs\.", "head.cls_convs."),
+    (r"^solov2_head\.bbox_head\.solo_kernel\.", "head.conv_kernel."),
+    (r"^solov2_head\.bbox_head\.solo_cate\.", "head.conv_cls."),
+    (r"^mask_head\.conv_pre_feat(\d)\.mask_feat_head\.convs_all_levels\.\d\.conv(\d)\.", r"mask_head.levels.\1.\2."),
+    (r"^mask_head\.mask_feat_head\.conv_pred\.0\.", "mask_head.predict."),
+)
+_CONV_NORM = ((r"\.conv\.(weight|bias)$", r".0.\1"), (r"\.norm\.(weight|bias)$", r".1.\1"))  # ConvNormLayer
+# the second names of layers PaddleDetection registers twice -> the first
+_PADDLE_COPIES = (
+    (r"^solov2_head\.solo_(kernel|cate)\.", r"solov2_head.bbox_head.solo_\1."),
+    (r"^mask_head\.conv_pred\.", "mask_head.mask_feat_head.conv_pred.0."),
+)
+
+
+def paddle_rename(name: str) -> str:
+    """Our name for a tensor of a PaddleDetection SOLOv2 detector (unknown names come back unchanged)."""
+    if name.startswith("backbone."):
+        return "backbone.body." + resnet_name(name.removeprefix("backbone."), vd=False)
+    if name.startswith(("solov2_head.bbox_head.", "mask_head.")):
+        return first_rule(_CONV_NORM, first_rule(_PADDLE_HEADS, name))
+    return first_rule(FPN, name)
+
+
+def paddle_copy_of(name: str) -> str | None:
+    original = first_rule(_PADDLE_COPIES, name)
+    return None if original == name else original
+
+
+PADDLE_DETECTOR = KeyMap(rename=paddle_rename, copy_of=paddle_copy_of)
+
 
 def _coco(config: str, folder: str, suffix: str, mask_ap: float, note: str = "") -> PublishedWeights:
     return PublishedWeights(
@@ -70,8 +123,19 @@ def _coco(config: str, folder: str, suffix: str, mask_ap: float, note: str = "")
     )
 
 
+def _paddle(name: str, url: str, publisher: str, mask_ap: float, note: str, config: str = "") -> PublishedWeights:
+    return PublishedWeights(name, "coco", url, publisher=publisher, format="paddle", model={"backbone": "resnet50"},
+                            key_map=PADDLE_DETECTOR, recipe="solov2_r50_fpn", mask_ap=mask_ap, note=note,
+                            config=config)  # fmt: skip
+
+
 # the first match is what --weights coco takes: the 3x model, whose config the recipe follows
 PUBLISHED: tuple[PublishedWeights, ...] = (
     _coco("solov2_r50_fpn_ms-3x_coco", "solov2_r50_fpn_3x_coco", "20220512_125856-fed092d4", 37.5),
     _coco("solov2_r50_fpn_1x_coco", "solov2_r50_fpn_1x_coco", "20220512_125858-a357fa23", 34.8, "the 1x schedule"),
-)
+    _paddle("SOLOv2", PADDLEX_URL.format("SOLOv2"), "PaddleX", 35.5, "", "solov2_r50_fpn_1x_coco"),
+    _paddle("solov2_r50_fpn_1x_coco", PADDLEDET_URL.format("solov2_r50_fpn_1x_coco"), "PaddleDetection", 35.5,
+            "the same model as PaddleX's SOLOv2"),
+    _paddle("solov2_r50_fpn_3x_coco", PADDLEDET_URL.format("solov2_r50_fpn_3x_coco"), "PaddleDetection", 38.0,
+            "the 3x multi-scale schedule, the same network"),
+)  # fmt: skip

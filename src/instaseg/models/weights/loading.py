@@ -177,7 +177,8 @@ def load_weights_path(
     (the published weights the recipe's model section can take), else by another of the architecture's maps."""
     file = file if isinstance(file, WeightsFile) else open_weights(file)
     path = file.path
-    named = by_name(published, path.name)
+    # known by its file name: the recipe's own entry first (one file may serve several model sections)
+    named = by_name(candidates, path.name) or by_name(published, path.name)
     if named is not None:
         if named not in candidates:
             wanted = ", ".join(f"model.{k}={v}" for k, v in named.model.items())

@@ -118,7 +118,7 @@ def recipe_weights(recipe: dict) -> list[dict]:
              cached=cached_path(w).is_file(), note=w.note)  # fmt: skip
         for w in matching(architecture(model["architecture"]).published, model)
     ]
-    if model.get("coco_weights") and not any(r["kind"] == "coco" for r in rows):
+    if model.get("coco_weights"):  # after a publisher's (which --weights coco takes), by its name
         from torchvision.models import get_weight
 
         enum = get_weight(model["coco_weights"])
