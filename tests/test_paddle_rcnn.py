@@ -157,7 +157,8 @@ def server(tmp_path, monkeypatch):
 @pytest.mark.parametrize("arch", ["maskrcnn", "cascade_maskrcnn", "solov2"])
 def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arch):
     recipe, requests = server(arch)
-    choice = "SOLOv2" if arch == "solov2" else "coco"  # SOLOv2's --weights coco is MMDetection's
+    # --weights coco is MMDetection's file for SOLOv2 and torchvision's checkpoint for maskrcnn_r50_fpn: by name
+    choice = {"solov2": "SOLOv2", "maskrcnn": "MaskRCNN-ResNet50-FPN"}.get(arch, "coco")
     offline = build_model(recipe, 80, weights=str(FIXTURES / f"{arch}.pdparams")).state_dict()
     online = build_model(recipe, 80, weights=choice).state_dict()
     assert requests == [PADDLEX_URL.format(PADDLEX[arch])]
@@ -210,8 +211,8 @@ def test_weights_convert_writes_a_checkpoint_of_the_reference(arch, monkeypatch,
 def test_models_lists_paddlex_and_torchvision_coco_weights():
     rows = published_module.recipe_weights(load_recipe("maskrcnn_r50_fpn"))
     coco = [(r["name"], r["publisher"], r["mask_ap"]) for r in rows if r["kind"] == "coco"]
-    assert coco[0] == ("MaskRCNN-ResNet50-FPN", "PaddleX", 35.6)  # what --weights coco takes
-    assert coco[-1][:2] == ("MaskRCNN_ResNet50_FPN_Weights.COCO_V1", "torchvision")  # still there, by its name
+    assert coco[0][:2] == ("MaskRCNN_ResNet50_FPN_Weights.COCO_V1", "torchvision")  # the model it equals: coco
+    assert coco[1] == ("MaskRCNN-ResNet50-FPN", "PaddleX", 35.6)  # by its name
     rows = published_module.recipe_weights(load_recipe("cascade_maskrcnn_r50vd_fpn"))
     assert [(r["name"], r["mask_ap"]) for r in rows if r["kind"] == "coco"][0] == (
         "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN", 39.1)

@@ -139,8 +139,7 @@ def test_coco_loads_torchvision_checkpoints_and_adapts_classes(torch_home, offli
     coco = {k: v for k, v in coco.items() if not k.endswith("num_batches_tracked")}
     torch.save(coco, torch_home / "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
     recipe = apply_overrides(load_recipe("maskrcnn_r50_fpn"), TINY)
-    # PaddleX's file is what --weights coco takes for this recipe; torchvision's checkpoint goes by its name
-    state = build_model(recipe, num_classes=4, weights="MaskRCNN_ResNet50_FPN_Weights.COCO_V1").state_dict()
+    state = build_model(recipe, num_classes=4, weights="coco").state_dict()  # the checkpoint the recipe equals
     assert set(state) == set(coco)  # same module names as torchvision's model
     for key, value in coco.items():
         if key in CLASS_LAYERS:
@@ -151,7 +150,7 @@ def test_coco_loads_torchvision_checkpoints_and_adapts_classes(torch_home, offli
 
 def test_coco_errors(torch_home, offline):
     with pytest.raises(UserError, match="maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"):
-        build_model(apply_overrides(load_recipe("maskrcnn_r50_fpn"), TINY), 2, "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")
+        build_model(apply_overrides(load_recipe("maskrcnn_r50_fpn"), TINY), 2, weights="coco")
     with pytest.raises(UserError, match="no COCO-pretrained weights"):
         build_model(_fast(), 2, weights="coco")
     with pytest.raises(UserError, match="no ImageNet weights"):

@@ -62,6 +62,10 @@ def build_model(recipe: dict | str, num_classes: int, weights: str | None = None
     entry = None if choice == "none" else choose(published, recipe["model"], choice)
     if choice == recipe["model"].get("coco_weights"):  # torchvision's COCO checkpoint, by its name
         choice, entry = "coco", None
+    elif choice == "coco" and recipe["model"].get("coco_weights"):
+        # the checkpoint this recipe equals exactly (torchvision's conventions) before a publisher's trained with
+        # other ones (PaddleX's, by its name)
+        entry = None
     if entry is None and choice not in ("none", "imagenet", "coco") and not Path(choice).is_file():
         other = by_name(published, choice)
         if other is not None:

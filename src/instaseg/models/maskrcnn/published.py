@@ -2,7 +2,8 @@
 
 PaddleX's instance-segmentation list holds six Mask R-CNNs; each is PaddleDetection's ``configs/mask_rcnn`` 1x
 config of the same backbone (PaddleX's model section equals the config's), and PaddleDetection publishes that
-config's model too. ``--weights coco`` takes PaddleX's file, ``--weights imagenet`` the ImageNet backbone the config
+config's model too. ``--weights coco`` takes PaddleX's file (``maskrcnn_r50_fpn``: torchvision's checkpoint, the model
+that recipe equals; PaddleX's by its name), ``--weights imagenet`` the ImageNet backbone the config
 starts from (``pretrain_weights``). Box / mask AP are PaddleDetection's model-zoo figures on COCO val2017, which
 PaddleX repeats.
 

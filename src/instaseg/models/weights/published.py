@@ -108,7 +108,8 @@ def _row(kind: str, name: str, publisher: str, url: str | None = None, **metrics
 def recipe_weights(recipe: dict) -> list[dict]:
     """What a (complete) recipe can start from besides random weights: one row per published file (kind, name,
     publisher, metrics, address, whether it is in the cache), the publisher's files of its architecture first,
-    then torchvision's COCO checkpoint and the ImageNet backbone its builder downloads."""
+    torchvision's COCO checkpoint first where the recipe equals its model (what --weights coco then takes), and the
+    ImageNet backbone its builder downloads where no publisher lists one."""
     from instaseg.models.common.backbones import BACKBONES
     from instaseg.models.registry import architecture
 
@@ -118,14 +119,14 @@ def recipe_weights(recipe: dict) -> list[dict]:
              cached=cached_path(w).is_file(), note=w.note)  # fmt: skip
         for w in matching(architecture(model["architecture"]).published, model)
     ]
-    if model.get("coco_weights"):  # after a publisher's (which --weights coco takes), by its name
+    if model.get("coco_weights"):  # first: --weights coco takes it before a publisher's
         from torchvision.models import get_weight
 
         enum = get_weight(model["coco_weights"])
         metrics = enum.meta.get("_metrics", {}).get("COCO-val2017", {})
         name = model["coco_weights"]
-        rows.append(_row("coco", name, "torchvision", enum.url, mask_ap=metrics.get("mask_map"),
-                         box_ap=metrics.get("box_map")))  # fmt: skip
+        rows.insert(0, _row("coco", name, "torchvision", enum.url, mask_ap=metrics.get("mask_map"),
+                            box_ap=metrics.get("box_map")))  # fmt: skip
     spec = BACKBONES.get(model.get("backbone"))
     if spec is not None and spec.imagenet and not any(r["kind"] == "imagenet" for r in rows):
         rows.append(_row("imagenet", f"{model['backbone']} ({spec.imagenet})", spec.source))
