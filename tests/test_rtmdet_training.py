@@ -118,13 +118,32 @@ def test_adamw_spares_norms_and_biases_from_weight_decay():
 
 
 def test_flat_cosine_schedule():
-    lr = WarmupFlatCosineLR(warmup_iters=10, min_ratio=0.05)
+    lr = WarmupFlatCosineLR(warmup_iters=10, min_ratio=0.05, epochs=12)  # positions in epochs, as apply() gives
     assert lr.factor(0, 0.0) == pytest.approx(1e-5)
-    assert lr.factor(10, 0.1) == lr.factor(500, 0.5) == 1.0
-    values = [lr.factor(1000, p / 10) for p in range(5, 11)]
+    assert lr.factor(10, 1.2) == lr.factor(500, 6.0) == 1.0
+    values = [lr.factor(1000, 12 * p / 10) for p in range(5, 11)]
     assert all(a > b for a, b in zip(values, values[1:], strict=False))
     assert values[-1] == pytest.approx(0.05)
-    assert lr.factor(1000, 0.75) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert lr.factor(1000, 9.0) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi / 2)))
+
+
+@pytest.mark.parametrize("epochs", [12, 300, 1000])
+def test_flat_cosine_is_flat_for_the_first_half_of_a_real_run(epochs):
+    """Through the callback's own path (step and epoch position read from the trainer), whatever the epoch count:
+    the lr once fell to min_ratio a few steps in, because the position was scaled by the epochs twice."""
+    from types import SimpleNamespace
+
+    schedule = WarmupFlatCosineLR(warmup_iters=10, min_ratio=0.05, epochs=epochs)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule.base_lrs = [0.1]
+    trainer = SimpleNamespace(optimizers=[optimizer], callbacks=[], estimated_stepping_batches=1000, global_step=0)
+    seen = {}
+    for step in (100, 400, 750, 1000):
+        trainer.global_step = step
+        schedule.apply(trainer)
+        seen[step] = optimizer.param_groups[0]["lr"]
+    assert seen[100] == seen[400] == pytest.approx(0.1)
+    assert 0.005 < seen[750] < 0.1 and seen[1000] == pytest.approx(0.005)
 
 
 def test_unknown_optimizer_or_schedule_is_a_user_error():

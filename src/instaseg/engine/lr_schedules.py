@@ -149,7 +149,7 @@ class WarmupCosineLR(WarmupLR):
 
 class WarmupFlatCosineLR(WarmupLR):
     """Flat until ``flat_until`` of training, then cosine to ``min_ratio`` at the end (RTMDet's: flat for 150 of
-    300 epochs). ``factor(step, progress)`` takes the fraction of training done."""
+    300 epochs). Like every schedule here, ``factor(step, position)`` takes the position in epochs."""
 
     def __init__(
         self, warmup_iters: int = 1000, min_ratio: float = 0.05, flat_until: float = 0.5, warmup_start: float = 1e-5,
@@ -168,9 +168,6 @@ class WarmupFlatCosineLR(WarmupLR):
             return 1.0
         t = (progress - self.flat_until) / max(1e-8, 1 - self.flat_until)
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-
-    def factor(self, step: int, progress: float) -> float:  # type: ignore[override]
-        return self.warmup_factor(step) * self.main_factor(progress * max(1, self.epochs))
 
 
 class WarmupPlateauLR(WarmupLR):
