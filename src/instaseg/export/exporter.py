@@ -102,6 +102,7 @@ def export_model(
     val_data: str | Path | None = None,
     max_ap_drop: float = DEFAULT_MAX_AP_DROP,
     val_images: int = DEFAULT_VAL_IMAGES,
+    quantization: QuantizationSettings | None = None,
 ) -> dict:
     """Export an instaseg checkpoint; returns ``{"path", "format", "metadata"}`` and, for INT8, ``"report"``.
 
@@ -114,6 +115,7 @@ def export_model(
     val split) it quantizes under accuracy control, returning the most harmful layers to float until mask AP on up
     to ``val_images`` of them is within ``max_ap_drop`` points of fp32; the report (also written beside the model
     as ``model_int8.report.json``) gives AP before and after, the layers left in float, sizes and speed.
+    ``quantization``: INT8 settings other than the architecture's own, to compare choices on a trained model.
     ``format="tensorrt"`` builds an engine for this machine's NVIDIA GPU from the same ONNX graph.
     """
     from instaseg.models.factory import model_from_checkpoint
@@ -146,7 +148,7 @@ def export_model(
     meta = build_metadata(info, spec, graph, precision, int8, gflops=round(gflops, 3), gflops_input=[height, width])
     out_dir = Path(out) if out is not None else Path(checkpoint).resolve().parent / "export"
     path = out_dir / output_name(format, precision, int8)
-    int8_options = Int8Options(images, gt, max_ap_drop, model.quantization) if int8 else None
+    int8_options = Int8Options(images, gt, max_ap_drop, quantization or model.quantization) if int8 else None
     report = _write(format, graph_module, example, meta, path, dynamic, precision, spec, int8_options)
     logger.info("exported %s", path)
     result = {"path": str(path), "format": format, "metadata": meta}

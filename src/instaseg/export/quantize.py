@@ -93,6 +93,8 @@ def nncf_options(settings: QuantizationSettings, model: Any) -> dict[str, Any]:
     advanced: dict[str, Any] = {}
     if settings.range_estimator == "quantile":
         advanced["activations_range_estimator_params"] = RangeEstimatorParametersSet.MEAN_QUANTILE
+    elif settings.range_estimator == "extremes":
+        advanced["activations_range_estimator_params"] = RangeEstimatorParametersSet.MINMAX
     if settings.transformer:
         alpha = -1.0 if settings.smooth_quant is None else float(settings.smooth_quant)  # NNCF: -1 turns it off
         advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=alpha)
