@@ -3,7 +3,8 @@
 Each architecture runs, at a tiny size (its ``small_recipe`` shrunk by ``tiny_overrides`` to 96 px), through:
 build from its recipe; a training step with finite losses and gradients; predict -> Results with masks; ONNX
 and OpenVINO export whose predictions agree with eager; `instaseg benchmark` on every backend, from a checkpoint
-and from the recipe name; its `instaseg models` row; and (slow) overfitting two pictures to mask AP >= 0.5.
+and from the recipe name; its `instaseg models` row; and (slow) overfitting two pictures to mask AP >= 0.5, which
+its INT8 export keeps.
 Registering an architecture puts it under every test here, with no edit to this file.
 """
 
@@ -214,22 +215,11 @@ def test_models_row(trained: dict, cli) -> None:
     assert measured["params_M"] > 0 and measured["gflops"] > 0 and measured["weights_MB"] > 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_overfits_two_pictures(name: str) -> None:
-    """Trained on two pictures, the model finds their objects again: mask AP >= 0.5 on them, through the
-    predictor users call."""
+def scenes_gt(scenes: list) -> object:
+    """The scenes as COCO ground truth (image ids 1.., file names ``<i>.png``)."""
     import instaseg.data.coco as coco
     from instaseg.data.masks import mask_to_rle, rle_area, rle_bbox
-    from instaseg.evaluation.coco import CocoEvaluator
-    from instaseg.inference.backends.torch import TorchBackend
-    from instaseg.inference.predictor import Predictor
 
-    torch.manual_seed(0)
-    model = build_model(tiny_recipe(name, "eval.score_threshold=0.05"), len(CLASSES), weights="none")
-    scenes = pictures()
-    history = fit(model, scenes, steps=300)
-    assert history[-1] < history[0]
     images, annotations = [], []
     for i, (_, target) in enumerate(scenes):
         images.append({"id": i + 1, "file_name": f"{i}.png", "height": SIZE, "width": SIZE})
@@ -240,10 +230,55 @@ def test_overfits_two_pictures(name: str) -> None:
                  "area": rle_area(rle), "bbox": rle_bbox(rle), "iscrowd": 0}
             )  # fmt: skip
     categories = [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]
-    gt = coco.CocoData(images, annotations, categories, image_root=Path("."))
-    predictor = Predictor(TorchBackend(model.eval()), CLASSES, [1, 2], threshold=0.0)
+    return coco.CocoData(images, annotations, categories, image_root=Path("."))
+
+
+def scenes_metrics(predictor, scenes: list) -> dict:
+    """COCO metrics of ``predictor`` (any backend) on the scenes it is given."""
+    from instaseg.evaluation.coco import CocoEvaluator
+
+    gt = scenes_gt(scenes)
     evaluator = CocoEvaluator(gt, 100, category_ids=[1, 2])
-    for record, det in zip(images, predictor.detect([im for im, _ in scenes]), strict=True):
+    for record, det in zip(gt.images, predictor.detect([im for im, _ in scenes]), strict=True):
         evaluator.add(record["id"], {"boxes": det.boxes, "labels": det.labels, "scores": det.scores, "masks": det.rles})
-    metrics = evaluator.compute()
-    assert metrics["mask_AP"] >= 0.5, metrics
+    return evaluator.compute()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_overfits_two_pictures_and_int8_keeps_the_masks(name: str, tmp_path: Path) -> None:
+    """Trained on two pictures, the model finds their objects again: mask AP >= 0.5 on them, through the
+    predictor users call. Its INT8 export as users make it (OpenVINO, the architecture's own quantization
+    settings, calibrated on the pictures and under accuracy control on them with the default 1-point bar) keeps
+    that mask AP within 1 point through the INT8 predictor."""
+    import cv2
+
+    import instaseg
+    from instaseg.data.coco import save_coco, split_file
+    from instaseg.export import export_model
+    from instaseg.inference.backends.torch import TorchBackend
+    from instaseg.inference.predictor import Predictor
+    from instaseg.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    recipe = tiny_recipe(name, "eval.score_threshold=0.05")
+    model = build_model(recipe, len(CLASSES), weights="none")
+    scenes = pictures()
+    history = fit(model, scenes, steps=300)
+    assert history[-1] < history[0]
+    eager = scenes_metrics(Predictor(TorchBackend(model.eval()), CLASSES, [1, 2], threshold=0.0), scenes)
+    assert eager["mask_AP"] >= 0.5, eager
+    pytest.importorskip("nncf")
+    data = tmp_path / "data"  # the two pictures as the train (calibration) and val (accuracy) split
+    (data / "images").mkdir(parents=True)
+    for i, (image, _) in enumerate(scenes):
+        cv2.imwrite(str(data / "images" / f"{i}.png"), image[:, :, ::-1])
+    for split in ("train", "val"):
+        save_coco(scenes_gt(scenes), split_file(data, split))
+    ckpt = save_checkpoint(tmp_path / "model.pt", model, recipe, CLASSES, [1, 2])
+    int8 = export_model(ckpt, format="openvino", int8=True, calib_data=data, out=tmp_path / "int8")
+    assert int8["report"]["accuracy"] is not None  # measured under accuracy control
+    metrics = scenes_metrics(instaseg.create_model(int8["path"], threshold=0.0), scenes)
+    print(f"\n{name}: mask AP eager {eager['mask_AP']:.3f}, INT8 {metrics['mask_AP']:.3f}, "
+          f"left in float {int8['report']['float_layers']}")
+    assert eager["mask_AP"] - metrics["mask_AP"] <= 0.01, (eager, metrics)

@@ -4,7 +4,8 @@ Every registered architecture states its `QuantizationSettings` (`Detector.quant
 the settings say must reach NNCF: only the stated operation types quantized, the stated patterns and the preset,
 model type and range estimator passed on. The export with accuracy control, its report and the calibration fix
 are tested in tests/test_export.py (whose slow test holds a trained tiny Mask R-CNN's INT8 to 1 mask AP point);
-the other architectures have no trained INT8 test yet (bench/int8_accuracy.py measures them).
+every architecture's INT8 export of a model overfitted on two pictures keeps its masks (the slow test of
+tests/test_conformance.py); bench/int8_accuracy.py measures them on trained models.
 """
 
 from __future__ import annotations
