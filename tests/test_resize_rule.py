@@ -42,7 +42,8 @@ def models() -> dict:
 def test_the_rules_round_half_up_and_floor():
     assert scaled_side(187, 256 / 187, "floor") == 255  # 255.99999999999997
     assert scaled_side(187, 256 / 187, "round") == 256
-    assert scaled_side(3, 0.5, "round") == 2 and round(1.5) == 2 and scaled_side(5, 0.5, "round") == 3  # not to even
+    assert scaled_side(5, 0.5, "round") == 3 and round(2.5) == 2  # half up, not Python's half to even
+    assert scaled_side(5, 0.5, "floor") == 2
     assert scaled_side(1, 0.1, "floor") == 1  # never empty
     with pytest.raises(ValueError, match="size rounding"):
         scaled_side(10, 1.0, "nearest")
