@@ -4,6 +4,7 @@ tools/mmdet_kept_differences.py, which measures their effect on AP."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -44,6 +45,10 @@ def test_rescaled_size_rounds_where_our_resize_floors():
     assert sizes == [(256, 225)]
     _, sizes = preprocess([np.zeros((187, 187, 3), np.uint8)], SPEC)  # 187 * (256 / 187) = 255.99999999999997
     assert sizes == [(255, 255)] and rescaled_size(187, 187, 256, 256) == (256, 256)
+    rounding = dataclasses.replace(SPEC, size_rounding="round")  # RTMDet-Ins' and SOLOv2's input spec
+    for hw in [(212, 187), (187, 187), (230, 352), (187, 212)]:
+        _, sizes = preprocess([np.zeros((*hw, 3), np.uint8)], rounding)
+        assert sizes == [rescaled_size(*hw, 256, 256)]
 
 
 def test_canvas_masks_stretch_columns_with_the_height_scale_factor():

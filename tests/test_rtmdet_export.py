@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,35 @@ def test_no_detections_stay_empty_after_export(checkpoint, tmp_path):
     for path in (checkpoint, exported["path"]):
         result = next(iter(create_model(path, threshold=0.99).predict(flat)))
         assert len(result.scores) == 0 and len(result.rles) == 0
+
+
+def test_exported_model_sizes_pictures_as_mmdetection(checkpoint, tmp_path):
+    """A 71 x 127 picture at 96 px: 71 x 96 / 127 = 53.67 rows, 54 as MMDetection rounds (53 floored). The export's
+    metadata carries the rule, its predictor resizes to 54 rows as the eager one does, and the two agree; with the
+    rule taken out of the metadata (an older export) the same graph is fed 53 rows."""
+    import onnx
+
+    from instaseg.evaluation.parity import compare_results
+    from instaseg.export import export_model
+    from instaseg.inference.predictor import create_model
+
+    exported = export_model(checkpoint, format="onnx", out=tmp_path, dynamic=True)
+    assert exported["metadata"]["input"]["size_rounding"] == "round"
+    picture = np.ascontiguousarray(np.kron(_scene(0)[0], np.ones((2, 2, 1), np.uint8))[:71, :127])
+    eager, onnx_model = create_model(checkpoint, threshold=0.1), create_model(exported["path"], threshold=0.1)
+    for predictor in (eager, onnx_model):
+        assert predictor.backend.spec.resized_size(71, 127) == (54, 96)
+    a, b = next(iter(eager.predict(picture))), next(iter(onnx_model.predict(picture)))
+    agreement = compare_results(a, b, min_score=0.1)
+    assert agreement.matched > 0 and agreement.unmatched == 0
+    assert agreement.max_box_gap < 0.5 and agreement.min_mask_iou > 0.95
+
+    older = onnx.load(exported["path"])
+    props = {p.key: p.value for p in older.metadata_props}
+    section = json.loads(props["input"])
+    del section["size_rounding"]
+    for prop in older.metadata_props:
+        if prop.key == "input":
+            prop.value = json.dumps(section)
+    onnx.save(older, tmp_path / "older.onnx")
+    assert create_model(tmp_path / "older.onnx", threshold=0.1).backend.spec.resized_size(71, 127) == (53, 96)

@@ -8,8 +8,8 @@ the same code:
   by the stride, resized to ``ceil(canvas * (1 / scale))`` with the width's scale factor applied to the height and
   the height's to the width, then cut to the original size;
 - K2 `opencv_resized`: ``mmcv.imrescale``'s resize of the uint8 picture (``cv2.INTER_LINEAR``, rounded back to
-  uint8), which MMDetection's pipeline does before normalising, to `rescaled_size` (rounded: ours, torchvision's
-  ``interpolate``, floors, so the two differ by a pixel where a side's fraction is 0.5 or more);
+  uint8), which MMDetection's pipeline does before normalising, to `rescaled_size` (rounded half up, as our
+  RTMDet-Ins and SOLOv2 now size pictures too: ``InputSpec.size_rounding``; torchvision's ``interpolate`` floors);
 - K3 `two_step_masks`: SOLOv2 ``_predict_by_feat_single``: stride-4 probabilities upsampled x4 to the padded input,
   cut to the resized picture, then resized to the original.
 """

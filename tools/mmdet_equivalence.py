@@ -1,13 +1,16 @@
 """Every published RTMDet-Ins size and SOLOv2 R50-FPN against MMDetection itself, on real pictures.
 
     PYTHONPATH=src MMDET_PYTHON tools/mmdet_equivalence.py rtmdet_ins_tiny [solov2_r50_fpn ...] [--images 2]
-        [--data ../shared/datasets/tiny_coco] [--json equivalence.json] [--f64 auto|always|never]
+        [--pictures NAME.jpg ...] [--data ../shared/datasets/tiny_coco] [--json equivalence.json]
+        [--f64 auto|always|never]
     MMDET_PYTHON tools/mmdet_equivalence.py --table equivalence.json     # the table of earlier runs
 
 with MMDET_PYTHON the Python of the reference environment (docs/equivalence.md says how to make it). Per model:
 the reference is built from the config MMDetection ships for it, with random weights made to give distinct
 outputs (as tools/mmdet_fixtures.py makes them); those weights are saved in the published format and loaded by
-``build_model(recipe, 80, weights=FILE)``, i.e. through our key map. Then, on ``--images`` tiny_coco pictures:
+``build_model(recipe, 80, weights=FILE)``, i.e. through our key map. Then, on ``--images`` tiny_coco pictures (or
+the ``--pictures`` named), after checking that our input spec resizes each to the reference's size (JSON
+``resized``; a line on stderr where they differ):
 
 - features (backbone, neck) and head outputs before decoding on the reference's input tensor: the largest
   error relative to the reference's largest magnitude (tolerance 1e-4); where float32 rounding through the deep
@@ -50,6 +53,7 @@ from pycocotools import mask as mask_utils  # noqa: E402
 
 from instaseg.inference.backends.torch import TorchBackend  # noqa: E402
 from instaseg.inference.predictor import Predictor  # noqa: E402
+from instaseg.inference.preprocess import preprocess  # noqa: E402
 from instaseg.models.factory import build_model  # noqa: E402
 
 PICTURES = ["000000005802.jpg", "000000037777.jpg", "000000006818.jpg"]
@@ -314,12 +318,26 @@ def losses(ref, ours, arch: str, x, samples, targets: list[dict]) -> tuple[dict,
     return out, assignment
 
 
-def run(name: str, data: str, n_images: int, f64: str, folder: str) -> dict:
+def resized_sizes(ours, samples, pictures: list[str]) -> dict:
+    """Per picture, the (h, w) the reference's Resize made of it (from its scale factor, ``new / original``) and
+    the one our pre-processing makes; where they differ, a line on stderr."""
+    out = {}
+    for s, picture in zip(samples, pictures, strict=True):
+        (h0, w0), (sx, sy) = s.ori_shape, s.scale_factor
+        reference = [round(h0 * sy), round(w0 * sx)]
+        mine = list(preprocess([np.zeros((h0, w0, 3), np.uint8)], ours.input_spec)[1][0])
+        out[picture] = {"original": [h0, w0], "reference": reference, "ours": mine}
+        if mine != reference:
+            print(f"{picture}: resized to {mine} by ours, {reference} by the reference", file=sys.stderr)
+    return out
+
+
+def run(name: str, data: str, pictures: list[str], f64: str, folder: str) -> dict:
     arch, config = MODELS[name]
     start = time.time()
     cfg = R.load_config(config)
     ref = R.build(cfg)
-    paths = [os.path.join(data, "images", p) for p in PICTURES[:n_images]]
+    paths = [os.path.join(data, "images", p) for p in pictures]
     x, samples = R.pipeline_inputs(ref, cfg, paths)
     gen = torch.Generator().manual_seed(FX.SEED)
     if arch == "rtmdet_ins":
@@ -331,7 +349,8 @@ def run(name: str, data: str, n_images: int, f64: str, folder: str) -> dict:
     ours = converted(ref, config, name, folder)
     stage_a = rtmdet_stage_a if arch == "rtmdet_ins" else solov2_stage_a
     features, head = stage_a(ref, ours, x)
-    out = {"model": name, "config": config, "pictures": PICTURES[:n_images], "features": features, "head": head}
+    out = {"model": name, "config": config, "pictures": pictures, "features": features, "head": head}
+    out["resized"] = resized_sizes(ours, samples, pictures)
     if f64 == "always" or (f64 == "auto" and max(features, head) > FEATURE_TOL):
         out["float64"] = float64_stage_a(arch, ref, ours, x[:1], samples[:1])
     if arch == "rtmdet_ins":
@@ -353,6 +372,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="*", help=" ".join(MODELS))
     p.add_argument("--images", type=int, default=2, choices=range(1, len(PICTURES) + 1))
+    p.add_argument("--pictures", nargs="+", help="tiny_coco file names to use instead of the first --images")
     p.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "datasets", "tiny_coco"))
     p.add_argument("--json", help="merge the numbers into this file")
     p.add_argument("--table", help="print the table of a file --json wrote, running nothing")
@@ -372,7 +392,7 @@ def main() -> None:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
-            result = run(name, args.data, args.images, args.f64, folder)
+            result = run(name, args.data, args.pictures or PICTURES[: args.images], args.f64, folder)
             result.update(mmdet=R.mmdet.__version__, torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
             print(table_row(result), flush=True)
             if args.json:

@@ -13,8 +13,9 @@ resizes every picture: down to the recipe's size for factors above 1, up below 1
   a         ours as shipped: `preprocess`, the network, `postprocess`;
   K2 order  the uint8 picture resized by OpenCV (rounded) to our size, then our normalisation and padding, the same
             network and post-processing: the order of resize and normalisation alone;
-  K2 size   ours (normalise, then resize the float picture) to MMDetection's size (each side rounded where ours
-            floors): the size alone;
+  K2 size   ours (normalise, then resize the float picture) to MMDetection's size (each side rounded half up):
+            the size alone; a itself for the architectures whose input spec rounds as MMDetection does
+            (``size_rounding``: RTMDet-Ins and SOLOv2), not for one that floors (torchvision's rule);
   K2        the uint8 picture resized by OpenCV to MMDetection's size: its resize entirely;
   K1        RTMDet-Ins: a's network outputs, masks resampled with MMDetection's canvas geometry;
   K3        SOLOv2: a's network outputs, masks resampled in MMDetection's two steps (boxes stay ours: MMDetection's
@@ -106,7 +107,7 @@ def normalised(picture: np.ndarray, spec, device) -> torch.Tensor:
 
 def padded_input(image: torch.Tensor, spec) -> torch.Tensor:
     """A normalised picture already at the network's size, padded as `preprocess` pads it, without its resize
-    (for a 351 px side that would make 255 of 256: the floor of 255.99999999999997)."""
+    (which, flooring, would make 255 of 256 for a 187 px side: the floor of 255.99999999999997)."""
     h, w = image.shape[-2:]
     batch = spec.canvas(1, *spec.padded_frame(h, w), image.device)
     batch[0, :, :h, :w] = image
@@ -203,7 +204,7 @@ def measure(args: argparse.Namespace) -> dict:
     differ["all"] = sum(differ.values())
     measured = {text: scored(sets[text], results[text], pairs[text], k13 == "K1") for text in sets}
     for text, r in measured.items():
-        r["resized_size_differs"] = differ[text]  # pictures where MMDetection's rounded size is not our floored one
+        r["resized_size_differs"] = differ[text]  # pictures where MMDetection's size is not ours
     return measured
 
 

@@ -23,21 +23,11 @@ from torchvision.transforms.v2._utils import query_size
 
 from instaseg.errors import UserError
 
+# the resize arithmetic the models' input spec shares; training sizes are rounded half up, as MMDetection's and
+# PaddleDetection's pipelines round them (torchvision's training floors: at most a pixel apart)
+from instaseg.utils.resize_rule import resize_scale, resized_size
+
 Sample = tuple[torch.Tensor, dict[str, Any]]
-
-
-def resize_scale(h: int, w: int, min_size: float, max_size: float) -> float:
-    """torchvision's detection resize rule: shorter side to ``min_size`` unless the longer would pass ``max_size``."""
-    return min(min_size / min(h, w), max_size / max(h, w))
-
-
-def resized_size(h: int, w: int, min_size: float, max_size: float, keep_ratio: bool = True) -> tuple[int, int]:
-    """Output (height, width) of the recipe resize; the limiting side lands exactly on its target size. Without
-    ``keep_ratio`` (``input.resize: stretch``) every image becomes a ``max_size`` square."""
-    if not keep_ratio:
-        return int(max_size), int(max_size)
-    scale = resize_scale(h, w, min_size, max_size)
-    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def wrap_sample(image: torch.Tensor, target: dict[str, Any]) -> Sample:

@@ -49,13 +49,15 @@ def build_metadata(
             "min_size": spec.min_size,
             "max_size": spec.max_size,
             "resize": "keep_ratio" if spec.keep_ratio else "stretch",
+            "size_rounding": spec.size_rounding,
         },
         "preprocess": {
             "color": "RGB",
             "scale": "1/255",
             "mean": list(spec.mean),
             "std": list(spec.std),
-            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w))"
+            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w)), each side "
+            + ("floor(side * scale)" if spec.size_rounding == "floor" else "int(side * scale + 0.5)")
             if spec.keep_ratio
             else "bilinear to max_size x max_size (the aspect ratio not kept)",
             "size_divisible": spec.size_divisible,

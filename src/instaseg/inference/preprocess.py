@@ -1,42 +1,35 @@
 """Pre-processing shared by every backend: normalise, resize by the recipe rule, pad into one batch.
 
 It reproduces torchvision's GeneralizedRCNNTransform step for step (normalise, then bilinear resize with the
-same scale arithmetic, or to its fixed size for a stretched square, then padding to a multiple of
-``size_divisible``: zeros, or the spec's canvas and pad value), so that the predictor feeds the network exactly
-what the eager model would see. Keeping it outside the model is what lets exported graphs (ONNX, OpenVINO) share
-it.
+same scale arithmetic, the resized sides made integers by the spec's ``size_rounding``, or to its fixed size for a
+stretched square, then padding to a multiple of ``size_divisible``: zeros, or the spec's canvas and pad value),
+so that the predictor feeds the network exactly what the eager model would see. Keeping it outside the model is
+what lets exported graphs (ONNX, OpenVINO) share it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from instaseg.data.transforms import resize_scale
 from instaseg.models.detector import InputSpec
 
 __all__ = ["InputSpec", "preprocess", "resize_normalized"]
 
 
 def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Resize a normalised [3,H,W] float image by the recipe rule, with torchvision's exact interpolate call (for a
-    stretched square: its ``fixed_size`` call)."""
-    if not spec.keep_ratio:
-        side = spec.max_size
-        return F.interpolate(image[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    """Resize a normalised [3,H,W] float image by the recipe rule to ``spec.resized_size``, with torchvision's
+    bilinear call (given the output size, interpolate maps pixels by input over output size, as torchvision's
+    recomputed scale factor does; for a stretched square: its ``fixed_size`` call)."""
     h, w = image.shape[-2:]
-    scale = resize_scale(h, w, spec.min_size, spec.max_size)
-    # interpolate's own output size: when it is the input's, the recomputed scale is 1 and every output pixel is
-    # its input pixel, so skip the pass (a 640 px picture for a 640 px model)
-    if (math.floor(float(h) * scale), math.floor(float(w) * scale)) == (h, w):
+    size = spec.resized_size(int(h), int(w))
+    # at its own size already (a 640 px picture for a 640 px model): every output pixel would be its input pixel
+    if size == (h, w):
         return image
-    return F.interpolate(
-        image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
-    )[0]
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def _as_float(image: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """torchvision's `GeneralizedRCNNTransform` that pads onto a canvas: at least a ``max_size`` square, filled with a
-chosen pixel value, as MMDetection's RTMDet pipeline pads every picture to 640 x 640 with grey 114.
+chosen pixel value, as MMDetection's RTMDet pipeline pads every picture to 640 x 640 with grey 114; and that can
+size a resized picture as MMDetection does, each side rounded half up where torchvision floors.
 
 `instaseg.models.detector.resize_transform` builds it when an architecture asks for such padding; the shared
 pre-processing (`instaseg.inference.preprocess`) pads the same way by the `InputSpec` read from it
@@ -9,14 +10,16 @@ pre-processing (`instaseg.inference.preprocess`) pads the same way by the `Input
 from __future__ import annotations
 
 import torch
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks, resize_boxes
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
+from instaseg.utils.resize_rule import SIZE_ROUNDINGS, resized_size
 
 
 class CanvasTransform(GeneralizedRCNNTransform):
-    """Resize and normalise as `GeneralizedRCNNTransform`; pad each batch to ``InputSpec.padded_frame`` of its
-    largest image with ``pad_value`` (a pixel on [0, 1] before normalisation; None: zero after it)."""
+    """Resize and normalise as `GeneralizedRCNNTransform`, the resized sides made integers by ``size_rounding``
+    ("floor": torchvision's own; "round": half up); pad each batch to ``InputSpec.padded_frame`` of its largest
+    image with ``pad_value`` (a pixel on [0, 1] before normalisation; None: zero after it)."""
 
     def __init__(
         self,
@@ -26,9 +29,26 @@ class CanvasTransform(GeneralizedRCNNTransform):
         std: list[float],
         pad_to_square: bool,
         pad_value: float | None,
+        size_rounding: str = "floor",
     ):
         super().__init__(min_size, max_size, mean, std, size_divisible=32)
-        self.pad_to_square, self.pad_value = bool(pad_to_square), pad_value
+        if size_rounding not in SIZE_ROUNDINGS:
+            raise ValueError(f"size_rounding must be one of {SIZE_ROUNDINGS}, got {size_rounding!r}")
+        self.pad_to_square, self.pad_value, self.size_rounding = bool(pad_to_square), pad_value, size_rounding
+
+    def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
+        """torchvision's resize, at the size ``size_rounding`` gives (the same bilinear call: with an output size
+        given, interpolate maps pixels by input over output size, as with its recomputed scale factor)."""
+        keeps_size = self.training and self._skip_resize
+        if self.size_rounding == "floor" or self.fixed_size is not None or keeps_size:
+            return super().resize(image, target)
+        min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+        h, w = image.shape[-2:]
+        new_h, new_w = resized_size(int(h), int(w), min_size, self.max_size, True, self.size_rounding)
+        image, target = _resize_image_and_masks(image, min_size, self.max_size, target, (new_w, new_h))
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], [h, w], [new_h, new_w])
+        return image, target
 
     def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:
         square = int(self.max_size) if self.pad_to_square else None

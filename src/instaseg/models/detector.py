@@ -12,7 +12,8 @@ What a detector provides:
   itself (by its ``input_spec``), so every architecture sees the same training batches. The engine's data
   pipeline resizes (multi-scale training) and calls ``keep_training_sizes()``: the detector then only normalises
   and pads in training.
-- ``input_spec``: the resize rule (``min_size``/``max_size``, ``keep_ratio`` or stretched to a square), mean/std on
+- ``input_spec``: the resize rule (``min_size``/``max_size``, ``keep_ratio`` or stretched to a square, and
+  ``size_rounding``: how a resized side becomes an integer, as the architecture's reference does it), mean/std on
   [0, 1] RGB pixels, the padding multiple, and the padding itself (``pad_to_square``: a ``max_size`` canvas at
   least, as MMDetection's RTMDet pipeline pads; ``pad_value``: the padding's pixel value, or zero after
   normalisation). The shared pre-processing (`instaseg.inference.preprocess`) makes the batch ``raw_forward``
@@ -51,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
+from instaseg.utils.resize_rule import SIZE_ROUNDINGS, resized_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,7 +66,9 @@ OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 class InputSpec:
     """What the network expects: the resize rule's sizes, normalisation and padding multiple. ``keep_ratio``: the
     shorter side to ``min_size`` unless the longer passes ``max_size`` (torchvision's rule); else every image is
-    stretched to a ``max_size`` square (PaddleDetection's ``keep_ratio: false``)."""
+    stretched to a ``max_size`` square (PaddleDetection's ``keep_ratio: false``). ``size_rounding``: how a side
+    kept in ratio becomes an integer: "floor" (torchvision's ``interpolate``, Mask R-CNN's reference) or "round"
+    (half up: MMDetection's and PaddleDetection's ``Resize``); see `instaseg.utils.resize_rule`."""
 
     min_size: int
     max_size: int
@@ -74,6 +78,16 @@ class InputSpec:
     keep_ratio: bool = True
     pad_to_square: bool = False
     pad_value: float | None = None
+    size_rounding: str = "floor"
+
+    def __post_init__(self) -> None:
+        if self.size_rounding not in SIZE_ROUNDINGS:
+            raise ValueError(f"size_rounding must be one of {SIZE_ROUNDINGS}, got {self.size_rounding!r}")
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) the resize rule makes of a ``height`` x ``width`` picture: what every backend's
+        pre-processing resizes it to, and what its detections are scaled back from."""
+        return resized_size(height, width, self.min_size, self.max_size, self.keep_ratio, self.size_rounding)
 
     def padded_frame(self, height: Any, width: Any) -> tuple[Any, Any]:
         """The (h, w) an image of ``height`` x ``width`` is padded to when alone: the next multiple of
@@ -103,6 +117,7 @@ class InputSpec:
             keep_ratio=transform.fixed_size is None,
             pad_to_square=bool(getattr(transform, "pad_to_square", False)),
             pad_value=getattr(transform, "pad_value", None),
+            size_rounding=getattr(transform, "size_rounding", "floor"),
         )
 
 
@@ -113,16 +128,18 @@ def resize_transform(
     std: tuple[float, ...] = IMAGENET_STD,
     pad_to_square: bool = False,
     pad_value: float | None = None,
+    size_rounding: str = "floor",
 ) -> nn.Module:
     """torchvision's `GeneralizedRCNNTransform` with the resize rule every architecture shares: resize by
     ``min_size``/``max_size``, normalise by ``mean``/``std`` on [0, 1] RGB, zero-pad to a multiple of 32; it resizes
     training targets alike. `TransformDetector` keeps it as ``self.transform``. ``pad_to_square`` and
-    ``pad_value``: pad to a ``max_size`` canvas at least, with that pixel value (see `InputSpec`)."""
+    ``pad_value``: pad to a ``max_size`` canvas at least, with that pixel value; ``size_rounding``: "round" sizes
+    sides half up instead of torchvision's floor (see `InputSpec`)."""
     # imported here: torchvision's detection package costs about a second, which exported-model users never need
-    if pad_to_square or pad_value is not None:
+    if pad_to_square or pad_value is not None or size_rounding != "floor":
         from instaseg.models.canvas import CanvasTransform
 
-        return CanvasTransform(min_size, max_size, list(mean), list(std), pad_to_square, pad_value)
+        return CanvasTransform(min_size, max_size, list(mean), list(std), pad_to_square, pad_value, size_rounding)
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     return GeneralizedRCNNTransform(min_size, max_size, list(mean), list(std), size_divisible=32)

@@ -13,6 +13,7 @@ from typing import Any
 
 from instaseg.errors import UserError
 from instaseg.models.detector import InputSpec
+from instaseg.utils.resize_rule import SIZE_ROUNDINGS
 
 FORMAT_VERSION = 1
 RT_SECTION = "instaseg"  # the OpenVINO rt_info section that holds the pairs
@@ -37,8 +38,12 @@ def from_strings(strings: dict[str, str], source: str | Path) -> dict:
     return meta
 
 
-def spec_from_metadata(meta: dict) -> InputSpec:
+def spec_from_metadata(meta: dict, source: str | Path | None = None) -> InputSpec:
+    """The `InputSpec` an export was made with; an unknown size rounding is a user error naming ``source``."""
     pre = meta["preprocess"]
+    rounding = meta["input"].get("size_rounding", "floor")  # older exports floored (torchvision's rule)
+    if rounding not in SIZE_ROUNDINGS:
+        raise UserError(f"unknown input.size_rounding {rounding!r} (known: {', '.join(SIZE_ROUNDINGS)})", source)
     return InputSpec(
         min_size=int(meta["input"]["min_size"]),
         max_size=int(meta["input"]["max_size"]),
@@ -48,6 +53,7 @@ def spec_from_metadata(meta: dict) -> InputSpec:
         keep_ratio=meta["input"].get("resize", "keep_ratio") == "keep_ratio",  # older exports kept the ratio
         pad_to_square=bool(pre.get("pad_to_square", False)),  # older exports padded with zeros
         pad_value=None if pre.get("pad_value") is None else float(pre["pad_value"]),
+        size_rounding=rounding,
     )
 
 

@@ -63,7 +63,7 @@ class ExportedBackend:
 
     def __init__(self, meta_strings: dict[str, str], source: str | Path):
         self.meta = from_strings(meta_strings, source)
-        self.spec = spec_from_metadata(self.meta)
+        self.spec = spec_from_metadata(self.meta, source)
         self.graph = dict(self.meta["graph"])
         self.device = torch.device("cpu")  # where pre-processing runs; the runtime copies the input itself
 

@@ -62,7 +62,7 @@ class TensorRTBackend:
         except ImportError:
             raise UserError("running a TensorRT engine needs: pip install 'instaseg[tensorrt]'", path) from None
         self.meta = from_strings(strings, path)
-        self.spec = spec_from_metadata(self.meta)
+        self.spec = spec_from_metadata(self.meta, path)
         self.graph = dict(self.meta["graph"])
         self.trt = trt
         torch.cuda.set_device(self.device)

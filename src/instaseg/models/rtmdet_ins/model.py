@@ -5,8 +5,8 @@ stride 8 (``mask_stride``), not pasted.
 
 What MMDetection's published RTMDet-Ins does, stated through the contract so that every backend does it too:
 - pre-processing: ImageNet normalisation (which equals the published BGR mean/std; the converted first conv reads
-  RGB), resize by the recipe rule, padding onto a ``max_size`` square of grey 114 (``pad_to_square``,
-  ``pad_value``), the canvas boxes are clipped to before NMS;
+  RGB), resize by the recipe rule with each side rounded half up (``size_rounding``), padding onto a ``max_size``
+  square of grey 114 (``pad_to_square``, ``pad_value``), the canvas boxes are clipped to before NMS;
 - masks are resampled as logits (``mask_logits``) and not cut to their boxes (``mask_box_crop`` False).
 """
 
@@ -50,7 +50,8 @@ class RTMDetIns(TransformDetector):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
         pad = {"pad_to_square": bool(cfg["pad_to_square"]), "pad_value": float(cfg["pad_value"])}
-        self.transform = resize_transform(min_size, max_size, **pad)
+        # MMDetection's Resize(keep_ratio=True) rounds each resized side half up (mmcv.rescale_size)
+        self.transform = resize_transform(min_size, max_size, **pad, size_rounding="round")
         self.backbone = CSPNeXt(cfg["deepen"], cfg["widen"])
         self.neck = CSPNeXtPAFPN(self.backbone.out_channels, cfg["neck_channels"], cfg["neck_blocks"])
         self.head = RTMDetInsHead(

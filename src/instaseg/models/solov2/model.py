@@ -4,7 +4,8 @@ convention), and ``raw_forward`` for instaseg's predictor and export: mask proba
 at stride 4 (``mask_stride``), not pasted, with each mask's box read from the mask itself (SOLO has no box branch).
 
 Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet mean/std on [0, 1] RGB, resize by the recipe
-rule, zero padding to a multiple of 32), the `InputSpec` every architecture shares.
+rule, zero padding to a multiple of 32), the `InputSpec` every architecture shares, except that each resized side is
+rounded half up (``size_rounding``) as both references do, where torchvision floors.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class SOLOv2(TransformDetector):
     ):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), test_cfg
-        self.transform = resize_transform(min_size, max_size)
+        # MMDetection's and PaddleDetection's Resize(keep_ratio) round each resized side half up; torchvision floors
+        self.transform = resize_transform(min_size, max_size, size_rounding="round")
         self.backbone = backbone
         channels, groups = backbone.out_channels, int(cfg["gn_groups"])
         self.mask_head = MaskFeatureHead(channels, cfg["mask_feat_channels"], cfg["kernel_channels"], groups)
