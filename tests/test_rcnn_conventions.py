@@ -116,6 +116,37 @@ def test_beta_zero_is_an_l1_loss():
     assert torch.isclose(box_loss, F.l1_loss(deltas[[0, 2]], targets[0][[0, 2]], reduction="sum") / 4)
 
 
+PADDLEX_RECIPES = (
+    "maskrcnn_r50_c4",
+    "maskrcnn_r50_fpn_paddlex",
+    "maskrcnn_r50vd_fpn",
+    "maskrcnn_r101_fpn",
+    "maskrcnn_r101vd_fpn",
+    "maskrcnn_x101vd_fpn",
+    "cascade_maskrcnn_r50_fpn",
+    "cascade_maskrcnn_r50vd_fpn",
+)
+
+
+@pytest.mark.parametrize("name", PADDLEX_RECIPES)
+def test_paddlex_recipes_carry_paddledetections_conventions(name):
+    m = load_recipe(name)["model"]
+    assert (m["anchors"], m["roi_align_aligned"], m["roi_sampling_ratio"]) == ("exact", True, 0)
+    assert m["mask_paste"] == "exact"
+    assert m["rpn_min_size"] == 1.0 and m["rpn_box_loss_beta"] == 0 and m["box_loss_beta"] == 0
+    if name.startswith("cascade"):
+        assert m["stage_loss_weights"] == pytest.approx([1 / 3] * 3)
+
+
+def test_torchvisions_r50_fpn_keeps_torchvisions_conventions():
+    m = load_recipe("maskrcnn_r50_fpn")["model"]  # torchvision's COCO weights: trained with its conventions
+    assert (m["anchors"], m["roi_align_aligned"], m["roi_sampling_ratio"]) == ("torchvision", False, None)
+    assert m["mask_paste"] == "torchvision" and _fast().mask_paste == "torchvision"
+    paddlex = load_recipe("maskrcnn_r50_fpn_paddlex")["model"]
+    network = ("backbone", "fpn", "box_head", "levels", "fpn_channels", "mask_head_layers", "representation_size")
+    assert all(paddlex[k] == m[k] for k in network)  # the same network
+
+
 def _blobs(n: int, size: int = 28, seed: int = 0) -> np.ndarray:
     """Smooth [n,size,size] probability maps (a blob soft at its edge, as trained masks are)."""
     rng = np.random.default_rng(seed)
