@@ -46,9 +46,9 @@ def fixture(arch: str) -> tuple[dict, dict]:
     return {k: npz[k] for k in npz.files}, json.loads(str(npz["info"]))["reduced"]
 
 
-def reduced_recipe(arch: str, monkeypatch) -> dict:
-    """Our recipe of the reduced reference configuration, with its backbone registered (ResNet-18's layout at the
-    reference's stage widths)."""
+def reduced_recipe(arch: str, monkeypatch, name: str | None = None) -> dict:
+    """Our recipe (``name``, else the architecture's in RECIPES) of the reduced reference configuration, with its
+    backbone registered (ResNet-18's layout at the reference's stage widths)."""
     c = fixture(arch)[1]
     spec = backbones.BackboneSpec("timm", "resnet18", "", timm_kwargs=(("channels", tuple(c["widths"])),))
     monkeypatch.setitem(backbones.BACKBONES, TINY, spec)
@@ -63,7 +63,7 @@ def reduced_recipe(arch: str, monkeypatch) -> dict:
         m = c["mask"]
         overrides = [f"model.fpn_channels={c['fpn']}", f"model.representation_size={c['fc']}",
                      f"model.mask_head_layers=[{m},{m},{m},{m}]", f"model.mask_dim_reduced={m}"]
-    return apply_overrides(load_recipe(RECIPES[arch]), [*common, *overrides])
+    return apply_overrides(load_recipe(name or RECIPES[arch]), [*common, *overrides])
 
 
 def rel_err(ref: np.ndarray, ours: torch.Tensor) -> float:
@@ -188,7 +188,7 @@ def server(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("arch", ["maskrcnn", "cascade_maskrcnn", "solov2"])
-def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arch):
+def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arch, monkeypatch):
     recipe, requests = server(arch)
     choice = "SOLOv2" if arch == "solov2" else "coco"  # SOLOv2's --weights coco is MMDetection's file: by name
     offline = build_model(recipe, 80, weights=str(FIXTURES / f"{arch}.pdparams")).state_dict()
@@ -201,6 +201,10 @@ def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arc
     changed = {k for k in offline if again[k].shape != offline[k].shape}
     assert changed and all(again[k].shape[0] in (3, 4, 12, 16) for k in changed)  # classes (+ background) only
     assert all(torch.equal(again[k], offline[k]) for k in offline if k not in changed)
+    if arch == "maskrcnn":  # torchvision's R50-FPN recipe takes PaddleX's file by its name, from the cache
+        torchvisions = build_model(reduced_recipe(arch, monkeypatch, "maskrcnn_r50_fpn"), 80,
+                                   weights=PADDLEX[arch]).state_dict()  # fmt: skip
+        assert len(requests) == 1 and all(torch.equal(torchvisions[k], v) for k, v in offline.items())
 
 
 def test_the_background_slots_follow_torchvision(monkeypatch):
