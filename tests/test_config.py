@@ -14,6 +14,7 @@ EXPECTED = {
     "maskrcnn_fast",
     "maskrcnn_r50_fpn",
     "maskrcnn_r50_fpn_v2",
+    "maskrcnn_r50_fpn_paddlex",
     "maskrcnn_r101_fpn",
     "maskrcnn_x101_32x8d_fpn",
     "maskrcnn_r50vd_fpn",

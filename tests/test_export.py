@@ -31,17 +31,21 @@ MIN_SCORE = 0.1
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_maskrcnn) -> Path:
+    return _tiny_checkpoint(tiny_maskrcnn, tmp_path_factory.mktemp("export") / "tiny.pt")
+
+
+def _tiny_checkpoint(tiny_maskrcnn, path: Path, *overrides: str) -> Path:
     from instaseg.models.checkpoint import save_checkpoint
 
     recipe, model = tiny_maskrcnn(
-        len(CLASSES), ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.05", "eval.max_dets=20"]
+        len(CLASSES),
+        ["input.min_size=64", "input.max_size=96", "eval.score_threshold=0.05", "eval.max_dets=20", *overrides],
     )
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)  # scores follow the picture, spread apart
         model.roi_heads.box_predictor.cls_score.bias[0] += 5.0  # ... and a flat picture scores below 0.05
         model.roi_heads.box_predictor.bbox_pred.weight.mul_(10.0)  # boxes move away from the proposals
         model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(3.0)  # masks with structure
-    path = tmp_path_factory.mktemp("export") / "tiny.pt"
     return save_checkpoint(path, model, recipe, CLASSES, CATEGORY_IDS)
 
 
@@ -87,6 +91,7 @@ def test_metadata_travels_with_the_model(exported: dict[str, Path], ckpt: Path) 
         assert meta["box_score_thresh"] == 0.05
         assert meta["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
         assert meta["graph"]["dynamic"] and meta["precision"] == "fp32" and meta["gflops"] > 0
+        assert meta["graph"]["mask_paste"] == "torchvision"  # the model's, as an exact one's says exact
         assert predictor.threshold == meta["score_threshold"]
     # fp32 is asked for explicitly: OpenVINO's own default on bf16-capable CPUs would be bf16
     assert "float32" in str(instaseg.create_model(exported["openvino"]).backend.inference_precision)
@@ -170,6 +175,28 @@ def test_tiled_prediction_through_exported_models(kind: str, exported: dict[str,
     agree = compare_results(ref, got, MIN_SCORE)
     assert agree.matched > 0 and agree.unmatched == 0
     assert agree.max_box_gap <= 1.0 and agree.min_mask_iou >= 0.99
+
+
+def test_the_mask_paste_travels_with_the_model(exported: dict[str, Path], tiny_maskrcnn, tmp_path: Path) -> None:
+    """A model that pastes its masks exactly (``mask_paste: exact``, PaddleDetection's way) says so in the graph's
+    metadata and the exported predictor pastes as the eager one; an export from before the key pastes as
+    torchvision does."""
+    from instaseg.inference.backends.exported import raw_detections
+
+    ckpt = _tiny_checkpoint(tiny_maskrcnn, tmp_path / "exact.pt", "model.mask_paste=exact")
+    path = export_model(ckpt, format="onnx", out=tmp_path / "models", dynamic=True)["path"]
+    eager, predictor = instaseg.create_model(ckpt, threshold=0.0), instaseg.create_model(path, threshold=0.0)
+    assert predictor.backend.meta["graph"]["mask_paste"] == "exact"
+    for image in pictures()[:2]:
+        ref, got = next(eager.predict(image)), next(predictor.predict(image))
+        agree = compare_results(ref, got, MIN_SCORE)
+        assert agree.matched > 0 and agree.unmatched == 0 and agree.min_mask_iou >= 0.99
+    predictor.backend.graph.pop("mask_paste")  # read as an export from before the key
+    old = compare_results(next(eager.predict(pictures()[0])), next(predictor.predict(pictures()[0])), MIN_SCORE)
+    assert old.matched > 0 and old.min_mask_iou < 0.9
+    outputs = (np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros((0, 28, 28)))
+    assert raw_detections(*outputs, {}).mask_paste == "torchvision"
+    assert raw_detections(*outputs, {"mask_paste": "exact"}).mask_paste == "exact"
 
 
 def test_static_graph_takes_any_input_size(ckpt: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ solov2_r50_fpn_1x_coco, tests/fixtures/paddle/{maskrcnn,cascade_maskrcnn,solov2}
 tools/paddle_rcnn_fixtures.py in PaddleDetection's own environment) give the reference's features and raw outputs
 within 1e-4 of their scale, and its detections on its proposals (boxes within 0.5 px, scores within 1e-3).
 ``--weights coco`` / ``imagenet`` download PaddleX's file and the config's ImageNet ResNet (mocked) into the cache,
-and local files load offline. PaddleDetection's R-CNN conventions are set by the model-section switches."""
+and local files load offline. The recipes of PaddleX's R-CNN models set PaddleDetection's conventions, the masks'
+paste included: pasted into another picture size, the fixtures' masks are PaddleDetection's own (rcnn_paste.npz)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from instaseg.inference.postprocess import RawDetections, postprocess
 from instaseg.inference.preprocess import preprocess
 from instaseg.models.common import backbones
 from instaseg.models.common.backbones import stage_features
 from instaseg.models.common.paddle_names import PADDLEX_URL
+from instaseg.models.detector import RawOutput
 from instaseg.models.factory import build_model, checkpoint_from_weights, model_from_checkpoint
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.weights import published as published_module
@@ -33,9 +36,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURES = Path(__file__).parent / "fixtures" / "paddle"
 TINY = "resnet18_paddle_reduced"
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)  # the configs'
-RCNN_CONVENTIONS = ["model.anchors=exact", "model.roi_align_aligned=true", "model.roi_sampling_ratio=0",
-                    "model.rpn_min_size=1.0"]  # fmt: skip
-RECIPES = {"maskrcnn": "maskrcnn_r50_fpn", "cascade_maskrcnn": "cascade_maskrcnn_r50_fpn", "solov2": "solov2_r50_fpn"}
+RECIPES = {"maskrcnn": "maskrcnn_r50_fpn_paddlex", "cascade_maskrcnn": "cascade_maskrcnn_r50_fpn",
+           "solov2": "solov2_r50_fpn"}  # fmt: skip
 PADDLEX = {"maskrcnn": "MaskRCNN-ResNet50-FPN", "cascade_maskrcnn": "Cascade-MaskRCNN-ResNet50-FPN", "solov2": "SOLOv2"}
 
 
@@ -44,9 +46,9 @@ def fixture(arch: str) -> tuple[dict, dict]:
     return {k: npz[k] for k in npz.files}, json.loads(str(npz["info"]))["reduced"]
 
 
-def reduced_recipe(arch: str, monkeypatch) -> dict:
-    """Our recipe of the reduced reference configuration, with its backbone registered (ResNet-18's layout at the
-    reference's stage widths)."""
+def reduced_recipe(arch: str, monkeypatch, name: str | None = None) -> dict:
+    """Our recipe (``name``, else the architecture's in RECIPES) of the reduced reference configuration, with its
+    backbone registered (ResNet-18's layout at the reference's stage widths)."""
     c = fixture(arch)[1]
     spec = backbones.BackboneSpec("timm", "resnet18", "", timm_kwargs=(("channels", tuple(c["widths"])),))
     monkeypatch.setitem(backbones.BACKBONES, TINY, spec)
@@ -60,8 +62,8 @@ def reduced_recipe(arch: str, monkeypatch) -> dict:
     else:
         m = c["mask"]
         overrides = [f"model.fpn_channels={c['fpn']}", f"model.representation_size={c['fc']}",
-                     f"model.mask_head_layers=[{m},{m},{m},{m}]", f"model.mask_dim_reduced={m}", *RCNN_CONVENTIONS]
-    return apply_overrides(load_recipe(RECIPES[arch]), [*common, *overrides])
+                     f"model.mask_head_layers=[{m},{m},{m},{m}]", f"model.mask_dim_reduced={m}"]
+    return apply_overrides(load_recipe(name or RECIPES[arch]), [*common, *overrides])
 
 
 def rel_err(ref: np.ndarray, ours: torch.Tensor) -> float:
@@ -117,6 +119,37 @@ def test_reduced_rcnn_equals_paddledetection(arch, monkeypatch):
         assert ((ours.scores - score).abs()[same] <= 1e-3).any(), (label, score, box)
 
 
+def pasted_masks(arch: str, model, paste_rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's mask probabilities at its detections through our post-processing into rcnn_paste.npz's
+    picture size, pasted by ``paste_rule``, and PaddleDetection's MaskPostProcess output of the same: [N,H,W] bool
+    each (the boxes checked to be the ones the reference pasted into)."""
+    from pycocotools import mask as mask_utils
+
+    data, reduced = fixture(arch)
+    paste = np.load(FIXTURES / "rcnn_paste.npz")
+    h, w = (int(v) for v in paste["size"])
+    det = torch.from_numpy(data["det_input"])
+    raw = RawDetections.from_output(RawOutput(det[:, 2:], det[:, 1], det[:, 0].long() + 1,
+                                              torch.from_numpy(data["mask_probs"])), model)  # fmt: skip
+    found = postprocess(dataclasses.replace(raw, mask_paste=paste_rule), (reduced["size"],) * 2, (h, w))
+    np.testing.assert_array_equal(found.boxes, paste[f"{arch}.boxes"])
+    ours = np.stack([mask_utils.decode({**r, "counts": r["counts"].encode()}) for r in found.rles]).astype(bool)
+    return ours, np.unpackbits(paste[f"{arch}.masks"], axis=-1, count=w).astype(bool)
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn", "cascade_maskrcnn"])
+def test_masks_are_pasted_as_paddledetection_pastes_them(arch, monkeypatch):
+    """The reference's mask probabilities at its detections, post-processed into a picture of another size as the
+    recipe's model says (mask_paste: exact), are PaddleDetection's MaskPostProcess output pixel for pixel;
+    torchvision's paste is not."""
+    model = build_model(reduced_recipe(arch, monkeypatch), 80, weights="none")
+    assert model.mask_paste == "exact"
+    ours, theirs = pasted_masks(arch, model, model.mask_paste)
+    assert ours.shape == theirs.shape and theirs.any() and np.array_equal(ours, theirs)
+    ours, _ = pasted_masks(arch, model, "torchvision")
+    assert (ours != theirs).sum() > 0.005 * theirs.sum()
+
+
 def test_reduced_solov2_equals_paddledetection(monkeypatch):
     from instaseg.models.solov2.decode import point_nms
 
@@ -155,10 +188,9 @@ def server(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("arch", ["maskrcnn", "cascade_maskrcnn", "solov2"])
-def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arch):
+def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arch, monkeypatch):
     recipe, requests = server(arch)
-    # --weights coco is MMDetection's file for SOLOv2 and torchvision's checkpoint for maskrcnn_r50_fpn: by name
-    choice = {"solov2": "SOLOv2", "maskrcnn": "MaskRCNN-ResNet50-FPN"}.get(arch, "coco")
+    choice = "SOLOv2" if arch == "solov2" else "coco"  # SOLOv2's --weights coco is MMDetection's file: by name
     offline = build_model(recipe, 80, weights=str(FIXTURES / f"{arch}.pdparams")).state_dict()
     online = build_model(recipe, 80, weights=choice).state_dict()
     assert requests == [PADDLEX_URL.format(PADDLEX[arch])]
@@ -169,6 +201,10 @@ def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arc
     changed = {k for k in offline if again[k].shape != offline[k].shape}
     assert changed and all(again[k].shape[0] in (3, 4, 12, 16) for k in changed)  # classes (+ background) only
     assert all(torch.equal(again[k], offline[k]) for k in offline if k not in changed)
+    if arch == "maskrcnn":  # torchvision's R50-FPN recipe takes PaddleX's file by its name, from the cache
+        torchvisions = build_model(reduced_recipe(arch, monkeypatch, "maskrcnn_r50_fpn"), 80,
+                                   weights=PADDLEX[arch]).state_dict()  # fmt: skip
+        assert len(requests) == 1 and all(torch.equal(torchvisions[k], v) for k, v in offline.items())
 
 
 def test_the_background_slots_follow_torchvision(monkeypatch):
@@ -213,6 +249,8 @@ def test_models_lists_paddlex_and_torchvision_coco_weights():
     coco = [(r["name"], r["publisher"], r["mask_ap"]) for r in rows if r["kind"] == "coco"]
     assert coco[0][:2] == ("MaskRCNN_ResNet50_FPN_Weights.COCO_V1", "torchvision")  # the model it equals: coco
     assert coco[1] == ("MaskRCNN-ResNet50-FPN", "PaddleX", 35.6)  # by its name
+    rows = published_module.recipe_weights(load_recipe("maskrcnn_r50_fpn_paddlex"))  # PaddleDetection's conventions
+    assert [r["name"] for r in rows if r["kind"] == "coco"][0] == "MaskRCNN-ResNet50-FPN"
     rows = published_module.recipe_weights(load_recipe("cascade_maskrcnn_r50vd_fpn"))
     assert [(r["name"], r["mask_ap"]) for r in rows if r["kind"] == "coco"][0] == (
         "Cascade-MaskRCNN-ResNet50-vd-SSLDv2-FPN", 39.1)

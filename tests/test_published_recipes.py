@@ -126,6 +126,8 @@ PUBLISHED = {
                       {"resize interpolation", "ema_black_list"}),
     "maskrcnn_r50_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml", RCNN_1X, set(),
                          {"resize interpolation"}),
+    "maskrcnn_r50_fpn_paddlex": (PADDLE, "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml", RCNN_1X, set(),
+                                 {"resize interpolation"}),
     "maskrcnn_r101_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_r101_fpn_1x_coco.yml", RCNN_1X, set(),
                           {"resize interpolation"}),
     "maskrcnn_r50vd_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_r50_vd_fpn_1x_coco.yml", RCNN_1X, set(),

@@ -1,10 +1,11 @@
 """The R-CNN conventions that differ between publishers, each a model-section switch: exact anchors (no rounding,
 level strides independent of the padding), aligned RoIAlign, adaptive sampling, the RPN's minimum proposal size and
-the L1 box losses. torchvision's values stay the defaults (its COCO weights load by name and must keep their
-outputs); the recipes of PaddleX's models set PaddleDetection's."""
+the L1 box losses, the mask paste. torchvision's values stay the defaults (its COCO weights load by name and must keep
+their outputs); the recipes of PaddleX's models set PaddleDetection's."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from instaseg.models.common.rcnn_ops import CellAnchorGenerator, RoIPooler
+from instaseg.inference.postprocess import paste_mask_exact
+from instaseg.models.common.rcnn_ops import CellAnchorGenerator, RoIPooler, paste_masks_exact
 from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
 
@@ -112,3 +114,123 @@ def test_beta_zero_is_an_l1_loss():
     objectness = torch.zeros(4, 1)
     _, box_loss = model.rpn.compute_loss(objectness, deltas, labels, targets)
     assert torch.isclose(box_loss, F.l1_loss(deltas[[0, 2]], targets[0][[0, 2]], reduction="sum") / 4)
+
+
+PADDLEX_RECIPES = (
+    "maskrcnn_r50_c4",
+    "maskrcnn_r50_fpn_paddlex",
+    "maskrcnn_r50vd_fpn",
+    "maskrcnn_r101_fpn",
+    "maskrcnn_r101vd_fpn",
+    "maskrcnn_x101vd_fpn",
+    "cascade_maskrcnn_r50_fpn",
+    "cascade_maskrcnn_r50vd_fpn",
+)
+
+
+@pytest.mark.parametrize("name", PADDLEX_RECIPES)
+def test_paddlex_recipes_carry_paddledetections_conventions(name):
+    m = load_recipe(name)["model"]
+    assert (m["anchors"], m["roi_align_aligned"], m["roi_sampling_ratio"]) == ("exact", True, 0)
+    assert m["mask_paste"] == "exact"
+    assert m["rpn_min_size"] == 1.0 and m["rpn_box_loss_beta"] == 0 and m["box_loss_beta"] == 0
+    if name.startswith("cascade"):
+        assert m["stage_loss_weights"] == pytest.approx([1 / 3] * 3)
+
+
+def test_torchvisions_r50_fpn_keeps_torchvisions_conventions():
+    m = load_recipe("maskrcnn_r50_fpn")["model"]  # torchvision's COCO weights: trained with its conventions
+    assert (m["anchors"], m["roi_align_aligned"], m["roi_sampling_ratio"]) == ("torchvision", False, None)
+    assert m["mask_paste"] == "torchvision" and _fast().mask_paste == "torchvision"
+    paddlex = load_recipe("maskrcnn_r50_fpn_paddlex")["model"]
+    network = ("backbone", "fpn", "box_head", "levels", "fpn_channels", "mask_head_layers", "representation_size")
+    assert all(paddlex[k] == m[k] for k in network)  # the same network
+
+
+def _blobs(n: int, size: int = 28, seed: int = 0) -> np.ndarray:
+    """Smooth [n,size,size] probability maps (a blob soft at its edge, as trained masks are)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    out = []
+    for _ in range(n):
+        cy, cx = rng.uniform(0.3, 0.7, 2) * size
+        radius = rng.uniform(0.2, 0.4) * size
+        out.append(1 / (1 + np.exp((np.hypot(yy - cy, xx - cx) - radius) / 1.5)))
+    return np.stack(out).astype(np.float32)
+
+
+def _rule(mask: np.ndarray, box: np.ndarray, im_h: int, im_w: int) -> np.ndarray:
+    """The rule itself, pixel by pixel (float64): the map spans the box exactly, each pixel centre samples it
+    bilinearly with zeros beyond it."""
+    m_h, m_w = mask.shape
+    out = np.zeros((im_h, im_w))
+    for y in range(im_h):
+        v = (y + 0.5 - box[1]) / (box[3] - box[1]) * m_h - 0.5
+        for x in range(im_w):
+            u = (x + 0.5 - box[0]) / (box[2] - box[0]) * m_w - 0.5
+            i, j = int(np.floor(v)), int(np.floor(u))
+            for r, c, wt in ((i, j, (1 - v + i) * (1 - u + j)), (i, j + 1, (1 - v + i) * (u - j)),
+                             (i + 1, j, (v - i) * (1 - u + j)), (i + 1, j + 1, (v - i) * (u - j))):  # fmt: skip
+                if 0 <= r < m_h and 0 <= c < m_w:
+                    out[y, x] += wt * mask[r, c]
+    return out
+
+
+BOXES = np.array([[3.3, 4.7, 20.2, 13.9], [0.0, 0.0, 50.0, 40.0], [30.5, 20.25, 49.9, 39.0], [45.0, 10.0, 58.0, 30.0],
+                  [10.0, 30.0, 11.5, 31.0], [-5.0, -3.0, 12.0, 9.0], [7.0, 7.0, 7.4, 40.0]], np.float32)  # fmt: skip
+
+
+def test_exact_paste_is_bilinear_at_pixel_centres_over_the_box():
+    """The predictor's one-box paste and the eager one (grid_sample) both follow the rule, written out directly;
+    torchvision's geometry (padded map, enlarged box, whole pixels) does not."""
+    masks, (im_h, im_w) = _blobs(len(BOXES)), (40, 50)
+    eager = paste_masks_exact(torch.from_numpy(masks), torch.from_numpy(BOXES), (im_h, im_w))[:, 0].numpy()
+    for mask, box, pasted in zip(masks, BOXES, eager, strict=True):
+        rule = _rule(mask, box, im_h, im_w)
+        crop, x0, y0 = paste_mask_exact(mask, box, im_h, im_w)
+        ours = np.zeros((im_h, im_w), bool)
+        ours[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        clear = np.abs(rule - 0.5) > 1e-5  # float32 rounding may decide a pixel sampled at 0.5 exactly
+        np.testing.assert_array_equal(ours[clear], (rule >= 0.5)[clear])
+        np.testing.assert_allclose(pasted, rule, atol=1e-5)
+        assert not ours[~clear].any() or (rule[~clear] >= 0.5 - 1e-5).all()
+    from instaseg.inference.postprocess import paste_mask
+
+    differs = 0
+    for mask, box in zip(masks, BOXES, strict=True):
+        crop, x0, y0 = paste_mask(mask, box, im_h, im_w)
+        theirs = np.zeros((im_h, im_w), bool)
+        theirs[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        differs += int((theirs != (_rule(mask, box, im_h, im_w) >= 0.5)).sum())
+    assert differs > 20
+
+
+def test_exact_paste_of_a_degenerate_box_is_empty():
+    mask = _blobs(1)[0]
+    for box in ([5.0, 5.0, 5.0, 9.0], [5.0, 9.0, 8.0, 2.0], [60.0, 5.0, 70.0, 9.0]):
+        crop, _, _ = paste_mask_exact(mask, np.array(box, np.float32), 40, 50)
+        assert not crop.any()
+
+
+def test_exact_paste_reaches_the_predictor_and_the_eager_output():
+    """The switch travels through the detector contract: the predictor's post-processing and the eager output
+    paste alike (the same network input to both)."""
+    from pycocotools import mask as mask_utils
+
+    from instaseg.inference.backends.torch import TorchBackend
+    from instaseg.inference.postprocess import postprocess
+
+    model = _fast("model.mask_paste=exact").eval()
+    model.make_outputs_busy()
+    image = torch.rand(3, 70, 90)
+    with torch.no_grad():
+        eager = model([image])[0]["masks"][:, 0].numpy()
+        batch = model.transform([image])[0]
+    raw = TorchBackend(model)(batch.tensors, batch.image_sizes)[0]
+    assert model.mask_paste == raw.mask_paste == "exact" and _fast().mask_paste == "torchvision"
+    found = postprocess(raw, tuple(batch.image_sizes[0]), (70, 90))
+    assert len(found.rles) == len(eager) > 0
+    ours = np.stack([mask_utils.decode({**r, "counts": r["counts"].encode()}) for r in found.rles]).astype(bool)
+    clear = np.abs(eager - 0.5) > 1e-5
+    np.testing.assert_array_equal(ours[clear], (eager >= 0.5)[clear])
+    assert ours.any() and (~ours).any()

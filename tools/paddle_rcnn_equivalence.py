@@ -6,7 +6,8 @@ PaddleDetection's outputs.
 
 Each stage runs from the reference's output of the stage before (its FPN maps, its proposals, its boxes), with the
 test module's helpers; it prints each stage's max abs and max relative error (relative to the reference's largest
-value) and, for the R-CNNs, the reference's detections on its proposals found among ours (worst box corner, score).
+value) and, for the R-CNNs, the reference's detections on its proposals found among ours (worst box corner, score)
+and the reference's masks pasted by the recipe's rule and by torchvision's against PaddleDetection's own paste.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def rcnn(arch: str, monkeypatch) -> list[str]:
         out.append(row("mask head probabilities (reference boxes)", data["mask_probs"],
                        masks[torch.arange(len(labels)), labels].sigmoid()))  # fmt: skip
         out.append(detections(ref, model.detect(feats, proposals, size)[0]))
+    for rule in (model.mask_paste, "torchvision"):
+        ours, theirs = T.pasted_masks(arch, model, rule)
+        iou = min((o & t).sum() / max((o | t).sum(), 1) for o, t in zip(ours, theirs, strict=True))
+        out.append(f"| masks pasted into {theirs.shape[1]}x{theirs.shape[2]} ({rule}) vs PaddleDetection's paste | "
+                   f"{int((ours != theirs).sum())} of {int(theirs.sum())} foreground px differ | min IoU {iou:.4f} |")
     return out
 
 

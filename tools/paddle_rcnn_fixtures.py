@@ -13,6 +13,11 @@ PaddleDetection's ImageNet ResNets are) and ``<arch>.npz``: the picture (the net
 backbone and FPN features, then R-CNN: RPN logits and deltas per level, the proposals, the box head's class
 probabilities and deltas on them, the detections in the input frame and the mask head's probabilities for the first
 of them; SOLOv2: the mask feature, the class scores after point NMS and the dynamic kernels per grid.
+
+``--paste`` (also run after the architectures) writes ``rcnn_paste.npz``: PaddleDetection's own MaskPostProcess of
+each R-CNN fixture's mask probabilities at its detections, the boxes scaled to an "original" picture of another size
+(`PASTE_SIZE`) the way instaseg's post-processing scales them: the masks its predictor gives, to compare pixel by
+pixel with ``mask_paste: exact``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ WIDENED = (("rpn_head.rpn_rois_", 0.05, 0.0, 0.3), ("bbox_head.bbox_score", 0.01
 TWINS = (("solov2_head.solo_kernel.", "solov2_head.bbox_head.solo_kernel."),
          ("solov2_head.solo_cate.", "solov2_head.bbox_head.solo_cate."),
          ("mask_head.conv_pred.", "mask_head.mask_feat_head.conv_pred.0."))  # fmt: skip
+PASTE_SIZE = (227, 251)  # (h, w) of the picture the 160 px input is taken to be resized from (ratios 1.42, 1.57)
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
 
@@ -214,20 +220,43 @@ def reference(arch: str, data: str, out: str) -> None:
         paddle.save(backbone, os.path.join(out, f"{arch}_imagenet.pdparams"))
 
 
+def paste(out: str) -> None:
+    """PaddleDetection's pasted masks of each R-CNN fixture's [10,28,28] probabilities (see the module notes)."""
+    paddle, _ = ppdet()
+    from ppdet.modeling.post_process import MaskPostProcess
+
+    h, w = PASTE_SIZE
+    res = {"size": np.array(PASTE_SIZE, dtype=np.int64)}
+    for arch in ("maskrcnn", "cascade_maskrcnn"):
+        ref = np.load(os.path.join(out, f"{arch}.npz"))
+        det = ref["det_input"].copy()
+        size = REDUCED["size"]
+        # instaseg's scale_boxes: float32 boxes times float32 ratios
+        det[:, 2:] = det[:, 2:] * np.array([w / size, h / size, w / size, h / size], dtype=np.float32)
+        masks = MaskPostProcess()(paddle.to_tensor(ref["mask_probs"]), paddle.to_tensor(det),
+                                  paddle.to_tensor([len(det)], dtype="int32"),
+                                  paddle.to_tensor([[h, w]], dtype="int32")).numpy()  # fmt: skip
+        res[f"{arch}.boxes"] = det[:, 2:]
+        res[f"{arch}.masks"] = np.packbits(masks.astype(bool), axis=-1)
+    np.savez_compressed(os.path.join(out, "rcnn_paste.npz"), **res)
+
+
 def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join(here, "..", "tests", "fixtures", "paddle"))
     p.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "datasets", "tiny_coco"))
     p.add_argument("--arch", choices=sorted(CONFIGS), help="one architecture (each runs in its own process)")
+    p.add_argument("--paste", action="store_true", help="only rcnn_paste.npz, from the R-CNN fixtures there")
     args = p.parse_args()
     out, data = os.path.abspath(args.out), os.path.abspath(args.data)
-    if args.arch:
-        reference(args.arch, data, out)
+    if args.arch or args.paste:
+        reference(args.arch, data, out) if args.arch else paste(out)
         return
     for arch in CONFIGS:  # ppdet's configuration is process-wide: one process each
         subprocess.run([sys.executable, os.path.abspath(__file__), "--arch", arch, "--out", out, "--data", data],
                        check=True)  # fmt: skip
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--paste", "--out", out], check=True)
     for name in sorted(os.listdir(out)):
         print(f"{name}: {os.path.getsize(os.path.join(out, name)) / 1e3:.0f} kB")
 

@@ -143,6 +143,7 @@ def export_model(
         "mask_stride": model.mask_stride,  # None: masks per box; S: image-frame masks at stride S
         "mask_logits": bool(model.mask_logits),  # masks are logits (resampled as such), not probabilities
         "mask_box_crop": bool(model.mask_box_crop),  # image-frame masks are cut to their boxes
+        "mask_paste": str(model.mask_paste),  # how a per-box mask lands in its box: torchvision | exact
     }
     gflops = count_gflops(graph_module, *example)
     meta = build_metadata(info, spec, graph, precision, int8, gflops=round(gflops, 3), gflops_input=[height, width])

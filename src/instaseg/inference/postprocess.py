@@ -4,9 +4,10 @@ A backend returns low-resolution mask probabilities (e.g. 28x28 per box). Pastin
 size at once, as torchvision does, needs N x H x W floats: 2,000 instances on a 4K image would be 66 GB. Here each
 mask is resized to its own box only, thresholded, and encoded to COCO RLE straight from that crop, so memory
 stays at one box-sized mask plus the RLE strings, and time scales with box area rather than image area.
-The geometry follows torchvision's `paste_masks_in_image` (one pixel of zero padding around the small mask, the
-box enlarged to match, integer box corners inclusive) so the result matches its masks pixel for pixel up to
-interpolation rounding.
+The geometry of a per-box mask is the detector's ``mask_paste``: torchvision's `paste_masks_in_image` (one pixel of
+zero padding around the small mask, the box enlarged to match, integer box corners inclusive; `paste_mask`, which
+matches its masks pixel for pixel up to interpolation rounding) or the exact one of Detectron2, mmdetection and
+PaddleDetection (the map spans the box exactly, sampled bilinearly at every pixel centre; `paste_mask_exact`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class RawDetections:
     image-frame masks (RTMDet-Ins: [N,h,w] probabilities where pixel (i, j) covers network-input pixels
     [S*i, S*i+S) x [S*j, S*j+S) of the padded input, top-left aligned). ``mask_logits``: the masks are logits,
     resampled as such and thresholded at the threshold's logit. ``mask_box_crop`` (image-frame masks): pixels
-    outside the box are background; False keeps the whole mask (see `instaseg.models.detector.Detector`).
+    outside the box are background; False keeps the whole mask. ``mask_paste`` (per-box masks): "torchvision"
+    (`paste_mask`) or "exact" (`paste_mask_exact`). See `instaseg.models.detector.Detector`.
     """
 
     boxes: np.ndarray
@@ -40,6 +42,7 @@ class RawDetections:
     mask_stride: int | None = None
     mask_logits: bool = False
     mask_box_crop: bool = True
+    mask_paste: str = "torchvision"
 
     @classmethod
     def from_output(cls, out: RawOutput, detector: Detector) -> RawDetections:
@@ -52,6 +55,7 @@ class RawDetections:
             mask_stride=detector.mask_stride,
             mask_logits=bool(detector.mask_logits),
             mask_box_crop=bool(detector.mask_box_crop),
+            mask_paste=str(detector.mask_paste),
         )
 
 
@@ -95,6 +99,40 @@ def paste_mask(
     resized = cv2.resize(padded, (w, h), interpolation=cv2.INTER_LINEAR)
     crop = resized[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] > threshold
     return crop, x0, y0
+
+
+def box_resample_matrix(n_out: int, start: int, low: float, high: float, n_in: int) -> np.ndarray:
+    """[n_out, n_in] bilinear weights: output pixel k (centre ``start + k + 0.5``) samples a map of ``n_in`` cells
+    spanning [low, high) exactly, zero beyond the map (grid_sample with zero padding, align_corners False)."""
+    coord = (np.arange(start, start + n_out, dtype=np.float64) + 0.5 - low) / (high - low) * n_in - 0.5
+    i0 = np.floor(coord).astype(np.int64)
+    frac = (coord - i0).astype(np.float32)
+    weights = np.zeros((n_out, n_in), dtype=np.float32)
+    rows = np.arange(n_out)
+    for index, weight in ((i0, 1 - frac), (i0 + 1, frac)):
+        inside = (index >= 0) & (index < n_in)
+        weights[rows[inside], index[inside]] += weight[inside]
+    return weights
+
+
+def paste_mask_exact(
+    mask: np.ndarray, box: np.ndarray, im_h: int, im_w: int, threshold: float = 0.5
+) -> tuple[np.ndarray, int, int]:
+    """`paste_mask` the way Detectron2, mmdetection and PaddleDetection paste: the [M,M] map spans the box
+    exactly, sampled bilinearly at each pixel centre with zeros beyond it, foreground where >= ``threshold``.
+    The crop is the pixels a sample can reach: the box and half a map cell around it, clipped to the image."""
+    m_h, m_w = mask.shape
+    x_lo, y_lo, x_hi, y_hi = (float(v) for v in box[:4])
+    if not (x_hi > x_lo and y_hi > y_lo):
+        return np.zeros((0, 0), dtype=bool), 0, 0
+    half_w, half_h = 0.5 * (x_hi - x_lo) / m_w, 0.5 * (y_hi - y_lo) / m_h
+    x0, x1 = max(int(np.floor(x_lo - half_w)), 0), min(int(np.ceil(x_hi + half_w)), im_w)
+    y0, y1 = max(int(np.floor(y_lo - half_h)), 0), min(int(np.ceil(y_hi + half_h)), im_h)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), dtype=bool), 0, 0
+    rows = box_resample_matrix(y1 - y0, y0, y_lo, y_hi, m_h)
+    cols = box_resample_matrix(x1 - x0, x0, x_lo, x_hi, m_w)
+    return rows @ mask.astype(np.float32, copy=False) @ cols.T >= threshold, x0, y0
 
 
 def crop_to_rle(crop: np.ndarray, x0: int, y0: int, im_h: int, im_w: int) -> dict:
@@ -296,7 +334,8 @@ def postprocess_crops(
             for m, b in zip(masks, windows, strict=True)
         ]
     else:
-        crops = [paste_mask(m, b, im_h, im_w, threshold) for m, b in zip(masks, boxes, strict=True)]
+        paste = paste_mask_exact if raw.mask_paste == "exact" else paste_mask
+        crops = [paste(m, b, im_h, im_w, threshold) for m, b in zip(masks, boxes, strict=True)]
     return CropDetections(
         boxes=boxes,
         scores=np.asarray(raw.scores, dtype=np.float32)[keep],

@@ -30,6 +30,10 @@ What a detector provides:
 - ``mask_box_crop`` (image-frame masks only): post-processing keeps a mask's pixels inside its box only (and
   resamples just the box, so the cost scales with the box); False keeps the whole mask, resampled over its own
   extent (MMDetection's RTMDet-Ins does not cut masks to boxes).
+- ``mask_paste`` (per-box masks only): how one lands in its box. "torchvision": the map padded by one pixel, the box
+  enlarged to match and truncated to whole pixels (torchvision's `paste_masks_in_image`); "exact": the map spans
+  the box exactly and is sampled bilinearly at every pixel centre, zero beyond it, foreground at >= the threshold
+  (Detectron2's, mmdetection's and PaddleDetection's). The eager output pastes the same way.
 - ``export_forward(images, image_size)``: the graph that is exported (ONNX, then OpenVINO): one image
   [1,3,H,W] and its int64 (h, w) as a tensor -> (boxes, scores, labels, masks) as ``raw_forward`` gives them.
   It must be traceable by torch's TorchScript-based ONNX exporter; the default calls ``raw_forward``.
@@ -237,6 +241,7 @@ class Detector(nn.Module):
     mask_stride: int | None = None
     mask_logits: bool = False
     mask_box_crop: bool = True
+    mask_paste: str = "torchvision"
     quantization: QuantizationSettings = QuantizationSettings()
 
     @property

@@ -44,7 +44,7 @@ def raw_detections(
     boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray, graph: dict
 ) -> RawDetections:
     """A graph's four outputs, read by the mask layout its metadata states (older exports: probabilities, cut
-    to boxes)."""
+    to boxes, per-box masks pasted torchvision's way)."""
     return RawDetections(
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         scores=np.asarray(scores, dtype=np.float32).reshape(-1),
@@ -53,6 +53,7 @@ def raw_detections(
         mask_stride=graph.get("mask_stride"),
         mask_logits=bool(graph.get("mask_logits", False)),
         mask_box_crop=bool(graph.get("mask_box_crop", True)),
+        mask_paste=str(graph.get("mask_paste", "torchvision")),
     )
 
 

@@ -10,8 +10,7 @@ from instaseg.models.cascade.heads import CascadeRoIHeads, CascadeStage
 from instaseg.models.cascade.model import CascadeMaskRCNN
 from instaseg.models.cascade.recipe import DEFAULTS
 from instaseg.models.common.backbones import build_fpn_backbone
-from instaseg.models.common.rcnn import build_rpn, roi_pooler
-from instaseg.models.detector import resize_transform
+from instaseg.models.common.rcnn import build_rpn, rcnn_transform, roi_pooler
 
 
 def _roi_heads(cfg: dict, channels: int, names: list[str], num_classes: int, eval_cfg: dict) -> CascadeRoIHeads:
@@ -43,7 +42,7 @@ def build(recipe: dict, num_classes: int, download_backbone: bool = False, freez
     backbone = build_fpn_backbone(cfg, download_backbone, freeze)
     channels, names = backbone.out_channels, backbone.featmap_names
     return CascadeMaskRCNN(
-        resize_transform(recipe["input"]["min_size"], recipe["input"]["max_size"]),
+        rcnn_transform(recipe, cfg),
         backbone,
         build_rpn(cfg, channels),
         _roi_heads(cfg, channels, names, num_classes, recipe["eval"]),

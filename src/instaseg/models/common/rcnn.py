@@ -18,7 +18,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from instaseg.models.common.backbones import check_backbone_and_norm
 from instaseg.models.common.rcnn_export import tracing_functions
-from instaseg.models.common.rcnn_ops import CellAnchorGenerator, RoIPooler
+from instaseg.models.common.rcnn_ops import CellAnchorGenerator, ExactPasteTransform, RoIPooler
 from instaseg.models.common.rules import (
     Bad,
     check_choice,
@@ -27,7 +27,7 @@ from instaseg.models.common.rules import (
     check_non_negative,
     check_positive_ints,
 )
-from instaseg.models.detector import Detector, InputSpec, RawOutput
+from instaseg.models.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputSpec, RawOutput, resize_transform
 
 # The model keys every R-CNN recipe has, with torchvision's maskrcnn_resnet50_fpn values (so the defaults are that
 # model). An architecture's defaults add its own keys to these.
@@ -56,12 +56,13 @@ RCNN_DEFAULTS: dict[str, Any] = {
     "mask_dim_reduced": 256,
     # Conventions that differ between publishers; the defaults are torchvision's (its COCO weights load by name).
     # PaddleDetection's weights want: anchors exact, roi_align_aligned true (its configs; see rcnn_ops),
-    # roi_sampling_ratio 0, rpn_min_size 1, rpn_box_loss_beta 0 (L1)
+    # roi_sampling_ratio 0, rpn_min_size 1, rpn_box_loss_beta 0 (L1), mask_paste exact
     "anchors": "torchvision",  # torchvision (rounded cell anchors, strides from the padded size) | exact
     "roi_align_aligned": False,  # RoIAlign samples half a pixel shifted (Detectron2's ROIAlignV2)
     "roi_sampling_ratio": None,  # RoIAlign points per bin side; 0 adapts to the RoI; null: 2 (FPN) or 0 (C4)
     "rpn_min_size": 0.001,  # proposals narrower or lower than this (input pixels) are dropped before NMS
     "rpn_box_loss_beta": 1 / 9,  # smooth-L1 beta of the RPN's box loss; 0 is an L1 loss
+    "mask_paste": "torchvision",  # how a box's 28x28 mask lands in the image: torchvision | exact (see rcnn_ops)
 }
 
 # proposals kept before the box head, as multiples of the detections per image (eval.max_dets): a crowded image
@@ -91,6 +92,7 @@ def check_rcnn_section(cfg: dict, bad: Bad) -> None:
     check_positive_ints(cfg, bad, except_keys=("frozen_stages", "roi_sampling_ratio"))
     check_non_negative(cfg, bad, ("rpn_min_size", "rpn_box_loss_beta"))
     check_choice(cfg, bad, "anchors", ("torchvision", "exact"))
+    check_choice(cfg, bad, "mask_paste", ("torchvision", "exact"))
     ratio = cfg["roi_sampling_ratio"]
     if ratio is not None and not (isinstance(ratio, int) and not isinstance(ratio, bool) and ratio >= 0):
         raise bad("roi_sampling_ratio", "must be a non-negative integer (0: adaptive) or null")
@@ -153,6 +155,15 @@ def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
     return rpn
 
 
+def rcnn_transform(recipe: dict, cfg: dict) -> nn.Module:
+    """The recipe's resize rule as torchvision's transform (`resize_transform`'s settings), whose eval-mode mask
+    pasting follows ``mask_paste``."""
+    size = (recipe["input"]["min_size"], recipe["input"]["max_size"])
+    if cfg.get("mask_paste", "torchvision") != "exact":
+        return resize_transform(*size)
+    return ExactPasteTransform(*size, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32)
+
+
 def busy_mask_logits(mask_predictor: nn.Module) -> None:
     """Per-box mask logits near 0.5 probability: random-init masks come out partly filled, as trained ones do."""
     with torch.no_grad():
@@ -174,6 +185,11 @@ class TwoStageDetector(Detector):
     @property
     def input_spec(self) -> InputSpec:
         return InputSpec.of_transform(self.transform)
+
+    @property
+    def mask_paste(self) -> str:
+        """The transform that pastes the eager output's masks says how (one switch for both outputs)."""
+        return "exact" if isinstance(self.transform, ExactPasteTransform) else "torchvision"
 
     def features(self, batch: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = self.backbone(batch)

@@ -1,4 +1,4 @@
-"""The two R-CNN operations whose conventions differ between publishers, with the switch that picks one:
+"""The R-CNN operations whose conventions differ between publishers, with the switch that picks one:
 
 - `RoIPooler`: torchvision's `MultiScaleRoIAlign` (same level mapping, same exported graph) that can also sample
   at half-pixel-shifted positions (``aligned``, Detectron2's ROIAlignV2). torchvision's own pooler cannot; the
@@ -9,6 +9,11 @@
   ratio 0.5 is 46 px wide, 45.25 elsewhere) and takes a level's stride as padded size // map size: on an input padded
   to 32 but not 64, the max-pooled P6 map of a 800 px side has 13 cells and its stride comes out 61, not 64, so its
   anchors drift up to 36 px from where the others place them.
+- `ExactPasteTransform`: torchvision's `GeneralizedRCNNTransform` whose eval-mode output pastes each box's [M,M]
+  mask the way Detectron2, mmdetection and PaddleDetection do (``mask_paste: exact``): the map spans the box
+  exactly and is sampled bilinearly at every pixel centre, zero beyond it. torchvision pads the map by one pixel,
+  enlarges the box to match and truncates it to whole pixels, which moves a small object's mask by up to a pixel
+  and changes its outline (mean mask IoU 0.3-0.6 against PaddleDetection's on its own detections).
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, poolers, roi_align
 
 
@@ -91,3 +98,30 @@ class CellAnchorGenerator(AnchorGenerator):
         ws = ((1 / h_ratios)[:, None] * scales[None, :]).view(-1)
         hs = (h_ratios[:, None] * scales[None, :]).view(-1)
         return torch.stack([-ws, -hs, ws, hs], dim=1) / 2
+
+
+def paste_masks_exact(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """[N,1,H,W] probabilities: each [M,M] map of ``masks`` [N,M,M] spanning its box of ``boxes`` [N,4] exactly,
+    sampled at every pixel centre of the image (bilinear, zero beyond the map; Detectron2's paste_masks_in_image)."""
+    h, w = image_size
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, 1, h, w))
+    x0, y0, x1, y1 = boxes[:, :, None].unbind(1)
+    gx = (torch.arange(w, device=masks.device, dtype=masks.dtype) + 0.5 - x0) / (x1 - x0) * 2 - 1
+    gy = (torch.arange(h, device=masks.device, dtype=masks.dtype) + 0.5 - y0) / (y1 - y0) * 2 - 1
+    grid = torch.stack([gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)], dim=3)
+    return F.grid_sample(masks[:, None], grid, align_corners=False)
+
+
+class ExactPasteTransform(GeneralizedRCNNTransform):
+    """torchvision's transform (the same resizing, normalisation and padding) whose eval-mode post-processing
+    pastes the masks with `paste_masks_exact` into each original image."""
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        if self.training:
+            return result
+        for pred, size, original in zip(result, image_shapes, original_image_sizes, strict=True):
+            pred["boxes"] = resize_boxes(pred["boxes"], size, original)
+            if "masks" in pred:
+                pred["masks"] = paste_masks_exact(pred["masks"][:, 0], pred["boxes"], original)
+        return result

@@ -18,8 +18,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from instaseg.models.common.backbones import build_c4_backbone, build_fpn_backbone
-from instaseg.models.common.rcnn import build_rpn, roi_pooler
-from instaseg.models.detector import resize_transform
+from instaseg.models.common.rcnn import build_rpn, rcnn_transform, roi_pooler
 from instaseg.models.maskrcnn.heads import MaskRoIHeads, Res5BoxHead
 from instaseg.models.maskrcnn.model import MaskRCNNDetector
 from instaseg.models.maskrcnn.recipe import DEFAULTS, norm_layer
@@ -85,5 +84,4 @@ def build(recipe: dict, num_classes: int, download_backbone: bool = False, freez
         mask_predictor=MaskRCNNPredictor(parts["mask_channels"], cfg["mask_dim_reduced"], num_classes + 1),
         box_loss_beta=float(cfg["box_loss_beta"]),
     )
-    transform = resize_transform(recipe["input"]["min_size"], recipe["input"]["max_size"])
-    return MaskRCNNDetector(transform, backbone, rpn, roi_heads)
+    return MaskRCNNDetector(rcnn_transform(recipe, cfg), backbone, rpn, roi_heads)
