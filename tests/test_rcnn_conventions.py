@@ -1,7 +1,7 @@
-"""The R-CNN conventions that differ between publishers, each a model-section switch: exact anchors (no rounding,
-level strides independent of the padding), aligned RoIAlign, adaptive sampling, the RPN's minimum proposal size and
-the L1 box losses, the mask paste. torchvision's values stay the defaults (its COCO weights load by name and must keep
-their outputs); the recipes of PaddleX's models set PaddleDetection's."""
+"""The R-CNN conventions that differ between publishers, each a model-section switch: exact anchors (no rounding, level
+strides independent of the padding), aligned RoIAlign, adaptive sampling, the RPN's minimum proposal size and the L1
+box losses, the mask paste, the rounding of the resized size. torchvision's values stay the defaults (its COCO
+weights load by name and must keep their outputs); the recipes of PaddleX's models set PaddleDetection's."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ PADDLEX_RECIPES = (
 def test_paddlex_recipes_carry_paddledetections_conventions(name):
     m = load_recipe(name)["model"]
     assert (m["anchors"], m["roi_align_aligned"], m["roi_sampling_ratio"]) == ("exact", True, 0)
-    assert m["mask_paste"] == "exact"
+    assert m["mask_paste"] == "exact" and m["size_rounding"] == "round"
     assert m["rpn_min_size"] == 1.0 and m["rpn_box_loss_beta"] == 0 and m["box_loss_beta"] == 0
     if name.startswith("cascade"):
         assert m["stage_loss_weights"] == pytest.approx([1 / 3] * 3)
@@ -142,6 +142,7 @@ def test_torchvisions_r50_fpn_keeps_torchvisions_conventions():
     m = load_recipe("maskrcnn_r50_fpn")["model"]  # torchvision's COCO weights: trained with its conventions
     assert (m["anchors"], m["roi_align_aligned"], m["roi_sampling_ratio"]) == ("torchvision", False, None)
     assert m["mask_paste"] == "torchvision" and _fast().mask_paste == "torchvision"
+    assert m["size_rounding"] == "floor" and _fast().input_spec.size_rounding == "floor"
     paddlex = load_recipe("maskrcnn_r50_fpn_paddlex")["model"]
     network = ("backbone", "fpn", "box_head", "levels", "fpn_channels", "mask_head_layers", "representation_size")
     assert all(paddlex[k] == m[k] for k in network)  # the same network
@@ -234,3 +235,20 @@ def test_exact_paste_reaches_the_predictor_and_the_eager_output():
     clear = np.abs(eager - 0.5) > 1e-5
     np.testing.assert_array_equal(ours[clear], (eager >= 0.5)[clear])
     assert ours.any() and (~ours).any()
+
+
+@pytest.mark.parametrize("paste", ["torchvision", "exact"])
+def test_size_rounding_reaches_the_input_spec_and_the_eager_resize(paste):
+    """A 187 x 212 picture at 96 px: torchvision's interpolate floors 187 x 96 / 212 = 84.68 to 84 rows,
+    PaddleDetection's Resize rounds it to 85. The rule reaches the spec every backend pre-processes by and the
+    eager model's own resize, with either paste."""
+    from instaseg.inference.preprocess import preprocess
+
+    image = torch.rand(3, 187, 212)
+    for rounding, rows in (("floor", 84), ("round", 85)):
+        model = _fast(f"model.size_rounding={rounding}", f"model.mask_paste={paste}").eval()
+        assert model.input_spec.size_rounding == rounding and model.mask_paste == paste
+        assert model.input_spec.resized_size(187, 212) == (rows, 96)
+        assert preprocess([image], model.input_spec)[1] == [(rows, 96)]
+        resized, _ = model.transform.resize(image, None)
+        assert tuple(resized.shape[-2:]) == (rows, 96)

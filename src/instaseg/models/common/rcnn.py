@@ -28,6 +28,7 @@ from instaseg.models.common.rules import (
     check_positive_ints,
 )
 from instaseg.models.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputSpec, RawOutput, resize_transform
+from instaseg.utils.resize_rule import SIZE_ROUNDINGS
 
 # The model keys every R-CNN recipe has, with torchvision's maskrcnn_resnet50_fpn values (so the defaults are that
 # model). An architecture's defaults add its own keys to these.
@@ -63,6 +64,8 @@ RCNN_DEFAULTS: dict[str, Any] = {
     "rpn_min_size": 0.001,  # proposals narrower or lower than this (input pixels) are dropped before NMS
     "rpn_box_loss_beta": 1 / 9,  # smooth-L1 beta of the RPN's box loss; 0 is an L1 loss
     "mask_paste": "torchvision",  # how a box's 28x28 mask lands in the image: torchvision | exact (see rcnn_ops)
+    # a resized side made an integer: floor (torchvision's interpolate) | round (half up: PaddleDetection's Resize)
+    "size_rounding": "floor",
 }
 
 # proposals kept before the box head, as multiples of the detections per image (eval.max_dets): a crowded image
@@ -93,6 +96,7 @@ def check_rcnn_section(cfg: dict, bad: Bad) -> None:
     check_non_negative(cfg, bad, ("rpn_min_size", "rpn_box_loss_beta"))
     check_choice(cfg, bad, "anchors", ("torchvision", "exact"))
     check_choice(cfg, bad, "mask_paste", ("torchvision", "exact"))
+    check_choice(cfg, bad, "size_rounding", SIZE_ROUNDINGS)
     ratio = cfg["roi_sampling_ratio"]
     if ratio is not None and not (isinstance(ratio, int) and not isinstance(ratio, bool) and ratio >= 0):
         raise bad("roi_sampling_ratio", "must be a non-negative integer (0: adaptive) or null")
@@ -156,12 +160,13 @@ def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
 
 
 def rcnn_transform(recipe: dict, cfg: dict) -> nn.Module:
-    """The recipe's resize rule as torchvision's transform (`resize_transform`'s settings), whose eval-mode mask
-    pasting follows ``mask_paste``."""
+    """The recipe's resize rule as torchvision's transform (`resize_transform`'s settings), its resized sides made
+    integers by ``size_rounding`` and its eval-mode mask pasting following ``mask_paste``."""
     size = (recipe["input"]["min_size"], recipe["input"]["max_size"])
+    rounding = cfg.get("size_rounding", "floor")
     if cfg.get("mask_paste", "torchvision") != "exact":
-        return resize_transform(*size)
-    return ExactPasteTransform(*size, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32)
+        return resize_transform(*size, size_rounding=rounding)
+    return ExactPasteTransform(*size, list(IMAGENET_MEAN), list(IMAGENET_STD), rounding)
 
 
 def busy_mask_logits(mask_predictor: nn.Module) -> None:

@@ -9,11 +9,12 @@
   ratio 0.5 is 46 px wide, 45.25 elsewhere) and takes a level's stride as padded size // map size: on an input padded
   to 32 but not 64, the max-pooled P6 map of a 800 px side has 13 cells and its stride comes out 61, not 64, so its
   anchors drift up to 36 px from where the others place them.
-- `ExactPasteTransform`: torchvision's `GeneralizedRCNNTransform` whose eval-mode output pastes each box's [M,M]
-  mask the way Detectron2, mmdetection and PaddleDetection do (``mask_paste: exact``): the map spans the box
-  exactly and is sampled bilinearly at every pixel centre, zero beyond it. torchvision pads the map by one pixel,
-  enlarges the box to match and truncates it to whole pixels, which moves a small object's mask by up to a pixel
-  and changes its outline (mean mask IoU 0.3-0.6 against PaddleDetection's on its own detections).
+- `ExactPasteTransform`: torchvision's `GeneralizedRCNNTransform` (through `CanvasTransform`, which can also round
+  the resized sides as PaddleDetection's ``Resize`` does: ``size_rounding: round``) whose eval-mode output pastes
+  each box's [M,M] mask the way Detectron2, mmdetection and PaddleDetection do (``mask_paste: exact``): the map
+  spans the box exactly and is sampled bilinearly at every pixel centre, zero beyond it. torchvision pads the map by
+  one pixel, enlarges the box to match and truncates it to whole pixels, which moves a small object's mask by up to
+  a pixel and changes its outline (mean mask IoU 0.3-0.6 against PaddleDetection's on its own detections).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, poolers, roi_align
+
+from instaseg.models.canvas import CanvasTransform
 
 
 class RoIPooler(MultiScaleRoIAlign):
@@ -113,9 +116,14 @@ def paste_masks_exact(masks: Tensor, boxes: Tensor, image_size: tuple[int, int])
     return F.grid_sample(masks[:, None], grid, align_corners=False)
 
 
-class ExactPasteTransform(GeneralizedRCNNTransform):
-    """torchvision's transform (the same resizing, normalisation and padding) whose eval-mode post-processing
-    pastes the masks with `paste_masks_exact` into each original image."""
+class ExactPasteTransform(CanvasTransform):
+    """torchvision's transform (the same resizing, normalisation and padding; sides rounded as ``size_rounding``
+    says) whose eval-mode post-processing pastes the masks with `paste_masks_exact` into each original image."""
+
+    def __init__(
+        self, min_size: int, max_size: int, mean: list[float], std: list[float], size_rounding: str = "floor"
+    ) -> None:
+        super().__init__(min_size, max_size, mean, std, False, None, size_rounding)  # no canvas, zero padding
 
     def postprocess(self, result, image_shapes, original_image_sizes):
         if self.training:
