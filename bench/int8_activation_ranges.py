@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -30,9 +31,13 @@ from instaseg.models.detector import RANGE_ESTIMATORS  # noqa: E402
 
 
 def export_with(ckpt: Path, data: Path, out: Path, rule: str | None, max_drop: float) -> dict:
-    """The INT8 export of ``ckpt`` with the architecture's settings, its range rule replaced by ``rule``."""
+    """The INT8 export of ``ckpt`` with the architecture's settings, its range rule replaced by ``rule``; one
+    already in ``out`` is reused (delete the folder to export again)."""
     from instaseg.export import export_model
     from instaseg.models.factory import model_from_checkpoint
+
+    if (out / "model_int8.report.json").is_file() and (out / "model_int8.xml").is_file():
+        return {"path": str(out / "model_int8.xml"), "report": json.loads((out / "model_int8.report.json").read_text())}
 
     settings = model_from_checkpoint(ckpt)[0].quantization
     if rule is not None:
@@ -61,14 +66,15 @@ def overruns(int8_path: str, fp32_path: str, images: list) -> list[tuple[float, 
     model = core.read_model(fp32_path)
     taps = {op.get_friendly_name(): op for op in model.get_ops() if op.get_friendly_name() in bounds}
     names = sorted(taps)
+    first = len(model.outputs)  # the taps become outputs after the model's own, in this order
     model.add_outputs([taps[name].output(0) for name in names])
     request = core.compile_model(model, "CPU").create_infer_request()
     backend = instaseg.create_model(fp32_path).backend
     peaks = dict.fromkeys(names, 0.0)
     for feed in calibration_feeds(images, backend.spec, backend.graph):
-        outputs = request.infer(feed)
-        for name in names:
-            peaks[name] = max(peaks[name], float(np.abs(outputs[taps[name].output(0)]).max()))
+        values = list(request.infer(feed).values())[first:]
+        for name, value in zip(names, values, strict=True):
+            peaks[name] = max(peaks[name], float(np.abs(value).max()) if value.size else 0.0)
     return sorted(((peaks[n] / max(bounds[n], 1e-12), n) for n in names), reverse=True)
 
 
@@ -93,7 +99,8 @@ def main() -> None:
 
     gt = validation_subset(split_file(holdout, "train"))
     images = [read_image(gt.image_path(record)) for record in gt.images]
-    fp32 = export_model(ckpt, format="openvino", out=folder / "ranges" / "fp32")["path"]
+    fp32 = folder / "ranges" / "fp32" / "model.xml"
+    fp32 = str(fp32) if fp32.is_file() else export_model(ckpt, format="openvino", out=fp32.parent)["path"]
     rows = {"fp32": (holdout_ap(fp32, gt), None, None)}
     for rule in args.rules:
         result = export_with(ckpt, data, folder / "ranges" / rule, rule, args.max_ap_drop)
