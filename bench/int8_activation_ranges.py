@@ -6,9 +6,10 @@ settings with each other range rule, on the held-out pictures of `bench/int8_acc
 
 WORK is an `int8_accuracy.py` work folder: its data, its held-out set and the checkpoint it trained for the recipe
 and seed (run that first). Each rule exports INT8 as `instaseg export --int8` does (calibrated on the train split,
-under accuracy control on the val split) into WORK/<recipe>/seed<N>/ranges/<rule>; the fp32 export beside it.
-Besides AP it prints, per rule, the widest activation range of the INT8 graph next to the fp32 graph's largest
-activation at that point on the held-out pictures, which shows where pictures run past the calibrated range.
+under accuracy control on the val split) into WORK/<recipe>/seed<N>/ranges/<rule>, the fp32 export beside it;
+exports already there are reused. Besides AP it prints, per rule, how many of the INT8 graph's activation ranges
+the fp32 graph's largest value on the held-out pictures overruns 2x or more, and the worst such ratio with its
+place: where pictures run past the calibrated range.
 
 "minmax" is NNCF's default: a per-tensor activation range is the mean over calibration pictures of each picture's
 extremes, so pictures that drive a layer far beyond its usual range are clipped there; "extremes" takes the
