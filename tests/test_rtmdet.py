@@ -74,14 +74,16 @@ def test_head_shares_convs_across_levels_and_one_tower_feeds_class_and_box():
     assert head.num_params == (10 * 8 + 8) + (8 * 8 + 8) + (8 + 1)
 
 
-def test_dynamic_masks_equal_grouped_convolutions():
-    """The batched matrix products compute the published per-instance 1x1 conv stack."""
+@pytest.mark.parametrize("shared_prototypes", [False, True])
+def test_dynamic_masks_equal_grouped_convolutions(shared_prototypes):
+    """The batched matrix products (either order of the first layer) compute the published per-instance 1x1 conv
+    stack."""
     torch.manual_seed(0)
     n, protos = 5, torch.randn(8, 6, 7)
     sizes = [(8, 10), (8, 8), (1, 8)]
     kernels = torch.randn(n, sum(o * i + o for o, i in sizes))
     points, strides = torch.rand(n, 2) * 50, torch.tensor([8.0, 8, 16, 32, 16])
-    got = dynamic_mask_logits(protos, kernels, points, strides, sizes, 8)
+    got = dynamic_mask_logits(protos, kernels, points, strides, sizes, 8, shared_prototypes)
     coords = relative_coordinates(points, strides, 6, 7, 8).reshape(n, 2, 6, 7)
     x = torch.cat([coords, protos[None].expand(n, -1, -1, -1)], dim=1).reshape(1, -1, 6, 7)
     offset = sum(o * i for o, i in sizes)
@@ -94,6 +96,33 @@ def test_dynamic_masks_equal_grouped_convolutions():
         if k < 2:
             x = F.relu(x)
     torch.testing.assert_close(got, x.reshape(n, 6, 7), rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_at_kept_points_equal_the_dense_kernel_maps():
+    """Inference computes each kept instance's kernel from its window of the pyramid; it must equal the dense
+    kernel maps at that point on every level, at corners and edges (where the convs' zero padding matters) too."""
+    model = _model().eval()
+    torch.manual_seed(1)
+    for module in model.head.modules():  # BatchNorm statistics away from identity, so the padding rule shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.bias.data.uniform_(-1.0, 1.0)
+        elif isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.normal_(module.weight, 0.0, 0.1)
+    image = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        feats = model.neck(model.backbone(image))
+        dense = model.head(feats)[2]
+        points, want = [], []
+        for kmap, stride in zip(dense, model.head.strides, strict=True):
+            h, w = kmap.shape[-2:]
+            for r, c in {(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h // 2, w // 2), (1, w - 2), (h - 1, 1)}:
+                points.append([c * stride, r * stride, stride])
+                want.append(kmap[0, :, r, c])
+        got = model.head.kernels_at([f[0] for f in feats], torch.tensor(points, dtype=torch.float32))
+    torch.testing.assert_close(got, torch.stack(want), rtol=1e-4, atol=1e-5)
+    assert torch.stack(want).abs().max() > 1.0  # kernels that a wrong window would visibly change
 
 
 def test_assigner_matches_points_inside_objects_only():

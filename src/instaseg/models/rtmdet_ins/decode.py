@@ -9,6 +9,8 @@ boundary is computed from a size: the exported graph stays valid at any input si
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from instaseg.models.common.nms import nms_kept
@@ -31,7 +33,7 @@ def level_candidates(
 def detect_single(
     scores: list[torch.Tensor],  # per level [A_l, K] probabilities
     boxes: list[torch.Tensor],  # per level [A_l, 4]
-    kernels: list[torch.Tensor],  # per level [A_l, P]
+    kernels_at: Callable[[torch.Tensor], torch.Tensor],  # kept priors [N,3] -> their kernels [N,P]
     priors: list[torch.Tensor],  # per level [A_l, 3]
     prototypes: torch.Tensor,  # [C, h, w]
     frame: tuple,  # (h, w) boxes are clipped to: Python ints or traced 0-d tensors
@@ -40,20 +42,21 @@ def detect_single(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(boxes [N,4] clipped to ``frame``, scores [N], labels [N] 1..K, mask logits [N,h,w] at the prototype
     stride) of one image."""
-    levels = zip(scores, boxes, kernels, priors, strict=True)
-    found = [level_candidates(s, [b, k, p], int(cfg["nms_pre"])) for s, b, k, p in levels]
+    levels = zip(scores, boxes, priors, strict=True)
+    found = [level_candidates(s, [b, p], int(cfg["nms_pre"])) for s, b, p in levels]
     cand_scores = torch.cat([f[0] for f in found])
     labels = torch.cat([f[1] for f in found])
-    cand_boxes, cand_kernels, cand_priors = (torch.cat([f[2][i] for f in found]) for i in range(3))
+    cand_boxes, cand_priors = (torch.cat([f[2][i] for f in found]) for i in range(2))
     cand_boxes = clip_boxes(cand_boxes, frame[0], frame[1])
     size = cand_boxes[:, 2:] - cand_boxes[:, :2]
     keep = (cand_scores > cfg["score_threshold"]) & (size[:, 0] > 0) & (size[:, 1] > 0)  # min_bbox_size 0
     cand_scores, labels, cand_boxes = cand_scores[keep], labels[keep], cand_boxes[keep]
-    cand_kernels, cand_priors = cand_kernels[keep], cand_priors[keep]
+    cand_priors = cand_priors[keep]
     bound = torch.cat([cand_boxes.reshape(-1), cand_boxes.new_zeros(1)]).abs().max()
     kept = nms_kept(cand_boxes, cand_scores, labels, cfg, bound)
     chosen = cand_priors[kept]
+    kernels = kernels_at(chosen)
     logits = dynamic_mask_logits(
-        prototypes, cand_kernels[kept], chosen[:, :2], chosen[:, 2], head.dyn_sizes, head.strides[0]
+        prototypes, kernels, chosen[:, :2], chosen[:, 2], head.dyn_sizes, head.strides[0], shared_prototypes=True
     )
     return cand_boxes[kept], cand_scores[kept], labels[kept] + 1, logits

@@ -100,24 +100,64 @@ class RTMDetInsHead(nn.Module):
             nn.init.constant_(cls.bias, prior)
             nn.init.constant_(reg.bias, 1.0)  # boxes start one stride from the point on each side
 
-    def forward(self, feats: list[torch.Tensor]) -> tuple[list, list, list, torch.Tensor]:
+    def forward(self, feats: list[torch.Tensor], kernels: bool = True) -> tuple[list, list, list, torch.Tensor]:
         """Per level: class logits [B,K,h,w], box distances in pixels [B,4,h,w] (l, t, r, b), kernels
-        [B,P,h,w]; and the prototypes [B,num_prototypes,H/8,W/8]."""
+        [B,P,h,w]; and the prototypes [B,num_prototypes,H/8,W/8]. ``kernels`` False leaves the kernel maps out
+        (an empty list): inference computes kernels only where instances were kept (``kernels_at``)."""
         cls_out, reg_out, kernel_out = [], [], []
         for i, (x, stride) in enumerate(zip(feats, self.strides, strict=True)):
             feat = self.cls_convs[i](x)
             cls_out.append(self.rtm_cls[i](feat))
-            kernel_out.append(self.rtm_kernel[i](self.kernel_convs[i](x)))
+            if kernels:
+                kernel_out.append(self.rtm_kernel[i](self.kernel_convs[i](x)))
             reg_out.append(F.relu(self.rtm_reg[i](feat)) * stride)
         return cls_out, reg_out, kernel_out, self.mask_head(feats)
+
+    def kernels_at(self, feats: list[torch.Tensor], points: torch.Tensor) -> torch.Tensor:
+        """Kernels [N,P] at N prior points (x, y, stride) [N,3] of one image's pyramid ``feats`` (each [C,h,w]): the
+        dense kernel maps' values at those points, computed from the (2d+1) x (2d+1) window that the tower's d
+        stacked 3x3 convs read around each point.
+
+        Why: the dense kernel tower costs as much as the class tower (2.8 of the 21 GFLOPs of rtmdet_ins_tiny at
+        640 px), and only the kept instances' kernels are ever used. Outside the map the windows hold zeros after
+        every conv, as the dense convs' zero padding does. Each point goes through every level's tower and keeps
+        its own level's result: three times a few MFLOPs per point, and no empty batches in an exported graph."""
+        depth = len(self.kernel_convs[0])
+        offsets = torch.arange(2 * depth + 1, device=points.device) - depth
+        out = points.new_zeros((points.shape[0], self.num_params))
+        for level, (x, stride) in enumerate(zip(feats, self.strides, strict=True)):
+            rows = (points[:, 1] / stride).round().long()[:, None] + offsets  # [N, 2d+1]
+            cols = (points[:, 0] / stride).round().long()[:, None] + offsets
+            inside_r = (rows >= 0) & (rows < x.shape[1])
+            inside_c = (cols >= 0) & (cols < x.shape[2])
+            rows, cols = rows.clamp(0, x.shape[1] - 1), cols.clamp(0, x.shape[2] - 1)
+            inside = (inside_r[:, :, None] & inside_c[:, None, :]).unsqueeze(1).to(x.dtype)  # [N,1,2d+1,2d+1]
+            # one gather along the flattened map: indexing rows and columns separately exports as transposes of
+            # the whole map
+            flat = (rows[:, :, None] * x.shape[2] + cols[:, None, :]).reshape(-1)
+            window = x.flatten(1).index_select(1, flat).reshape(x.shape[0], -1, len(offsets), len(offsets))
+            window = window.transpose(0, 1) * inside  # [N,C,2d+1,2d+1]
+            for layer in self.kernel_convs[level]:
+                conv = layer.conv
+                window = layer.act(layer.bn(F.conv2d(window, conv.weight, conv.bias, 1, 0, 1, conv.groups)))
+                inside = inside[:, :, 1:-1, 1:-1]
+                window = window * inside
+            kernels = self.rtm_kernel[level](window).flatten(1)
+            out = torch.where((points[:, 2] == stride)[:, None], kernels, out)
+        return out
+
+
+def pixel_positions(h: int, w: int, mask_stride: int, like: torch.Tensor) -> torch.Tensor:
+    """[2, h*w] (x, y) in input pixels of every prototype-map pixel, row-major."""
+    ys = torch.arange(h, device=like.device, dtype=like.dtype) * mask_stride
+    xs = torch.arange(w, device=like.device, dtype=like.dtype) * mask_stride
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=0)
 
 
 def relative_coordinates(points: torch.Tensor, strides: torch.Tensor, h: int, w: int, mask_stride: int) -> torch.Tensor:
     """[N,2,h*w]: (instance point - map pixel position) / (8 x instance stride), the published normalisation."""
-    ys = torch.arange(h, device=points.device, dtype=points.dtype) * mask_stride
-    xs = torch.arange(w, device=points.device, dtype=points.dtype) * mask_stride
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=0)  # [2, h*w]
+    grid = pixel_positions(h, w, mask_stride, points)
     return (points[:, :, None] - grid[None]) / (strides[:, None, None] * 8.0)
 
 
@@ -128,20 +168,54 @@ def dynamic_mask_logits(
     strides: torch.Tensor,
     dyn_sizes: list[tuple[int, int]],
     mask_stride: int,
+    shared_prototypes: bool = False,
 ) -> torch.Tensor:
     """Mask logits [N,h,w] of N instances on one image's prototypes [C,h,w], from their kernels [N,P].
 
     The kernel holds all weights (layer by layer, each [out, in] row-major) and then all biases.
+    ``shared_prototypes`` (inference): the first layer's product with the prototypes is one [N*o, C] x [C, h*w]
+    product for all instances, instead of a product with N concatenated copies of them: the same sums in another
+    order, without building the [N, 2+C, h*w] input (in an exported 100-instance graph, its broadcast and
+    concatenation took more time than the products). Training keeps the concatenated form, whose rounding its
+    results were measured with.
     """
     n = kernels.shape[0]
     c, h, w = prototypes.shape
-    coords = relative_coordinates(points, strides, h, w, mask_stride)
-    x = torch.cat([coords, prototypes.reshape(1, c, h * w).expand(n, c, h * w)], dim=1)  # [N, 2+C, h*w]
     weight_numel = [o * i for o, i in dyn_sizes]
     splits = torch.split(kernels, weight_numel + [o for o, _ in dyn_sizes], dim=1)
     weights, biases = splits[: len(dyn_sizes)], splits[len(dyn_sizes) :]
-    for k, ((o, i), wk, bk) in enumerate(zip(dyn_sizes, weights, biases, strict=True)):
+    if shared_prototypes:
+        x = F.relu(_first_layer_shared(prototypes, weights[0], biases[0], points, strides, dyn_sizes[0], mask_stride))
+        layers = list(zip(dyn_sizes, weights, biases, strict=True))[1:]
+    else:
+        coords = relative_coordinates(points, strides, h, w, mask_stride)
+        x = torch.cat([coords, prototypes.reshape(1, c, h * w).expand(n, c, h * w)], dim=1)  # [N, 2+C, h*w]
+        layers = list(zip(dyn_sizes, weights, biases, strict=True))
+    for k, ((o, i), wk, bk) in enumerate(layers, start=len(dyn_sizes) - len(layers)):
         x = torch.bmm(wk.reshape(n, o, i), x) + bk.reshape(n, o, 1)
         if k < len(dyn_sizes) - 1:
             x = F.relu(x)
     return x.reshape(n, h, w)
+
+
+def _first_layer_shared(
+    prototypes: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    points: torch.Tensor,
+    strides: torch.Tensor,
+    size: tuple[int, int],
+    mask_stride: int,
+) -> torch.Tensor:
+    """The first dynamic layer [N, o, h*w] as one product of all instances' rows with [prototypes; x; y; 1]:
+    the relative coordinates (point - pixel) / (8 stride) are linear in the pixel position, so each instance's
+    coordinate weights fold into a pixel-position weight and its bias."""
+    (o, i), n = size, weight.shape[0]
+    c, h, w = prototypes.shape
+    weight = weight.reshape(n, o, i)
+    coord_w = weight[:, :, :2] / (strides[:, None, None] * 8.0)  # [N, o, 2]
+    shift = bias.reshape(n, o) + (coord_w @ points[:, :, None]).squeeze(2)
+    rows = torch.cat([weight[:, :, 2:], -coord_w, shift[:, :, None]], dim=2).reshape(n * o, c + 3)
+    pixels = pixel_positions(h, w, mask_stride, prototypes)
+    pixels = torch.cat([pixels, torch.ones_like(pixels[:1])])  # [3, h*w]: x, y, 1
+    return (rows @ torch.cat([prototypes.reshape(c, h * w), pixels])).reshape(n, o, h * w)

@@ -12,6 +12,8 @@ What MMDetection's published RTMDet-Ins does, stated through the contract so tha
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -66,13 +68,15 @@ class RTMDetIns(TransformDetector):
         self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
         self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_forward gives
 
-    def _levels(self, batch: torch.Tensor) -> tuple[list, list, list, torch.Tensor, list]:
-        """Per level [B, A_l, .]: class logits, boxes (xyxy pixels), kernels, and priors [A_l, 3]; the prototypes."""
-        cls, reg, kern, protos = self.head(self.neck(self.backbone(batch)))
+    def _levels(self, batch: torch.Tensor, kernels: bool = True) -> tuple[list, list, list, torch.Tensor, list, list]:
+        """Per level [B, A_l, .]: class logits, boxes (xyxy pixels), kernels (none unless ``kernels``), and priors
+        [A_l, 3]; the prototypes; the neck's feature maps."""
+        feats = self.neck(self.backbone(batch))
+        cls, reg, kern, protos = self.head(feats, kernels=kernels)
         strides = zip(cls, self.head.strides, strict=True)
         priors = [make_priors([tuple(c.shape[-2:])], (stride,), batch.device) for c, stride in strides]
         boxes = [distance_to_boxes(p[None], flatten_levels([r])) for p, r in zip(priors, reg, strict=True)]
-        return [flatten_levels([c]) for c in cls], boxes, [flatten_levels([k]) for k in kern], protos, priors
+        return [flatten_levels([c]) for c in cls], boxes, [flatten_levels([k]) for k in kern], protos, priors, feats
 
     def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
         return box_cropped_output(out, self.mask_stride, input_size, image_size, crop=False, logits=True)
@@ -80,12 +84,12 @@ class RTMDetIns(TransformDetector):
     def raw_outputs(self, batch: torch.Tensor, frames: list[tuple]) -> list[tuple[torch.Tensor, ...]]:
         """Per image of a normalised, padded batch: (boxes [N,4] clipped to the image's ``frames`` (h, w), scores
         [N], labels [N] 1..K, mask logits [N, H/8, W/8] covering the padded batch frame)."""
-        cls, boxes, kern, protos, priors = self._levels(batch)
+        cls, boxes, _, protos, priors, feats = self._levels(batch, kernels=False)
         return [
             detect_single(
                 [c[b].sigmoid() for c in cls],
                 [x[b] for x in boxes],
-                [k[b] for k in kern],
+                partial(self.head.kernels_at, [f[b] for f in feats]),
                 priors,
                 protos[b],
                 frame,
@@ -108,7 +112,7 @@ class RTMDetIns(TransformDetector):
 
     # ---- training ----
     def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
-        cls, boxes, kern, protos, priors = self._levels(batch)
+        cls, boxes, kern, protos, priors, _ = self._levels(batch)
         cls, boxes, kern, priors = torch.cat(cls, 1), torch.cat(boxes, 1), torch.cat(kern, 1), torch.cat(priors)
         # zero terms keep every branch in the graph when a batch has no positives (DDP wants all gradients)
         cls_sum, box_sum, mask_sum = cls.new_zeros(()), boxes.sum() * 0, protos.sum() * 0 + kern.sum() * 0
