@@ -44,7 +44,8 @@ class MaskRTDETR(TransformDetector):
         "hundred calibration pictures disturbed the box refinement: NNCF's defaults cost mask AP 10.7 -> 2.4 and "
         "box AP 9.2 -> 0.4 on the fast recipe); the query x pixel-feature products that make the masks stay in "
         "float. Symmetric activation ranges (performance preset): the mixed preset's zero points cost the fast "
-        "recipe's INT8 network at 256 px all of its gain (1.04x fp32's speed, 1 thread; 1.2x with this preset) "
+        "recipe's INT8 network at 256 px all of its gain (1.04x fp32's speed, 1 thread; 1.15-1.18x with this preset "
+        "and the graph's fewer layout conversions) "
         "and no mask AP was lost without them (27.1 fp32 -> 27.7 INT8 on bench/int8_accuracy.py's held-out set)"
     )
 
