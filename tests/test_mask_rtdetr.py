@@ -15,7 +15,7 @@ from instaseg.models.mask_rtdetr.assigner import HungarianMatcher
 from instaseg.models.mask_rtdetr.attention import MSDeformableAttention, deformable_sampling
 from instaseg.models.mask_rtdetr.backbone import HGNetV2
 from instaseg.models.mask_rtdetr.denoising import build_denoising
-from instaseg.models.mask_rtdetr.heads import masks_to_boxes_normalised
+from instaseg.models.mask_rtdetr.heads import mask_logits, masks_to_boxes_normalised
 from instaseg.models.recipes import apply_overrides, load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,6 +108,42 @@ def test_deformable_attention_starts_at_the_reference_box() -> None:
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.6, 0.1, 0.3]]])
     out = attn(torch.randn(1, 2, 8), boxes, memory)
     torch.testing.assert_close(out[0, 0], out[0, 1])
+
+
+def test_value_projection_as_a_convolution_matches_the_linear_layer_on_tokens() -> None:
+    """The values are projected by a 1x1 convolution on each map (no transposes in the exported graph): the same
+    numbers as the linear layer on the flattened map, split into heads, that it replaced."""
+    torch.manual_seed(0)
+    attn = MSDeformableAttention(dim=8, heads=2, levels=2, points=3).eval()
+    torch.nn.init.normal_(attn.value_proj.bias)
+    torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.3)
+    torch.nn.init.normal_(attn.attention_weights.weight)
+    memory = [torch.randn(2, 8, 6, 5), torch.randn(2, 8, 3, 4)]
+    query, boxes = torch.randn(2, 4, 8), torch.rand(2, 4, 4) * 0.5 + 0.25
+    values = []
+    for level in memory:  # the former layout: tokens [B, h*w, D] through the linear layer, then [B*heads, D/heads]
+        b, d, h, w = level.shape
+        tokens = attn.value_proj(level.flatten(2).transpose(1, 2))
+        values.append(tokens.transpose(1, 2).reshape(b * attn.heads, d // attn.heads, h, w))
+    offsets = attn.sampling_offsets(query).reshape(2, 4, attn.heads, attn.levels, attn.points, 2)
+    weights = attn.attention_weights(query).reshape(2, 4, attn.heads, -1).softmax(-1)
+    weights = weights.reshape(2, 4, attn.heads, attn.levels, attn.points)
+    ref = boxes[:, :, None, None, None, :]
+    locations = ref[..., :2] + offsets / attn.points * ref[..., 2:] * 0.5
+    want = attn.output_proj(deformable_sampling(values, locations, weights))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(query, boxes, memory), want, atol=1e-6, rtol=1e-6)
+
+
+def test_mask_logits_and_boxes_from_logits_match_the_plain_forms() -> None:
+    g = torch.Generator().manual_seed(0)
+    embed, feat = torch.randn(2, 5, 4, generator=g), torch.randn(2, 4, 6, 7, generator=g)
+    want = (embed @ feat.flatten(2)).reshape(2, 5, 6, 7)
+    torch.testing.assert_close(mask_logits(embed, feat), want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(mask_logits(embed[0], feat[0]), want[0], atol=1e-6, rtol=1e-6)  # one picture
+    logits = want - 2.0  # some masks empty, some partial
+    assert (logits > 0).flatten(2).any(-1).sum() not in (0, logits.shape[0] * logits.shape[1])
+    torch.testing.assert_close(masks_to_boxes_normalised(logits, 0.0), masks_to_boxes_normalised(logits > 0))
 
 
 def test_denoising_groups_and_their_attention_mask() -> None:

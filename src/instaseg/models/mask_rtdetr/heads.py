@@ -77,13 +77,19 @@ def make_anchors(shapes: list[tuple[int, int]], device: torch.device, eps: float
     return torch.where(valid, logits, torch.full_like(logits, float("inf"))), valid
 
 
-def masks_to_boxes_normalised(masks: torch.Tensor) -> torch.Tensor:
-    """[B,Q,h,w] bool -> [B,Q,4] (cx, cy, w, h) / map size of each mask's extent; all zero for an empty mask."""
+def masks_to_boxes_normalised(masks: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """[B,Q,h,w] bool, or logits with the ``threshold`` their pixels must exceed -> [B,Q,4] (cx, cy, w, h) / map
+    size of each mask's extent; all zero for an empty mask. From logits, a column holds a pixel of the mask when
+    its highest logit exceeds the threshold: the same boxes without a boolean copy of every mask."""
     h, w = masks.shape[-2:]
-    m = masks.to(torch.float32)
     ys = torch.arange(h, device=masks.device, dtype=torch.float32)
     xs = torch.arange(w, device=masks.device, dtype=torch.float32)
-    cols, rows = m.amax(dim=-2), m.amax(dim=-1)  # [B,Q,w], [B,Q,h]
+    if threshold is None:
+        m = masks.to(torch.float32)
+        cols, rows = m.amax(dim=-2), m.amax(dim=-1)  # [B,Q,w], [B,Q,h]
+    else:
+        cols = (masks.amax(dim=-2) > threshold).to(torch.float32)
+        rows = (masks.amax(dim=-1) > threshold).to(torch.float32)
     big = 1e8
     x1 = (xs * cols).amax(-1) + 1
     y1 = (ys * rows).amax(-1) + 1
@@ -92,6 +98,15 @@ def masks_to_boxes_normalised(masks: torch.Tensor) -> torch.Tensor:
     box = torch.stack([x0, y0, x1, y1], dim=-1) * (cols.amax(-1, keepdim=True) > 0).to(torch.float32)
     box = box / torch.stack([xs[-1] + 1, ys[-1] + 1]).repeat(2)  # from the ranges: stays dynamic in a trace
     return torch.cat([(box[..., :2] + box[..., 2:]) / 2, box[..., 2:] - box[..., :2]], dim=-1)
+
+
+def mask_logits(embed: torch.Tensor, mask_feat: torch.Tensor) -> torch.Tensor:
+    """[..., Q, P] prototype coefficients . [..., P, h, w] per-pixel prototypes -> mask logits [..., Q, h, w]."""
+    h, w = mask_feat.shape[-2:]
+    n = mask_feat.dim()
+    # [..., h*w, P] by a permute (see `select_queries`), the matrix product reading it transposed
+    pixels = mask_feat.permute(*range(n - 3), n - 2, n - 1, n - 3).flatten(-3, -2)
+    return (embed @ pixels.transpose(-1, -2)).unflatten(-1, (h, w))
 
 
 class MaskTransformer(nn.Module):
@@ -128,16 +143,15 @@ class MaskTransformer(nn.Module):
     def predict(self, x: torch.Tensor, mask_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class logits, mask logits) of query embeddings: the shared heads after the decoder norm."""
         x = self.dec_norm(x)
-        embed = self.mask_query_head(x)  # [B,Q,P]
-        b, p, h, w = mask_feat.shape
-        masks = (embed @ mask_feat.flatten(2)).reshape(b, -1, h, w)
-        return self.score_head(x), masks
+        return self.score_head(x), mask_logits(self.mask_query_head(x), mask_feat)
 
     def select_queries(self, memory: list[torch.Tensor], mask_feat: torch.Tensor):
         """IoU-aware query selection: the ``num_queries`` tokens of best class score become the content queries,
         their predicted boxes (or, mask-enhanced, the boxes of their masks) the initial references."""
         shapes = [tuple(m.shape[-2:]) for m in memory]
-        tokens = torch.cat([m.flatten(2).transpose(1, 2) for m in memory], dim=1)
+        # channels moved last by a permute, not flatten + transpose: OpenVINO's convolutions already write channels
+        # last, and it drops a permute to that layout where a reshape of the map needed a reorder
+        tokens = torch.cat([m.permute(0, 2, 3, 1).flatten(1, 2) for m in memory], dim=1)
         anchors, valid = make_anchors(shapes, tokens.device)
         tokens = self.enc_output(torch.where(valid, tokens, torch.zeros_like(tokens)))
         enc_logits = self.score_head(tokens)
@@ -149,7 +163,7 @@ class MaskTransformer(nn.Module):
         logits, masks = self.predict(content, mask_feat)
         encoder_out = Predictions(logits, ref_unact.sigmoid(), masks)
         if self.mask_enhanced:
-            ref_unact = inverse_sigmoid(masks_to_boxes_normalised(masks > 0))
+            ref_unact = inverse_sigmoid(masks_to_boxes_normalised(masks, threshold=0.0))
         return content.detach(), ref_unact, encoder_out
 
     def forward(self, feats: list[torch.Tensor], mask_feat: torch.Tensor, dn: DenoisingGroup | None = None):
