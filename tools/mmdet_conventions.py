@@ -8,8 +8,9 @@ the same code:
   by the stride, resized to ``ceil(canvas * (1 / scale))`` with the width's scale factor applied to the height and
   the height's to the width, then cut to the original size;
 - K2 `opencv_resized`: ``mmcv.imrescale``'s resize of the uint8 picture (``cv2.INTER_LINEAR``, rounded back to
-  uint8), which MMDetection's pipeline does before normalising, to `rescaled_size` (rounded half up, as our
-  RTMDet-Ins and SOLOv2 now size pictures too: ``InputSpec.size_rounding``; torchvision's ``interpolate`` floors);
+  uint8), which MMDetection's pipeline does before normalising (the published RTMDet-Ins recipes now do too:
+  ``resize_order: uint8_bilinear``), to `rescaled_size` (rounded half up, as our RTMDet-Ins and SOLOv2 now size
+  pictures too: ``InputSpec.size_rounding``; torchvision's ``interpolate`` floors);
 - K3 `two_step_masks`: SOLOv2 ``_predict_by_feat_single``: stride-4 probabilities upsampled x4 to the padded input,
   cut to the resized picture, then resized to the original.
 """
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from instaseg.utils import resize_rule
 
 
 def rescaled_size(height: int, width: int, short_edge: float, long_edge: float) -> tuple[int, int]:
@@ -32,8 +34,8 @@ def rescaled_size(height: int, width: int, short_edge: float, long_edge: float) 
 
 def opencv_resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """K2: an HxWx3 uint8 picture resized to ``size`` (h, w) as MMDetection's ``Resize`` does it (mmcv's "bilinear"
-    is ``cv2.INTER_LINEAR``; OpenCV computes uint8 in fixed point and rounds)."""
-    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    is ``cv2.INTER_LINEAR``; OpenCV computes uint8 in fixed point and rounds): ``resize_order: uint8_bilinear``."""
+    return resize_rule.opencv_resized(image, size, "uint8_bilinear")
 
 
 def canvas_masks(

@@ -332,6 +332,24 @@ def resized_sizes(ours, samples, pictures: list[str]) -> dict:
     return out
 
 
+def input_differences(arch: str, ours, x: torch.Tensor, samples, paths: list[str]) -> dict:
+    """Per picture, |our pre-processed tensor - the reference's| over the resized picture (normalised units, RGB;
+    RTMDet-Ins's reference reads BGR): mean and max; where the sizes differ, null. Tells the resize order (K2,
+    ``resize_order``) apart."""
+    x = x.flip(1) if arch == "rtmdet_ins" else x
+    out = {}
+    for i, (s, path) in enumerate(zip(samples, paths, strict=True)):
+        mine, sizes = preprocess([read_rgb(path)], ours.input_spec)
+        h, w = sizes[0]
+        (h0, w0), (sx, sy) = s.ori_shape, s.scale_factor
+        if (h, w) != (round(h0 * sy), round(w0 * sx)):
+            out[os.path.basename(path)] = None
+            continue
+        diff = (mine[0, :, :h, :w] - x[i, :, :h, :w]).abs()
+        out[os.path.basename(path)] = {"mean": float(diff.mean()), "max": float(diff.max())}
+    return out
+
+
 def run(name: str, data: str, pictures: list[str], f64: str, folder: str) -> dict:
     arch, config = MODELS[name]
     start = time.time()
@@ -351,6 +369,7 @@ def run(name: str, data: str, pictures: list[str], f64: str, folder: str) -> dic
     features, head = stage_a(ref, ours, x)
     out = {"model": name, "config": config, "pictures": pictures, "features": features, "head": head}
     out["resized"] = resized_sizes(ours, samples, pictures)
+    out["input_difference"] = input_differences(arch, ours, x, samples, paths)
     if f64 == "always" or (f64 == "auto" and max(features, head) > FEATURE_TOL):
         out["float64"] = float64_stage_a(arch, ref, ours, x[:1], samples[:1])
     if arch == "rtmdet_ins":

@@ -25,6 +25,19 @@ def pad_description(spec: InputSpec) -> str:
     return f"{value} at the bottom and right, to a multiple of {spec.size_divisible}{canvas}"
 
 
+def resize_description(spec: InputSpec) -> str:
+    """How an image is resized, in words, for readers of the exported file that are not instaseg."""
+    if spec.keep_ratio:
+        side = "floor(side * scale)" if spec.size_rounding == "floor" else "int(side * scale + 0.5)"
+        rule = f"by scale = min(min_size / min(h, w), max_size / max(h, w)), each side {side}"
+    else:
+        rule = "to max_size x max_size (the aspect ratio not kept)"
+    if spec.resize_order == "float":
+        return f"bilinear (after normalising, in float) {rule}"
+    interpolation = "INTER_LINEAR" if spec.resize_order == "uint8_bilinear" else "INTER_CUBIC"
+    return f"the uint8 picture by OpenCV cv2.resize {interpolation} (before normalising) {rule}"
+
+
 def build_metadata(
     info: dict, spec: InputSpec, graph: dict, precision: str = "fp32", int8: bool = False, **extra: Any
 ) -> dict:
@@ -50,16 +63,14 @@ def build_metadata(
             "max_size": spec.max_size,
             "resize": "keep_ratio" if spec.keep_ratio else "stretch",
             "size_rounding": spec.size_rounding,
+            "resize_order": spec.resize_order,
         },
         "preprocess": {
             "color": "RGB",
             "scale": "1/255",
             "mean": list(spec.mean),
             "std": list(spec.std),
-            "resize": "bilinear by scale = min(min_size / min(h, w), max_size / max(h, w)), each side "
-            + ("floor(side * scale)" if spec.size_rounding == "floor" else "int(side * scale + 0.5)")
-            if spec.keep_ratio
-            else "bilinear to max_size x max_size (the aspect ratio not kept)",
+            "resize": resize_description(spec),
             "size_divisible": spec.size_divisible,
             "pad": pad_description(spec),
             "pad_to_square": spec.pad_to_square,

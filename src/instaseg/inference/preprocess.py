@@ -3,8 +3,10 @@
 It reproduces torchvision's GeneralizedRCNNTransform step for step (normalise, then bilinear resize with the
 same scale arithmetic, the resized sides made integers by the spec's ``size_rounding``, or to its fixed size for a
 stretched square, then padding to a multiple of ``size_divisible``: zeros, or the spec's canvas and pad value),
-so that the predictor feeds the network exactly what the eager model would see. Keeping it outside the model is
-what lets exported graphs (ONNX, OpenVINO) share it.
+so that the predictor feeds the network exactly what the eager model would see. With a ``uint8_*``
+``resize_order`` the picture is resized first, as uint8 by OpenCV, then normalised (MMDetection's and
+PaddleDetection's order), as the eager model's transform does too. Keeping it outside the model is what lets
+exported graphs (ONNX, OpenVINO) share it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from instaseg.models.detector import InputSpec
+from instaseg.utils.resize_rule import opencv_resized, uint8_picture
 
 __all__ = ["InputSpec", "preprocess", "resize_normalized"]
 
@@ -58,6 +61,21 @@ def _normalised(
     return (_as_float(image, device) - mean) / std
 
 
+def resized_uint8_normalised(
+    image: np.ndarray | torch.Tensor, spec: InputSpec, mean: torch.Tensor, std: torch.Tensor, device: str | torch.device
+) -> torch.Tensor:
+    """The uint8 order (``spec.resize_order``): the picture as uint8 (a float one rounded to its grey levels),
+    resized by OpenCV to ``spec.resized_size``, then normalised as [3,H,W] float. A picture already at that size is
+    normalised as it is (as the eager transform does): nothing is resampled."""
+    h, w = image.shape[-2:] if isinstance(image, torch.Tensor) else image.shape[:2]
+    size = spec.resized_size(int(h), int(w))
+    if size == (h, w):
+        return _normalised(image, mean, std, device)
+    is_uint8 = isinstance(image, np.ndarray) and image.dtype == np.uint8
+    picture = opencv_resized(image if is_uint8 else uint8_picture(image), size, spec.resize_order)
+    return _normalised(picture, mean, std, device)
+
+
 def preprocess(
     images: Sequence[np.ndarray | torch.Tensor], spec: InputSpec, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
@@ -67,7 +85,10 @@ def preprocess(
     training data loader gives validation)."""
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=device)[:, None, None]
     std = torch.tensor(spec.std, dtype=torch.float32, device=device)[:, None, None]
-    resized = [resize_normalized(_normalised(image, mean, std, device), spec) for image in images]
+    if spec.resize_order == "float":
+        resized = [resize_normalized(_normalised(image, mean, std, device), spec) for image in images]
+    else:
+        resized = [resized_uint8_normalised(image, spec, mean, std, device) for image in images]
     sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in resized]
     frames = [spec.padded_frame(h, w) for h, w in sizes]
     if len(resized) == 1 and frames[0] == sizes[0]:  # one picture that fills its frame: nothing to pad

@@ -1,6 +1,7 @@
 """torchvision's `GeneralizedRCNNTransform` that pads onto a canvas: at least a ``max_size`` square, filled with a
-chosen pixel value, as MMDetection's RTMDet pipeline pads every picture to 640 x 640 with grey 114; and that can
-size a resized picture as MMDetection does, each side rounded half up where torchvision floors.
+chosen pixel value, as MMDetection's RTMDet pipeline pads every picture to 640 x 640 with grey 114; that can
+size a resized picture as MMDetection does, each side rounded half up where torchvision floors; and that can resize
+the picture as uint8 by OpenCV before normalising it, as MMDetection and PaddleDetection do (``resize_order``).
 
 `instaseg.models.detector.resize_transform` builds it when an architecture asks for such padding; the shared
 pre-processing (`instaseg.inference.preprocess`) pads the same way by the `InputSpec` read from it
@@ -10,16 +11,19 @@ pre-processing (`instaseg.inference.preprocess`) pads the same way by the `Input
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks, resize_boxes
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
-from instaseg.utils.resize_rule import SIZE_ROUNDINGS, resized_size
+from instaseg.utils.resize_rule import SIZE_ROUNDINGS, check_resize_order, opencv_resized, resized_size, uint8_picture
 
 
 class CanvasTransform(GeneralizedRCNNTransform):
     """Resize and normalise as `GeneralizedRCNNTransform`, the resized sides made integers by ``size_rounding``
-    ("floor": torchvision's own; "round": half up); pad each batch to ``InputSpec.padded_frame`` of its largest
-    image with ``pad_value`` (a pixel on [0, 1] before normalisation; None: zero after it)."""
+    ("floor": torchvision's own; "round": half up), in the order ``resize_order`` names ("float": torchvision's;
+    a ``uint8_*`` one: the picture on the uint8 grid resized by OpenCV, then normalised; targets are resized as
+    torchvision does either way); pad each batch to ``InputSpec.padded_frame`` of its largest image with
+    ``pad_value`` (a pixel on [0, 1] before normalisation; None: zero after it)."""
 
     def __init__(
         self,
@@ -30,15 +34,25 @@ class CanvasTransform(GeneralizedRCNNTransform):
         pad_to_square: bool,
         pad_value: float | None,
         size_rounding: str = "floor",
+        resize_order: str = "float",
     ):
         super().__init__(min_size, max_size, mean, std, size_divisible=32)
         if size_rounding not in SIZE_ROUNDINGS:
             raise ValueError(f"size_rounding must be one of {SIZE_ROUNDINGS}, got {size_rounding!r}")
+        check_resize_order(resize_order)
         self.pad_to_square, self.pad_value, self.size_rounding = bool(pad_to_square), pad_value, size_rounding
+        self.resize_order = resize_order
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        # the uint8 order normalises after resizing (`resize`), on the resized picture's grey levels
+        return super().normalize(image) if self.resize_order == "float" else image
 
     def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
         """torchvision's resize, at the size ``size_rounding`` gives (the same bilinear call: with an output size
-        given, interpolate maps pixels by input over output size, as with its recomputed scale factor)."""
+        given, interpolate maps pixels by input over output size, as with its recomputed scale factor); or the
+        uint8 order's (`resize_first`)."""
+        if self.resize_order != "float":
+            return self.resize_first(image, target)
         keeps_size = self.training and self._skip_resize
         if self.size_rounding == "floor" or self.fixed_size is not None or keeps_size:
             return super().resize(image, target)
@@ -49,6 +63,26 @@ class CanvasTransform(GeneralizedRCNNTransform):
         if target is not None:
             target["boxes"] = resize_boxes(target["boxes"], [h, w], [new_h, new_w])
         return image, target
+
+    def resize_first(self, image: torch.Tensor, target: dict | None) -> tuple[torch.Tensor, dict | None]:
+        """The uint8 order: ``image`` (on [0, 1], not yet normalised) rounded to its grey levels, resized by OpenCV
+        to the size the rule gives, then normalised; the target's masks (nearest) and boxes resized as torchvision
+        resizes them. A picture already at that size (in training: whenever the data pipeline resized it) is
+        normalised as it is, not rounded: nothing is resampled."""
+        h, w = (int(v) for v in image.shape[-2:])
+        size = (h, w)
+        if not (self.training and self._skip_resize):
+            min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+            size = resized_size(h, w, min_size, self.max_size, self.fixed_size is None, self.size_rounding)
+        if size == (h, w):
+            return super().normalize(image), target
+        picture = opencv_resized(uint8_picture(image), size, self.resize_order)
+        resized = torch.from_numpy(picture).to(image.device).permute(2, 0, 1).to(image.dtype) / 255.0
+        if target is not None:
+            if "masks" in target:
+                target["masks"] = F.interpolate(target["masks"][:, None].float(), size=size)[:, 0].byte()
+            target["boxes"] = resize_boxes(target["boxes"], [h, w], list(size))
+        return super().normalize(resized), target
 
     def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:
         square = int(self.max_size) if self.pad_to_square else None

@@ -13,8 +13,9 @@ What a detector provides:
   pipeline resizes (multi-scale training) and calls ``keep_training_sizes()``: the detector then only normalises
   and pads in training.
 - ``input_spec``: the resize rule (``min_size``/``max_size``, ``keep_ratio`` or stretched to a square, and
-  ``size_rounding``: how a resized side becomes an integer, as the architecture's reference does it), mean/std on
-  [0, 1] RGB pixels, the padding multiple, and the padding itself (``pad_to_square``: a ``max_size`` canvas at
+  ``size_rounding``: how a resized side becomes an integer, as the architecture's reference does it;
+  ``resize_order``: resized in float after normalising, or as uint8 by OpenCV before it), mean/std on [0, 1] RGB
+  pixels, the padding multiple, and the padding itself (``pad_to_square``: a ``max_size`` canvas at
   least, as MMDetection's RTMDet pipeline pads; ``pad_value``: the padding's pixel value, or zero after
   normalisation). The shared pre-processing (`instaseg.inference.preprocess`) makes the batch ``raw_forward``
   takes. ``set_resize_rule(keep_ratio)`` sets the rule a recipe's ``input.resize`` names.
@@ -56,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
-from instaseg.utils.resize_rule import SIZE_ROUNDINGS, resized_size
+from instaseg.utils.resize_rule import SIZE_ROUNDINGS, check_resize_order, resized_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,7 +73,9 @@ class InputSpec:
     shorter side to ``min_size`` unless the longer passes ``max_size`` (torchvision's rule); else every image is
     stretched to a ``max_size`` square (PaddleDetection's ``keep_ratio: false``). ``size_rounding``: how a side
     kept in ratio becomes an integer: "floor" (torchvision's ``interpolate``, Mask R-CNN's reference) or "round"
-    (half up: MMDetection's and PaddleDetection's ``Resize``); see `instaseg.utils.resize_rule`."""
+    (half up: MMDetection's and PaddleDetection's ``Resize``). ``resize_order``: "float" (normalise, then resize in
+    float: torchvision's) or "uint8_bilinear" / "uint8_bicubic" (the uint8 picture resized by OpenCV, then
+    normalised: MMDetection's and PaddleDetection's); see `instaseg.utils.resize_rule`."""
 
     min_size: int
     max_size: int
@@ -83,10 +86,12 @@ class InputSpec:
     pad_to_square: bool = False
     pad_value: float | None = None
     size_rounding: str = "floor"
+    resize_order: str = "float"
 
     def __post_init__(self) -> None:
         if self.size_rounding not in SIZE_ROUNDINGS:
             raise ValueError(f"size_rounding must be one of {SIZE_ROUNDINGS}, got {self.size_rounding!r}")
+        check_resize_order(self.resize_order)
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) the resize rule makes of a ``height`` x ``width`` picture: what every backend's
@@ -122,6 +127,7 @@ class InputSpec:
             pad_to_square=bool(getattr(transform, "pad_to_square", False)),
             pad_value=getattr(transform, "pad_value", None),
             size_rounding=getattr(transform, "size_rounding", "floor"),
+            resize_order=getattr(transform, "resize_order", "float"),
         )
 
 
@@ -133,17 +139,21 @@ def resize_transform(
     pad_to_square: bool = False,
     pad_value: float | None = None,
     size_rounding: str = "floor",
+    resize_order: str = "float",
 ) -> nn.Module:
     """torchvision's `GeneralizedRCNNTransform` with the resize rule every architecture shares: resize by
     ``min_size``/``max_size``, normalise by ``mean``/``std`` on [0, 1] RGB, zero-pad to a multiple of 32; it resizes
     training targets alike. `TransformDetector` keeps it as ``self.transform``. ``pad_to_square`` and
     ``pad_value``: pad to a ``max_size`` canvas at least, with that pixel value; ``size_rounding``: "round" sizes
-    sides half up instead of torchvision's floor (see `InputSpec`)."""
+    sides half up instead of torchvision's floor; ``resize_order``: a ``uint8_*`` one resizes the uint8 picture by
+    OpenCV before normalising (see `InputSpec`)."""
     # imported here: torchvision's detection package costs about a second, which exported-model users never need
-    if pad_to_square or pad_value is not None or size_rounding != "floor":
+    if pad_to_square or pad_value is not None or size_rounding != "floor" or resize_order != "float":
         from instaseg.models.canvas import CanvasTransform
 
-        return CanvasTransform(min_size, max_size, list(mean), list(std), pad_to_square, pad_value, size_rounding)
+        return CanvasTransform(
+            min_size, max_size, list(mean), list(std), pad_to_square, pad_value, size_rounding, resize_order
+        )
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     return GeneralizedRCNNTransform(min_size, max_size, list(mean), list(std), size_divisible=32)

@@ -13,7 +13,7 @@ from typing import Any
 
 from instaseg.errors import UserError
 from instaseg.models.detector import InputSpec
-from instaseg.utils.resize_rule import SIZE_ROUNDINGS
+from instaseg.utils.resize_rule import RESIZE_ORDERS, SIZE_ROUNDINGS
 
 FORMAT_VERSION = 1
 RT_SECTION = "instaseg"  # the OpenVINO rt_info section that holds the pairs
@@ -39,11 +39,15 @@ def from_strings(strings: dict[str, str], source: str | Path) -> dict:
 
 
 def spec_from_metadata(meta: dict, source: str | Path | None = None) -> InputSpec:
-    """The `InputSpec` an export was made with; an unknown size rounding is a user error naming ``source``."""
+    """The `InputSpec` an export was made with; an unknown size rounding or resize order is a user error naming
+    ``source``."""
     pre = meta["preprocess"]
     rounding = meta["input"].get("size_rounding", "floor")  # older exports floored (torchvision's rule)
     if rounding not in SIZE_ROUNDINGS:
         raise UserError(f"unknown input.size_rounding {rounding!r} (known: {', '.join(SIZE_ROUNDINGS)})", source)
+    order = meta["input"].get("resize_order", "float")  # older exports resized in float (torchvision's order)
+    if order not in RESIZE_ORDERS:
+        raise UserError(f"unknown input.resize_order {order!r} (known: {', '.join(RESIZE_ORDERS)})", source)
     return InputSpec(
         min_size=int(meta["input"]["min_size"]),
         max_size=int(meta["input"]["max_size"]),
@@ -54,6 +58,7 @@ def spec_from_metadata(meta: dict, source: str | Path | None = None) -> InputSpe
         pad_to_square=bool(pre.get("pad_to_square", False)),  # older exports padded with zeros
         pad_value=None if pre.get("pad_value") is None else float(pre["pad_value"]),
         size_rounding=rounding,
+        resize_order=order,
     )
 
 

@@ -10,13 +10,26 @@ How a side's length is made an integer is each architecture's reference's choice
   ``side x scale``, so ``187 x (256 / 187)`` = 255.99999999999997 gives 255;
 - ``round``: MMDetection's ``Resize(keep_ratio=True)`` (``mmcv.rescale_size``) and PaddleDetection's ``Resize``
   take ``int(side x scale + 0.5)``: half up, which is not Python's ``round`` (half to even).
+
+In what order the picture is resized and normalised is also the reference's choice (``resize_order``):
+
+- ``float``: torchvision's order: the picture normalised to float, then resized bilinearly in float;
+- ``uint8_bilinear`` / ``uint8_bicubic``: the uint8 picture resized by OpenCV (``cv2.resize``, ``INTER_LINEAR`` /
+  ``INTER_CUBIC``: fixed-point arithmetic, rounded back to uint8), then normalised: MMDetection's ``Resize``
+  (``mmcv.imresize``, cv2 backend, 'bilinear') and PaddleDetection's ``Resize`` (``interp: 1`` or ``2``). A
+  float picture that is resized takes this order on the uint8 grid: each value rounded to the nearest of the 256
+  levels first (exact for a uint8 picture divided by 255); one already at its size is normalised as it is.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import torch
+
 SIZE_ROUNDINGS = ("floor", "round")
+RESIZE_ORDERS = ("float", "uint8_bilinear", "uint8_bicubic")
 
 
 def resize_scale(h: int, w: int, min_size: float, max_size: float) -> float:
@@ -44,3 +57,28 @@ def resized_size(
         return int(max_size), int(max_size)
     scale = resize_scale(h, w, min_size, max_size)
     return scaled_side(h, scale, rounding), scaled_side(w, scale, rounding)
+
+
+def check_resize_order(order: str) -> None:
+    if order not in RESIZE_ORDERS:
+        raise ValueError(f"resize order must be one of {RESIZE_ORDERS}, got {order!r}")
+
+
+def opencv_resized(picture: np.ndarray, size: tuple[int, int], order: str) -> np.ndarray:
+    """An HxWx3 uint8 ``picture`` resized to ``size`` (h, w) by ``cv2.resize`` with the interpolation ``order``
+    names (a ``uint8_*`` one), as the references call it: the output size given, so OpenCV maps pixels by input over
+    output size (PaddleDetection passes the scale factors ``new / old`` instead: the same mapping, equal bit for
+    bit on the pictures checked)."""
+    import cv2  # imported here: exported-model users of the float order never need it
+
+    interpolation = {"uint8_bilinear": cv2.INTER_LINEAR, "uint8_bicubic": cv2.INTER_CUBIC}.get(order)
+    if interpolation is None:
+        raise ValueError(f"an OpenCV resize order is one of {RESIZE_ORDERS[1:]}, got {order!r}")
+    return cv2.resize(np.ascontiguousarray(picture), (int(size[1]), int(size[0])), interpolation=interpolation)
+
+
+def uint8_picture(image: torch.Tensor) -> np.ndarray:
+    """A [3,H,W] float picture on [0, 1] as the HxWx3 uint8 array of its nearest grey levels (a picture that came
+    from uint8, divided by 255, gets its own values back exactly)."""
+    levels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return levels.permute(1, 2, 0).cpu().numpy()

@@ -118,12 +118,20 @@ def paste_masks_exact(masks: Tensor, boxes: Tensor, image_size: tuple[int, int])
 
 class ExactPasteTransform(CanvasTransform):
     """torchvision's transform (the same resizing, normalisation and padding; sides rounded as ``size_rounding``
-    says) whose eval-mode post-processing pastes the masks with `paste_masks_exact` into each original image."""
+    says, resized in the order ``resize_order`` names) whose eval-mode post-processing pastes the masks with
+    `paste_masks_exact` into each original image."""
 
     def __init__(
-        self, min_size: int, max_size: int, mean: list[float], std: list[float], size_rounding: str = "floor"
+        self,
+        min_size: int,
+        max_size: int,
+        mean: list[float],
+        std: list[float],
+        size_rounding: str = "floor",
+        resize_order: str = "float",
     ) -> None:
-        super().__init__(min_size, max_size, mean, std, False, None, size_rounding)  # no canvas, zero padding
+        # no canvas, zero padding
+        super().__init__(min_size, max_size, mean, std, False, None, size_rounding, resize_order)
 
     def postprocess(self, result, image_shapes, original_image_sizes):
         if self.training:

@@ -30,6 +30,7 @@ RCNN_1X: dict[str, Any] = {
     "grad_clip": None,
 }
 RCNN_1X_DIFFERENCES: dict[str, str] = {
-    "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
-    "exported backend (the reference resizes with bicubic)",
+    "resize interpolation": "training resizes bilinearly in float (the reference: bicubic on uint8); the predictor, "
+    "every exported backend and the eager model resize as the reference evaluates where the recipe sets "
+    "model.resize_order: uint8_bicubic (the recipes of PaddleX's models), else bilinearly in float",
 }

@@ -19,6 +19,7 @@ from instaseg.models.common.rules import (
     key_error,
 )
 from instaseg.models.mask_rtdetr.backbone import ARCHS
+from instaseg.utils.resize_rule import RESIZE_ORDERS
 
 # size -> backbone arch, encoder width, decoder width, encoder level (0..2: stride 8..32), encoder layers, encoder
 # ffn, CSP expansion, mask feature channels, prototypes; as PaddleDetection's configs/mask_rtdetr/*.yml (and
@@ -67,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "loss_giou_weight": 2.0,
     "loss_mask_weight": 5.0,  # BCE on points
     "loss_dice_weight": 5.0,
+    # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
+    # uint8 picture resized by OpenCV first, as PaddleDetection's Resize, interp 2; see instaseg.utils.resize_rule)
+    "resize_order": "float",
 }
 
 
@@ -107,6 +111,7 @@ def _check_sizes(cfg: dict, bad) -> None:
 def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete mask_rtdetr model section."""
     bad = key_error(cfg, source)
+    check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
     check_choice(cfg, bad, "backbone", SIZES)
     check_choice(cfg, bad, "arch", ARCHS, nullable=True)
     _check_sizes(cfg, bad)
@@ -155,8 +160,10 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "differences": {
             "model.weights": "the recipe starts from random weights unless asked: --weights imagenet loads the "
             "published start (PP-HGNetV2 SSLD ImageNet weights), --weights coco PaddleX's COCO model",
-            "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
-            "exported backend (the reference evaluates with bicubic and trains with a random one of five)",
+            "resize interpolation": "training resizes bilinearly in float (the reference: a random one of five "
+            "interpolations on uint8); the predictor, every exported backend and the eager model resize as the "
+            "reference evaluates where the recipe sets model.resize_order: uint8_bicubic (mask_rtdetr_s to _h), else "
+            "bilinearly in float",
             "batch resize": "samples are stretched to 640 in the data workers, then each batch to its drawn size: "
             "two resamplings where the reference makes one (a batch's size is unknown while its samples load)",
         }

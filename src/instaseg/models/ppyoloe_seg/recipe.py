@@ -18,6 +18,7 @@ from instaseg.models.common.rules import (
     check_weights,
     key_error,
 )
+from instaseg.utils.resize_rule import RESIZE_ORDERS
 
 # size -> (depth multiplier, width multiplier), as PaddleDetection's ppyoloe+ configs set them
 SIZES: dict[str, tuple[float, float]] = {
@@ -50,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "loss_mask_weight": 2.5,  # BCE; the published head weighs it with the IoU weight
     "nms_pre": 1000,  # candidates per class into NMS (PaddleDetection's nms_top_k)
     "nms_iou": 0.7,
+    # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
+    # uint8 picture resized by OpenCV first, as PaddleDetection's Resize, interp 2; see instaseg.utils.resize_rule)
+    "resize_order": "float",
 }
 
 
@@ -97,8 +101,9 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "differences": {
             "model.weights": "the recipe starts from random weights unless asked: --weights imagenet loads the "
             "published start (PP-YOLOE+ s trained on Objects365), --weights coco PaddleX's COCO model",
-            "resize interpolation": "bilinear everywhere: one resize shared by training, the predictor and every "
-            "exported backend (the reference resizes with bicubic)",
+            "resize interpolation": "training resizes bilinearly in float (the reference: bicubic on uint8); the "
+            "predictor, every exported backend and the eager model resize as the reference evaluates where the "
+            "recipe sets model.resize_order: uint8_bicubic (ppyoloe_seg_s), else bilinearly in float",
             "ema_black_list": "every weight is averaged; the reference keeps the fixed DFL projection out of the EMA "
             "(it is not trained, so its average is itself)",
         }
@@ -111,6 +116,7 @@ DOWNLOADS: tuple[str, ...] = ("imagenet", "coco")
 def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete ppyoloe_seg model section."""
     bad = key_error(cfg, source)
+    check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
     check_choice(cfg, bad, "backbone", SIZES)
     check_positive(cfg, bad, ("deepen", "widen"), nullable=True)
     check_positive(cfg, bad, ("reg_max", "num_masks", "assigner_topk", "nms_pre"))

@@ -17,6 +17,7 @@ from instaseg.models.common.rules import (
     check_weights,
     key_error,
 )
+from instaseg.utils.resize_rule import RESIZE_ORDERS
 
 # size -> (deepen, widen, neck/head channels, neck CSP blocks), as the published configs set them
 SIZES: dict[str, tuple[float, float, int, int]] = {
@@ -53,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     # are clipped to that canvas before NMS; false: pad to a multiple of 32 only (cheaper for wide pictures)
     "pad_to_square": True,
     "pad_value": 114 / 255,  # the padding's pixel value on [0, 1]
+    # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
+    # uint8 picture resized by OpenCV first, as MMDetection's Resize; see instaseg.utils.resize_rule)
+    "resize_order": "float",
 }
 
 
@@ -114,6 +118,7 @@ DOWNLOADS: tuple[str, ...] = ("imagenet", "coco")
 def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete rtmdet_ins model section."""
     bad = key_error(cfg, source)
+    check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
     check_choice(cfg, bad, "backbone", SIZES)
     check_positive(cfg, bad, ("deepen", "widen", "neck_channels", "neck_blocks", "feat_channels"), nullable=True)
     check_positive(
