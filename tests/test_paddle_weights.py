@@ -194,7 +194,7 @@ def reference_style_ppyoloe(model, x: torch.Tensor) -> dict:
     at input pixels x1 <= c < x2 of the unclipped box, > 0.5 (the input is the picture here)."""
     from instaseg.models.ppyoloe_seg.decode import select_per_class
 
-    cls, reg, coef, protos, points, _ = model._features(x)
+    cls, reg, coef, protos, points, _, _ = model._features(x)
     point, boxes, scores, labels = select_per_class(cls[0].sigmoid(), model._boxes(reg, points)[0], model.test_cfg)
     h, w = x.shape[-2:]
     m = (coef[0][point] @ protos[0].flatten(1)).sigmoid().reshape(-1, *protos.shape[-2:])

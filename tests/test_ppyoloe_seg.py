@@ -215,3 +215,49 @@ def test_int8_export_finds_what_eager_finds(tmp_path):
         assert len(a) > 0
         agreement = compare_results(a, b, min_score=threshold, margin=0.15)
         assert agreement.unmatched == 0 and agreement.max_box_gap < 4.0 and agreement.min_mask_iou > 0.8, agreement
+
+
+def _away_from_identity(module: torch.nn.Module) -> None:
+    """BatchNorm statistics and affine terms other than the identity's, so every layer of the tower matters."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [[70.0, 80.0, 98.0, 101.0]],  # one small box inside the map: the window is well inside it
+        [[0.0, 0.0, 20.0, 30.0], [150.0, 170.0, 192.0, 192.0]],  # at two corners: the window is the whole map
+        [[100.0, 20.0, 130.0, 60.0], [90.0, 40.0, 140.0, 52.0]],  # overlapping, touching the top edge
+        [[10.0, 10.0, 20.0, 20.0]],  # a candidate under the score threshold: nothing kept
+    ],
+)
+def test_prototypes_on_the_window_of_the_boxes_equal_the_whole_map(boxes):
+    from instaseg.models.ppyoloe_seg.decode import detect_single
+    from instaseg.models.ppyoloe_seg.heads import Prototypes, crop_to_boxes
+
+    torch.manual_seed(0)
+    prototypes = Prototypes(16, 8, 4).eval()
+    _away_from_identity(prototypes)
+    feature = torch.randn(16, 24, 24)  # stride 8 of a 192 x 192 input
+    box_tensor = torch.tensor(boxes, dtype=torch.float32)
+    scores = torch.linspace(0.9, 0.5, len(boxes))[:, None] if boxes[0][0] != 10.0 else torch.full((1, 1), 0.05)
+    n = int((scores > 0.1).sum())
+    box_tensor_kept = box_tensor[:n]
+    coefficients = torch.randn(len(boxes), 4)
+    cfg = {"nms_pre": 10, "score_threshold": 0.1, "nms_iou": 0.99, "max_dets": 10}
+    with torch.no_grad():
+        kept, scores_out, _, masks = detect_single(
+            scores, box_tensor, coefficients, feature, prototypes, (192, 192), 4, cfg
+        )
+        whole = prototypes(feature[None])[0]
+        dense = (coefficients[:n] @ whole.reshape(4, -1)).sigmoid().reshape(-1, 48, 48)
+        expected = crop_to_boxes(dense, box_tensor_kept, 4, margin=4.0)
+    assert masks.shape == (n, 48, 48)
+    assert torch.equal(kept, box_tensor_kept)
+    assert (masks > 0).sum() == (expected > 0).sum()
+    torch.testing.assert_close(masks, expected, rtol=0, atol=1e-6)

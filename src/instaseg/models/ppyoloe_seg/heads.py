@@ -77,16 +77,17 @@ class ETHead(nn.Module):
                 nn.init.zeros_(conv.weight)
                 nn.init.constant_(conv.bias, bias)
 
-    def forward(self, feats: list[torch.Tensor]) -> tuple[list, list, list, torch.Tensor]:
+    def forward(self, feats: list[torch.Tensor], prototypes: bool = True) -> tuple[list, list, list, torch.Tensor]:
         """Per level (finest first): class logits [B,K,h,w], distance-distribution logits [B,4(R+1),h,w], mask
-        coefficients [B,M,h,w]; and the prototypes [B,M,H/4,W/4]."""
+        coefficients [B,M,h,w]; and the prototypes [B,M,H/4,W/4] (None unless ``prototypes``: inference computes
+        them only around the kept boxes)."""
         cls_out, reg_out, ins_out = [], [], []
         for i, feat in enumerate(feats):
             average = feat.mean(dim=(2, 3), keepdim=True)
             cls_out.append(self.pred_cls[i](self.stem_cls[i](feat, average) + feat))
             reg_out.append(self.pred_reg[i](self.stem_reg[i](feat, average)))
             ins_out.append(self.pred_ins[i](self.stem_ins[i](feat, average) + feat))
-        return cls_out, reg_out, ins_out, self.prototypes(feats[0])
+        return cls_out, reg_out, ins_out, self.prototypes(feats[0]) if prototypes else None
 
     def distances(self, reg_logits: torch.Tensor) -> torch.Tensor:
         """[..., 4(R+1)] distribution logits -> [..., 4] expected (left, top, right, bottom) distances in strides."""

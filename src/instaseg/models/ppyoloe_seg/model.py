@@ -62,15 +62,17 @@ class PPYOLOESeg(TransformDetector):
         self.atss = ATSSAssigner(topk=9, anchor_scale=5.0)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
-    def _features(self, batch: torch.Tensor):
-        """Flattened class logits [B,A,K], distance logits [B,A,4(R+1)], coefficients [B,A,M], prototypes,
-        points [A,3] (cell centre x, y, stride) and the number of points per level."""
-        cls, reg, coef, protos = self.head(self.neck(self.backbone(batch)))
+    def _features(self, batch: torch.Tensor, prototypes: bool = True):
+        """Flattened class logits [B,A,K], distance logits [B,A,4(R+1)], coefficients [B,A,M], prototypes (None
+        unless ``prototypes``), points [A,3] (cell centre x, y, stride), the number of points per level and the
+        neck's maps."""
+        feats = self.neck(self.backbone(batch))
+        cls, reg, coef, protos = self.head(feats, prototypes=prototypes)
         sizes = [tuple(c.shape[-2:]) for c in cls]
         priors = make_priors(sizes, self.head.strides, batch.device)
         points = torch.cat([anchor_points(priors), priors[:, 2:]], dim=1)
         level_sizes = [h * w for h, w in sizes]
-        return flatten_levels(cls), flatten_levels(reg), flatten_levels(coef), protos, points, level_sizes
+        return flatten_levels(cls), flatten_levels(reg), flatten_levels(coef), protos, points, level_sizes, feats
 
     def _boxes(self, reg: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         return distance_to_boxes(points, self.head.distances(reg) * points[:, 2:])
@@ -79,11 +81,13 @@ class PPYOLOESeg(TransformDetector):
         return box_cropped_output(out, self.mask_stride, input_size, image_size)
 
     def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
-        cls, reg, coef, protos, points, _ = self._features(batch)
+        # prototypes only where the kept boxes need them (`detect_single`), not over the whole picture
+        cls, reg, coef, _, points, _, feats = self._features(batch, prototypes=False)
         boxes = self._boxes(reg, points)
         scores = cls.sigmoid()
+        protos, stride = self.head.prototypes, self.mask_stride
         return [
-            RawOutput(*detect_single(scores[b], boxes[b], coef[b], protos[b], size, self.mask_stride, self.test_cfg))
+            RawOutput(*detect_single(scores[b], boxes[b], coef[b], feats[0][b], protos, size, stride, self.test_cfg))
             for b, size in enumerate(image_sizes)
         ]
 
@@ -98,7 +102,7 @@ class PPYOLOESeg(TransformDetector):
 
     # ---- training ----
     def losses(self, batch: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
-        cls, reg, coef, protos, points, level_sizes = self._features(batch)
+        cls, reg, coef, protos, points, level_sizes, _ = self._features(batch)
         boxes = self._boxes(reg, points)
         static = int(self.train_steps) < int(self.cfg["static_assigner_steps"])
         self.train_steps += 1
