@@ -64,6 +64,17 @@ HEADER = ("| model | pictures | features (backbone, neck) | head outputs | float
           "losses | assignment |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")  # fmt: skip
 
 
+DRIFT_COLUMN = "reference against itself, stem BGR / RGB: features, head"
+
+
+def header(drift: bool = False) -> str:
+    """The table's header; ``drift``: with the column of ``--reference-channels rgb`` runs."""
+    if not drift:
+        return HEADER
+    names, rule = HEADER.split("\n")
+    return f"{names} {DRIFT_COLUMN} |\n{rule} --- |"
+
+
 def instances_cell(r: dict, boxes: bool) -> str:
     pictures = r["per_picture"]
     below = sum(len(p["below_iou"]) for p in pictures)
@@ -86,6 +97,9 @@ def table_row(r: dict) -> str:
              instances_cell(r["same_input"], boxes), instances_cell(r["own_processing"], boxes),
              instances_cell(r["reference_input_our_post_processing"], boxes),
              f"max rel {loss_rel:.1e} ({values})", r["assignment"]]  # fmt: skip
+    drift = r.get("channel_order_drift")
+    if drift:
+        cells.append(f"{drift['features']:.1e}, {drift['head']:.1e}")
     return "| " + " | ".join(cells) + " |"
 
 
