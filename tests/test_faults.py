@@ -23,7 +23,13 @@ from PIL import Image
 from instaseg.data.dataset import InstanceDataset
 from instaseg.data.synthetic import generate_synthetic
 from instaseg.engine import train as train_mod
-from instaseg.engine.faults import NonFiniteGuard, is_worker_death, read_resume_point, worker_death_stop
+from instaseg.engine.faults import (
+    NonFiniteGuard,
+    ResumableOnFault,
+    is_worker_death,
+    read_resume_point,
+    worker_death_stop,
+)
 from instaseg.errors import RunStopped
 from instaseg.models.checkpoint import load_checkpoint, save_checkpoint
 from tiny import TINY, TINY_ARGS
@@ -144,6 +150,29 @@ def test_a_killed_data_worker_stops_the_run_resumably(
     lines = [line for line in err.splitlines() if line.startswith(("stopped:", "error:", "Traceback"))]
     assert code == 3 and len(lines) == 1 and "data loading worker died" in lines[0], err
     read_resume_point(out / "last.ckpt")
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signals")
+def test_a_child_exit_during_the_stop_save_still_leaves_last_ckpt(tmp_path: Path) -> None:
+    """Once a worker has died, torch's SIGCHLD handler raises its worker-death error again whenever any child process
+    exits; one arriving in the middle of the stop's checkpoint save must not cost the checkpoint."""
+    died = "DataLoader worker (pid(s) 12345) exited unexpectedly"
+
+    def torch_like_handler(signum, frame):
+        raise RuntimeError(died)
+
+    class Trainer:
+        def save_checkpoint(self, path: Path) -> None:
+            os.kill(os.getpid(), signal.SIGCHLD)  # another child process exits mid-save
+            Path(path).write_bytes(b"state")
+
+    last = tmp_path / "last.ckpt"
+    previous = signal.signal(signal.SIGCHLD, torch_like_handler)
+    try:
+        ResumableOnFault(last).on_exception(Trainer(), None, RuntimeError(died))
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert last.read_bytes() == b"state"
 
 
 def test_a_worker_killed_during_a_batch_handoff_counts_as_a_worker_death() -> None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,8 +139,26 @@ class ResumableOnFault(pl.Callback):
             return
         if self.last.is_file():
             return
-        trainer.save_checkpoint(self.last)
+        with child_exits_unheard():
+            trainer.save_checkpoint(self.last)
         logger.info("no epoch had finished: saved the state at the stop as %s", self.last)
+
+
+@contextmanager
+def child_exits_unheard() -> Iterator[None]:
+    """SIGCHLD ignored until the block ends. Once a DataLoader worker has died, torch's SIGCHLD handler raises its
+    worker-death error wherever the main thread is whenever any child process exits, as long as the dead worker
+    stays registered: one in the middle of the stop's checkpoint save would leave no last.ckpt, or an empty one.
+    The run is stopping for that death already. (Blocking the signal in this thread is not enough: another thread
+    takes it, and Python runs the handler in the main thread all the same.)"""
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
 
 
 @dataclass
