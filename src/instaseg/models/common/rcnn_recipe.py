@@ -30,7 +30,8 @@ RCNN_1X: dict[str, Any] = {
     "grad_clip": None,
 }
 RCNN_1X_DIFFERENCES: dict[str, str] = {
-    "resize interpolation": "training resizes bilinearly in float (the reference: bicubic on uint8); the predictor, "
-    "every exported backend and the eager model resize as the reference evaluates where the recipe sets "
-    "model.resize_order: uint8_bicubic (the recipes of PaddleX's models), else bilinearly in float",
+    "resize interpolation": "training's data pipeline resizes the uint8 picture bilinearly with torchvision (the "
+    "reference: OpenCV bicubic on uint8); the predictor, every exported backend and the eager model resize as the "
+    "reference evaluates where the recipe sets model.resize_order: uint8_bicubic (the recipes of PaddleX's models), "
+    "else bilinearly in float",
 }

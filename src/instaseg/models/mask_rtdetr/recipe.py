@@ -160,10 +160,10 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "differences": {
             "model.weights": "the recipe starts from random weights unless asked: --weights imagenet loads the "
             "published start (PP-HGNetV2 SSLD ImageNet weights), --weights coco PaddleX's COCO model",
-            "resize interpolation": "training resizes bilinearly in float (the reference: a random one of five "
-            "interpolations on uint8); the predictor, every exported backend and the eager model resize as the "
-            "reference evaluates where the recipe sets model.resize_order: uint8_bicubic (mask_rtdetr_s to _h), else "
-            "bilinearly in float",
+            "resize interpolation": "training stretches the uint8 picture bilinearly with torchvision, then each "
+            "batch in float (the reference: a random one of five OpenCV interpolations on uint8); the predictor, "
+            "every exported backend and the eager model resize as the reference evaluates where the recipe sets "
+            "model.resize_order: uint8_bicubic (mask_rtdetr_s to _h), else bilinearly in float",
             "batch resize": "samples are stretched to 640 in the data workers, then each batch to its drawn size: "
             "two resamplings where the reference makes one (a batch's size is unknown while its samples load)",
         }

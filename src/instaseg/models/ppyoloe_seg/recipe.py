@@ -101,9 +101,10 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "differences": {
             "model.weights": "the recipe starts from random weights unless asked: --weights imagenet loads the "
             "published start (PP-YOLOE+ s trained on Objects365), --weights coco PaddleX's COCO model",
-            "resize interpolation": "training resizes bilinearly in float (the reference: bicubic on uint8); the "
-            "predictor, every exported backend and the eager model resize as the reference evaluates where the "
-            "recipe sets model.resize_order: uint8_bicubic (ppyoloe_seg_s), else bilinearly in float",
+            "resize interpolation": "training's data pipeline resizes the uint8 picture bilinearly with "
+            "torchvision (the reference: OpenCV bicubic on uint8); the predictor, every exported backend and the "
+            "eager model resize as the reference evaluates where the recipe sets model.resize_order: uint8_bicubic "
+            "(ppyoloe_seg_s), else bilinearly in float",
             "ema_black_list": "every weight is averaged; the reference keeps the fixed DFL projection out of the EMA "
             "(it is not trained, so its average is itself)",
         }
