@@ -11,6 +11,7 @@ from typing import Any
 
 from instaseg.models.detector import InputSpec
 from instaseg.models.metadata import FORMAT_VERSION, to_strings
+from instaseg.utils.normalisation import pixel_constants
 from instaseg.version import __version__
 
 __all__ = ["PRECISIONS", "build_metadata", "to_strings"]
@@ -36,6 +37,17 @@ def resize_description(spec: InputSpec) -> str:
         return f"bilinear (after normalising, in float) {rule}"
     interpolation = "INTER_LINEAR" if spec.resize_order == "uint8_bilinear" else "INTER_CUBIC"
     return f"the uint8 picture by OpenCV cv2.resize {interpolation} (before normalising) {rule}"
+
+
+def normalise_description(spec: InputSpec) -> str:
+    """The float32 arithmetic of the normalisation, in words, for readers of the exported file that are not
+    instaseg (see `instaseg.utils.normalisation`)."""
+    if spec.normalisation == "pixel":
+        mean, std = pixel_constants(spec.mean), pixel_constants(spec.std)
+        return f"(v - mean_px) / std_px in float32 on the 0..255 values, mean_px {list(mean)}, std_px {list(std)}"
+    if spec.normalisation == "paddle":
+        return "v / 255 in float32, then - mean and / std each computed in float64 and rounded to float32"
+    return "(v / 255 - mean) / std in float32"
 
 
 def build_metadata(
@@ -64,12 +76,14 @@ def build_metadata(
             "resize": "keep_ratio" if spec.keep_ratio else "stretch",
             "size_rounding": spec.size_rounding,
             "resize_order": spec.resize_order,
+            "normalisation": spec.normalisation,
         },
         "preprocess": {
             "color": "RGB",
             "scale": "1/255",
             "mean": list(spec.mean),
             "std": list(spec.std),
+            "normalise": normalise_description(spec),
             "resize": resize_description(spec),
             "size_divisible": spec.size_divisible,
             "pad": pad_description(spec),

@@ -1,7 +1,8 @@
 """torchvision's `GeneralizedRCNNTransform` that pads onto a canvas: at least a ``max_size`` square, filled with a
 chosen pixel value, as MMDetection's RTMDet pipeline pads every picture to 640 x 640 with grey 114; that can
 size a resized picture as MMDetection does, each side rounded half up where torchvision floors; and that can resize
-the picture as uint8 by OpenCV before normalising it, as MMDetection and PaddleDetection do (``resize_order``).
+the picture as uint8 by OpenCV before normalising it, as MMDetection and PaddleDetection do (``resize_order``); and
+that can normalise in a reference's float32 arithmetic (``normalisation``, `instaseg.utils.normalisation`).
 
 `instaseg.models.detector.resize_transform` builds it when an architecture asks for such padding; the shared
 pre-processing (`instaseg.inference.preprocess`) pads the same way by the `InputSpec` read from it
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks, resize_boxes
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
+from instaseg.utils.normalisation import check_normalisation, normalised
 from instaseg.utils.resize_rule import SIZE_ROUNDINGS, check_resize_order, opencv_resized, resized_size, uint8_picture
 
 
@@ -23,7 +25,8 @@ class CanvasTransform(GeneralizedRCNNTransform):
     ("floor": torchvision's own; "round": half up), in the order ``resize_order`` names ("float": torchvision's;
     a ``uint8_*`` one: the picture on the uint8 grid resized by OpenCV, then normalised; targets are resized as
     torchvision does either way); pad each batch to ``InputSpec.padded_frame`` of its largest image with
-    ``pad_value`` (a pixel on [0, 1] before normalisation; None: zero after it)."""
+    ``pad_value`` (a pixel on [0, 1] before normalisation; None: zero after it). ``normalisation``: the float32
+    arithmetic of the normalisation, which the padding's value follows too."""
 
     def __init__(
         self,
@@ -35,17 +38,25 @@ class CanvasTransform(GeneralizedRCNNTransform):
         pad_value: float | None,
         size_rounding: str = "floor",
         resize_order: str = "float",
+        normalisation: str = "unit",
     ):
         super().__init__(min_size, max_size, mean, std, size_divisible=32)
         if size_rounding not in SIZE_ROUNDINGS:
             raise ValueError(f"size_rounding must be one of {SIZE_ROUNDINGS}, got {size_rounding!r}")
         check_resize_order(resize_order)
+        check_normalisation(normalisation)
         self.pad_to_square, self.pad_value, self.size_rounding = bool(pad_to_square), pad_value, size_rounding
-        self.resize_order = resize_order
+        self.resize_order, self.normalisation = resize_order, normalisation
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         # the uint8 order normalises after resizing (`resize`), on the resized picture's grey levels
-        return super().normalize(image) if self.resize_order == "float" else image
+        return self.normalised(image) if self.resize_order == "float" else image
+
+    def normalised(self, image: torch.Tensor) -> torch.Tensor:
+        """The picture normalised in the ``normalisation`` arithmetic ("unit": torchvision's own)."""
+        if self.normalisation == "unit":
+            return super().normalize(image)
+        return normalised(image, tuple(self.image_mean), tuple(self.image_std), self.normalisation)
 
     def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
         """torchvision's resize, at the size ``size_rounding`` gives (the same bilinear call: with an output size
@@ -75,20 +86,20 @@ class CanvasTransform(GeneralizedRCNNTransform):
             min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
             size = resized_size(h, w, min_size, self.max_size, self.fixed_size is None, self.size_rounding)
         if size == (h, w):
-            return super().normalize(image), target
+            return self.normalised(image), target
         picture = opencv_resized(uint8_picture(image), size, self.resize_order)
         resized = torch.from_numpy(picture).to(image.device).permute(2, 0, 1).to(image.dtype) / 255.0
         if target is not None:
             if "masks" in target:
                 target["masks"] = F.interpolate(target["masks"][:, None].float(), size=size)[:, 0].byte()
             target["boxes"] = resize_boxes(target["boxes"], [h, w], list(size))
-        return super().normalize(resized), target
+        return self.normalised(resized), target
 
     def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:
         square = int(self.max_size) if self.pad_to_square else None
         frames = [padded_frame(int(img.shape[-2]), int(img.shape[-1]), size_divisible, square) for img in images]
         height, width = max(f[0] for f in frames), max(f[1] for f in frames)
-        fill = normalised_fill(tuple(self.image_mean), tuple(self.image_std), self.pad_value)
+        fill = normalised_fill(tuple(self.image_mean), tuple(self.image_std), self.pad_value, self.normalisation)
         batch = filled_batch(fill, len(images), height, width, images[0].device).to(images[0].dtype)
         for i, img in enumerate(images):
             batch[i, :, : img.shape[-2], : img.shape[-1]] = img

@@ -15,10 +15,11 @@ What a detector provides:
 - ``input_spec``: the resize rule (``min_size``/``max_size``, ``keep_ratio`` or stretched to a square, and
   ``size_rounding``: how a resized side becomes an integer, as the architecture's reference does it;
   ``resize_order``: resized in float after normalising, or as uint8 by OpenCV before it), mean/std on [0, 1] RGB
-  pixels, the padding multiple, and the padding itself (``pad_to_square``: a ``max_size`` canvas at
-  least, as MMDetection's RTMDet pipeline pads; ``pad_value``: the padding's pixel value, or zero after
-  normalisation). The shared pre-processing (`instaseg.inference.preprocess`) makes the batch ``raw_forward``
-  takes. ``set_resize_rule(keep_ratio)`` sets the rule a recipe's ``input.resize`` names.
+  pixels and the float32 arithmetic that applies them (``normalisation``), the padding multiple, and the padding
+  itself (``pad_to_square``: a ``max_size`` canvas at least, as MMDetection's RTMDet pipeline pads; ``pad_value``:
+  the padding's pixel value, or zero after normalisation). The shared pre-processing
+  (`instaseg.inference.preprocess`) makes the batch ``raw_forward`` takes. ``set_resize_rule(keep_ratio)`` sets
+  the rule a recipe's ``input.resize`` names.
 - ``raw_forward(batch, image_sizes)``: ``batch`` [B,3,H,W] normalised and padded at the bottom/right,
   ``image_sizes`` each image's (h, w) before padding -> one `RawOutput` per image, in the batch's frame.
 - ``mask_stride``: the frame of ``RawOutput.masks``. ``None``: each mask [M,M] spans its own box (Mask R-CNN's
@@ -57,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
+from instaseg.utils.normalisation import check_normalisation
 from instaseg.utils.resize_rule import SIZE_ROUNDINGS, check_resize_order, resized_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -75,7 +77,9 @@ class InputSpec:
     kept in ratio becomes an integer: "floor" (torchvision's ``interpolate``, Mask R-CNN's reference) or "round"
     (half up: MMDetection's and PaddleDetection's ``Resize``). ``resize_order``: "float" (normalise, then resize in
     float: torchvision's) or "uint8_bilinear" / "uint8_bicubic" (the uint8 picture resized by OpenCV, then
-    normalised: MMDetection's and PaddleDetection's); see `instaseg.utils.resize_rule`."""
+    normalised: MMDetection's and PaddleDetection's); see `instaseg.utils.resize_rule`. ``normalisation``: the
+    float32 arithmetic of ``(v / 255 - mean) / std``: "unit" (torchvision's), "pixel" (MMDetection's, in pixel
+    units) or "paddle" (PaddleDetection's, each step in float64); see `instaseg.utils.normalisation`."""
 
     min_size: int
     max_size: int
@@ -87,11 +91,13 @@ class InputSpec:
     pad_value: float | None = None
     size_rounding: str = "floor"
     resize_order: str = "float"
+    normalisation: str = "unit"
 
     def __post_init__(self) -> None:
         if self.size_rounding not in SIZE_ROUNDINGS:
             raise ValueError(f"size_rounding must be one of {SIZE_ROUNDINGS}, got {self.size_rounding!r}")
         check_resize_order(self.resize_order)
+        check_normalisation(self.normalisation)
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) the resize rule makes of a ``height`` x ``width`` picture: what every backend's
@@ -105,8 +111,9 @@ class InputSpec:
         return padded_frame(height, width, self.size_divisible, self.max_size if self.pad_to_square else None)
 
     def pad_fill(self) -> tuple[float, ...]:
-        """The padding's value per channel after normalisation: ``pad_value`` normalised, or zeros."""
-        return normalised_fill(self.mean, self.std, self.pad_value)
+        """The padding's value per channel after normalisation: ``pad_value`` normalised in the spec's arithmetic,
+        or zeros."""
+        return normalised_fill(self.mean, self.std, self.pad_value, self.normalisation)
 
     def canvas(self, batch: int, height: int, width: int, device: Any = "cpu") -> torch.Tensor:
         """A [batch,3,height,width] float32 batch filled with the padding (images are then copied in)."""
@@ -128,6 +135,7 @@ class InputSpec:
             pad_value=getattr(transform, "pad_value", None),
             size_rounding=getattr(transform, "size_rounding", "floor"),
             resize_order=getattr(transform, "resize_order", "float"),
+            normalisation=getattr(transform, "normalisation", "unit"),
         )
 
 
@@ -140,20 +148,23 @@ def resize_transform(
     pad_value: float | None = None,
     size_rounding: str = "floor",
     resize_order: str = "float",
+    normalisation: str = "unit",
 ) -> nn.Module:
     """torchvision's `GeneralizedRCNNTransform` with the resize rule every architecture shares: resize by
     ``min_size``/``max_size``, normalise by ``mean``/``std`` on [0, 1] RGB, zero-pad to a multiple of 32; it resizes
     training targets alike. `TransformDetector` keeps it as ``self.transform``. ``pad_to_square`` and
     ``pad_value``: pad to a ``max_size`` canvas at least, with that pixel value; ``size_rounding``: "round" sizes
     sides half up instead of torchvision's floor; ``resize_order``: a ``uint8_*`` one resizes the uint8 picture by
-    OpenCV before normalising (see `InputSpec`)."""
+    OpenCV before normalising; ``normalisation``: the float32 arithmetic of the normalisation (see `InputSpec`)."""
     # imported here: torchvision's detection package costs about a second, which exported-model users never need
-    if pad_to_square or pad_value is not None or size_rounding != "floor" or resize_order != "float":
+    plain = size_rounding == "floor" and resize_order == "float" and normalisation == "unit"
+    if pad_to_square or pad_value is not None or not plain:
         from instaseg.models.canvas import CanvasTransform
 
         return CanvasTransform(
-            min_size, max_size, list(mean), list(std), pad_to_square, pad_value, size_rounding, resize_order
-        )
+            min_size, max_size, list(mean), list(std), pad_to_square, pad_value, size_rounding, resize_order,
+            normalisation,
+        )  # fmt: skip
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     return GeneralizedRCNNTransform(min_size, max_size, list(mean), list(std), size_divisible=32)

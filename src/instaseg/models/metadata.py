@@ -13,6 +13,7 @@ from typing import Any
 
 from instaseg.errors import UserError
 from instaseg.models.detector import InputSpec
+from instaseg.utils.normalisation import NORMALISATIONS
 from instaseg.utils.resize_rule import RESIZE_ORDERS, SIZE_ROUNDINGS
 
 FORMAT_VERSION = 1
@@ -39,8 +40,8 @@ def from_strings(strings: dict[str, str], source: str | Path) -> dict:
 
 
 def spec_from_metadata(meta: dict, source: str | Path | None = None) -> InputSpec:
-    """The `InputSpec` an export was made with; an unknown size rounding or resize order is a user error naming
-    ``source``."""
+    """The `InputSpec` an export was made with; an unknown size rounding, resize order or normalisation is a user
+    error naming ``source``."""
     pre = meta["preprocess"]
     rounding = meta["input"].get("size_rounding", "floor")  # older exports floored (torchvision's rule)
     if rounding not in SIZE_ROUNDINGS:
@@ -48,6 +49,9 @@ def spec_from_metadata(meta: dict, source: str | Path | None = None) -> InputSpe
     order = meta["input"].get("resize_order", "float")  # older exports resized in float (torchvision's order)
     if order not in RESIZE_ORDERS:
         raise UserError(f"unknown input.resize_order {order!r} (known: {', '.join(RESIZE_ORDERS)})", source)
+    arithmetic = meta["input"].get("normalisation", "unit")  # older exports normalised on [0, 1] in float32
+    if arithmetic not in NORMALISATIONS:
+        raise UserError(f"unknown input.normalisation {arithmetic!r} (known: {', '.join(NORMALISATIONS)})", source)
     return InputSpec(
         min_size=int(meta["input"]["min_size"]),
         max_size=int(meta["input"]["max_size"]),
@@ -59,6 +63,7 @@ def spec_from_metadata(meta: dict, source: str | Path | None = None) -> InputSpe
         pad_value=None if pre.get("pad_value") is None else float(pre["pad_value"]),
         size_rounding=rounding,
         resize_order=order,
+        normalisation=arithmetic,
     )
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from instaseg.utils.normalisation import normalised_pixel
+
 
 def padded_frame(height: Any, width: Any, divisor: int, square: int | None = None) -> tuple[Any, Any]:
     """(h, w) rounded up to multiples of ``divisor``, and at least ``square`` x ``square`` when given. Python ints,
@@ -21,11 +23,15 @@ def padded_frame(height: Any, width: Any, divisor: int, square: int | None = Non
     return frame[0], frame[1]
 
 
-def normalised_fill(mean: tuple[float, ...], std: tuple[float, ...], value: float | None) -> tuple[float, ...]:
-    """The padding's value per channel after normalisation: the pixel ``value`` (on [0, 1]) normalised, or zeros."""
+def normalised_fill(
+    mean: tuple[float, ...], std: tuple[float, ...], value: float | None, arithmetic: str = "unit"
+) -> tuple[float, ...]:
+    """The padding's value per channel after normalisation: the pixel ``value`` (on [0, 1]) normalised in the
+    picture's ``arithmetic`` (the same float32 a pixel of that grey in the picture gets, as MMDetection pads the
+    uint8 picture before normalising it), or zeros."""
     if value is None:
         return tuple(0.0 for _ in mean)
-    return tuple((value - m) / s for m, s in zip(mean, std, strict=True))
+    return normalised_pixel(value, mean, std, arithmetic)
 
 
 def filled_batch(fill: tuple[float, ...], batch: int, height: int, width: int, device: Any = "cpu") -> torch.Tensor:

@@ -53,8 +53,8 @@ class RTMDetIns(TransformDetector):
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
         pad = {"pad_to_square": bool(cfg["pad_to_square"]), "pad_value": float(cfg["pad_value"])}
         # MMDetection's Resize(keep_ratio=True) rounds each resized side half up (mmcv.rescale_size)
-        order = cfg.get("resize_order", "float")
-        self.transform = resize_transform(min_size, max_size, **pad, size_rounding="round", resize_order=order)
+        rule = {"resize_order": cfg.get("resize_order", "float"), "normalisation": cfg.get("normalisation", "unit")}
+        self.transform = resize_transform(min_size, max_size, **pad, size_rounding="round", **rule)
         self.backbone = CSPNeXt(cfg["deepen"], cfg["widen"])
         self.neck = CSPNeXtPAFPN(self.backbone.out_channels, cfg["neck_channels"], cfg["neck_blocks"])
         self.head = RTMDetInsHead(

@@ -17,6 +17,7 @@ from instaseg.models.common.rules import (
     check_weights,
     key_error,
 )
+from instaseg.utils.normalisation import NORMALISATIONS
 from instaseg.utils.resize_rule import RESIZE_ORDERS
 
 # size -> (deepen, widen, neck/head channels, neck CSP blocks), as the published configs set them
@@ -57,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
     # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
     # uint8 picture resized by OpenCV first, as MMDetection's Resize; see instaseg.utils.resize_rule)
     "resize_order": "float",
+    # the float32 arithmetic of the normalisation: unit ((v / 255 - mean) / std: torchvision's) | pixel ((v - 255 mean)
+    # / (255 std): MMDetection's DetDataPreprocessor) | paddle (PaddleDetection's NormalizeImage); see
+    # instaseg.utils.normalisation
+    "normalisation": "unit",
 }
 
 
@@ -119,6 +124,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete rtmdet_ins model section."""
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
+    check_choice(cfg, bad, "normalisation", NORMALISATIONS)
     check_choice(cfg, bad, "backbone", SIZES)
     check_positive(cfg, bad, ("deepen", "widen", "neck_channels", "neck_blocks", "feat_channels"), nullable=True)
     check_positive(

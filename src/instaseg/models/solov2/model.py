@@ -54,8 +54,8 @@ class SOLOv2(TransformDetector):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), test_cfg
         # MMDetection's and PaddleDetection's Resize(keep_ratio) round each resized side half up; torchvision floors
-        order = cfg.get("resize_order", "float")
-        self.transform = resize_transform(min_size, max_size, size_rounding="round", resize_order=order)
+        rule = {"resize_order": cfg.get("resize_order", "float"), "normalisation": cfg.get("normalisation", "unit")}
+        self.transform = resize_transform(min_size, max_size, size_rounding="round", **rule)
         self.backbone = backbone
         channels, groups = backbone.out_channels, int(cfg["gn_groups"])
         self.mask_head = MaskFeatureHead(channels, cfg["mask_feat_channels"], cfg["kernel_channels"], groups)

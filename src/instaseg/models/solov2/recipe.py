@@ -17,6 +17,7 @@ from instaseg.models.common.rules import (
     is_positive_int,
     key_error,
 )
+from instaseg.utils.normalisation import NORMALISATIONS
 from instaseg.utils.resize_rule import RESIZE_ORDERS
 
 DEFAULTS: dict[str, Any] = {
@@ -55,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
     # uint8 picture resized by OpenCV first, as MMDetection's and PaddleDetection's Resize; instaseg.utils.resize_rule)
     "resize_order": "float",
+    # the float32 arithmetic of the normalisation: unit ((v / 255 - mean) / std: torchvision's) | pixel ((v - 255 mean)
+    # / (255 std): MMDetection's DetDataPreprocessor) | paddle (PaddleDetection's NormalizeImage); see
+    # instaseg.utils.normalisation
+    "normalisation": "unit",
 }
 DOWNLOADS = ("imagenet", "coco")  # COCO: MMDetection's R50 models (published.py)
 
@@ -74,6 +79,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete solov2 model section (types are checked against DEFAULTS by the config)."""
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
+    check_choice(cfg, bad, "normalisation", NORMALISATIONS)
     check_backbone_and_norm(cfg, bad)
     _check_levels(cfg, bad)
     sizes = ("fpn_channels", "head_channels", "stacked_convs", "kernel_channels", "mask_feat_channels", "gn_groups")
