@@ -86,9 +86,9 @@ def test_metadata_travels_with_the_model(exported: dict[str, Path], ckpt: Path) 
         predictor = instaseg.create_model(path)
         meta = predictor.backend.meta
         assert predictor.class_names == CLASSES and predictor.category_ids == CATEGORY_IDS
-        # Mask R-CNN sizes and resizes as torchvision: floored, in float
+        # Mask R-CNN sizes, resizes and normalises as torchvision: floored, in float, on [0, 1]
         expected = {"min_size": 64, "max_size": 96, "resize": "keep_ratio", "size_rounding": "floor"}
-        assert meta["input"] == {**expected, "resize_order": "float"}
+        assert meta["input"] == {**expected, "resize_order": "float", "normalisation": "unit"}
         assert meta["box_score_thresh"] == 0.05
         assert meta["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
         assert meta["graph"]["dynamic"] and meta["precision"] == "fp32" and meta["gflops"] > 0

@@ -17,6 +17,7 @@ from instaseg.models.detector import InputSpec
 from instaseg.models.factory import build_model
 from instaseg.models.metadata import spec_from_metadata
 from instaseg.models.recipes import apply_overrides, load_recipe
+from instaseg.utils.normalisation import normalised
 from instaseg.utils.resize_rule import opencv_resized, uint8_picture
 
 INTERPOLATIONS = {"uint8_bilinear": cv2.INTER_LINEAR, "uint8_bicubic": cv2.INTER_CUBIC}
@@ -167,5 +168,5 @@ def test_training_on_pictures_the_data_pipeline_resized_is_unchanged():
     image = torch.from_numpy(_picture(71, 127)).permute(2, 0, 1).float() / 255 + 0.4 / 255
     image_list, _ = model.transform([image.clamp(0, 1)])
     spec = model.input_spec
-    mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
-    assert torch.equal(image_list.tensors[0, :, :71, :127], (image.clamp(0, 1) - mean) / _std(spec))
+    expected = normalised(image.clamp(0, 1), spec.mean, spec.std, spec.normalisation)  # MMDetection's arithmetic
+    assert torch.equal(image_list.tensors[0, :, :71, :127], expected)
