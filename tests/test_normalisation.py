@@ -36,8 +36,10 @@ def _pixel_reference(picture: np.ndarray) -> np.ndarray:
 
 
 def _paddle_reference(picture: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """PaddleDetection's NormalizeImage written out: float32 / 255, then float64 mean and std arrays in place."""
-    im = picture.astype(np.float32) / 255.0
+    """PaddleDetection's NormalizeImage written out: float32 x (1 / 255), then float64 mean and std arrays in
+    place."""
+    im = picture.astype(np.float32)
+    im *= 1.0 / 255.0
     im -= np.array(spec.mean)[None, None, :]
     im /= np.array(spec.std)[None, None, :]
     return im.transpose(2, 0, 1)
@@ -70,6 +72,11 @@ def test_the_paddle_arithmetic_is_paddledetections_for_every_level():
     assert np.array_equal(batch[0, :, :16, :16].numpy(), expected)
     unit, _ = preprocess([picture], InputSpec(16, 16))
     assert (unit[0, :, :16, :16].numpy() != expected).sum() > 10
+    # mean 0 and std 1 (Mask-RT-DETR, PP-YOLOE-seg): the product by float32(1 / 255) alone, not v / 255
+    plain = ((0.0,) * 3, (1.0,) * 3)
+    product = LEVELS.astype(np.float32) * np.float32(1 / 255)
+    assert np.array_equal(level_table(*plain, "paddle").numpy(), np.stack([product] * 3))
+    assert int((level_table(*plain, "unit") != level_table(*plain, "paddle")).sum()) == 3 * 126
 
 
 def test_the_default_is_the_unit_arithmetic_unchanged():
@@ -86,14 +93,22 @@ def test_the_default_is_the_unit_arithmetic_unchanged():
         InputSpec(16, 16, normalisation="bytes")
 
 
-def test_recipes_of_mmdetections_models_normalise_as_mmdetection():
+def test_recipes_of_published_models_normalise_as_their_publisher():
     for name in ("rtmdet_ins_tiny", "rtmdet_ins_s", "rtmdet_ins_m", "rtmdet_ins_l", "rtmdet_ins_x", "solov2_r50_fpn"):
-        assert load_recipe(name)["model"]["normalisation"] == "pixel", name
-    for name in ("rtmdet_ins_tiny_fast", "solov2_fast"):
+        assert load_recipe(name)["model"]["normalisation"] == "pixel", name  # MMDetection's DetDataPreprocessor
+    paddlex = ["maskrcnn_r50_fpn_paddlex", "maskrcnn_r50vd_fpn", "maskrcnn_r101_fpn", "maskrcnn_r101vd_fpn"]
+    paddlex += ["maskrcnn_x101vd_fpn", "maskrcnn_r50_c4", "cascade_maskrcnn_r50_fpn", "cascade_maskrcnn_r50vd_fpn"]
+    paddlex += [f"mask_rtdetr_{s}" for s in "smlxh"] + ["ppyoloe_seg_s"]
+    for name in paddlex:
+        assert load_recipe(name)["model"]["normalisation"] == "paddle", name  # PaddleDetection's NormalizeImage
+    for name in ("rtmdet_ins_tiny_fast", "solov2_fast", "maskrcnn_fast", "cascade_maskrcnn_fast", "ppyoloe_seg_fast"):
         assert load_recipe(name)["model"]["normalisation"] == "unit", name
+    assert load_recipe("maskrcnn_r50_fpn")["model"]["normalisation"] == "unit"  # torchvision's model
 
 
-@pytest.mark.parametrize("name", ["rtmdet_ins_tiny", "solov2_r50_fpn"])
+@pytest.mark.parametrize(
+    "name", ["rtmdet_ins_tiny", "solov2_r50_fpn", "maskrcnn_fast", "cascade_maskrcnn_fast", "mask_rtdetr_fast"]
+)
 def test_an_unknown_value_is_refused_in_one_line(name):
     with pytest.raises(UserError) as info:
         apply_overrides(load_recipe(name), ["model.normalisation=bytes"])
@@ -133,6 +148,31 @@ def test_the_padding_is_grey_normalised_in_the_same_arithmetic(arithmetic):
         assert np.array_equal(fill.numpy(), (np.float32(114) - MEAN_PX) / STD_PX)
         unit = InputSpec(16, 32, pad_to_square=True, pad_value=114 / 255).pad_fill()
         assert not np.array_equal(np.float32(unit), fill.numpy())  # the check above can fail
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("maskrcnn_fast", ["model.resize_order=uint8_bicubic", "model.mask_paste=exact"]),
+        ("maskrcnn_fast", []),
+        ("mask_rtdetr_fast", ["model.resize_order=uint8_bicubic", "input.resize=stretch"]),
+        ("ppyoloe_seg_fast", ["input.resize=stretch"]),
+    ],
+)
+def test_paddle_arithmetic_in_the_eager_transforms_of_paddledetections_architectures(name, overrides):
+    """R-CNN (ImageNet mean and std), Mask-RT-DETR and PP-YOLOE-seg (mean 0, std 1: the product by float32(1 / 255)
+    alone): the eager transform feeds the network what the shared pre-processing makes of the uint8 picture."""
+    overrides = ["input.min_size=96", "input.max_size=96", "model.normalisation=paddle", *overrides]
+    model = build_model(apply_overrides(load_recipe(name), overrides), 2, weights="none").eval()
+    assert model.input_spec.normalisation == "paddle"
+    picture = np.random.default_rng(2).integers(0, 256, (71, 127, 3), dtype=np.uint8)
+    ours, sizes = preprocess([picture], model.input_spec)
+    image_list, _ = model.transform([torch.from_numpy(picture).permute(2, 0, 1).float() / 255])
+    assert [tuple(s) for s in image_list.image_sizes] == sizes
+    h, w = sizes[0]
+    assert torch.equal(image_list.tensors[..., :h, :w], ours[..., :h, :w])
+    unit, _ = preprocess([picture], InputSpec(**{**vars(model.input_spec), "normalisation": "unit"}))
+    assert not torch.equal(unit[..., :h, :w], ours[..., :h, :w])  # the check above can fail
 
 
 def _meta(**input_keys) -> dict:

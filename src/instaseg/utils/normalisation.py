@@ -12,8 +12,10 @@ ImageNet's mean and std, in 483 of the 768 values of a uint8 picture):
 - ``pixel``: ``(v - 255 mean) / (255 std)`` in float32, the pixel-unit constants being ``255 x mean`` and
   ``255 x std`` rounded to 6 decimals, i.e. the literals of MMDetection's configs (``mean=[123.675, 116.28,
   103.53], std=[58.395, 57.12, 57.375]``): MMDetection's ``DetDataPreprocessor`` on the uint8 picture;
-- ``paddle``: ``v / 255`` in float32, then ``- mean`` and ``/ std`` each computed in float64 and rounded to float32:
-  PaddleDetection's ``NormalizeImage`` (``is_scale``), whose float32 picture meets float64 mean and std arrays.
+- ``paddle``: ``v x float32(1 / 255)`` in float32 (a product, which rounds otherwise than ``v / 255`` on 126 of the
+  256 levels), then ``- mean`` and ``/ std`` each computed in float64 and rounded to float32: PaddleDetection's
+  ``NormalizeImage`` (``is_scale``: ``im *= 1.0 / 255.0`` on the float32 picture, then float64 mean and std arrays
+  in place; with mean 0 and std 1, or ``norm_type: none``, the product alone).
 
 A float picture on [0, 1] takes the same arithmetic from its values: for one that came from uint8 (``v / 255`` in
 float32), ``x * 255`` gives ``v`` back exactly, so the eager transform on a float picture reproduces the table's
@@ -55,7 +57,8 @@ def normalised(
         mean_px = _channels(pixel_constants(mean), torch.float32, device)
         return (pixels - mean_px) / _channels(pixel_constants(std), torch.float32, device)
     if arithmetic == "paddle":
-        centred = (image.double() - _channels(mean, torch.float64, device)).float()
+        scaled = (image * 255.0) * torch.tensor(1.0 / 255.0, dtype=torch.float32, device=device)
+        centred = (scaled.double() - _channels(mean, torch.float64, device)).float()
         return (centred.double() / _channels(std, torch.float64, device)).float()
     raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {arithmetic!r}")
 

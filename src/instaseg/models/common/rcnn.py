@@ -28,6 +28,7 @@ from instaseg.models.common.rules import (
     check_positive_ints,
 )
 from instaseg.models.detector import IMAGENET_MEAN, IMAGENET_STD, Detector, InputSpec, RawOutput, resize_transform
+from instaseg.utils.normalisation import NORMALISATIONS
 from instaseg.utils.resize_rule import RESIZE_ORDERS, SIZE_ROUNDINGS
 
 # The model keys every R-CNN recipe has, with torchvision's maskrcnn_resnet50_fpn values (so the defaults are that
@@ -69,6 +70,10 @@ RCNN_DEFAULTS: dict[str, Any] = {
     # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
     # uint8 picture resized by OpenCV first: PaddleDetection's Resize, interp 1 or 2)
     "resize_order": "float",
+    # the float32 arithmetic of the normalisation: unit ((v / 255 - mean) / std: torchvision's) | pixel ((v - 255 mean)
+    # / (255 std): MMDetection's) | paddle (v x float32(1 / 255), then mean and std in float64: PaddleDetection's
+    # NormalizeImage); see instaseg.utils.normalisation
+    "normalisation": "unit",
 }
 
 # proposals kept before the box head, as multiples of the detections per image (eval.max_dets): a crowded image
@@ -101,6 +106,7 @@ def check_rcnn_section(cfg: dict, bad: Bad) -> None:
     check_choice(cfg, bad, "mask_paste", ("torchvision", "exact"))
     check_choice(cfg, bad, "size_rounding", SIZE_ROUNDINGS)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
+    check_choice(cfg, bad, "normalisation", NORMALISATIONS)
     ratio = cfg["roi_sampling_ratio"]
     if ratio is not None and not (isinstance(ratio, int) and not isinstance(ratio, bool) and ratio >= 0):
         raise bad("roi_sampling_ratio", "must be a non-negative integer (0: adaptive) or null")
@@ -165,10 +171,11 @@ def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
 
 def rcnn_transform(recipe: dict, cfg: dict) -> nn.Module:
     """The recipe's resize rule as torchvision's transform (`resize_transform`'s settings), its resized sides made
-    integers by ``size_rounding``, resized in the order ``resize_order`` names and its eval-mode mask pasting
-    following ``mask_paste``."""
+    integers by ``size_rounding``, resized in the order ``resize_order`` names, normalised in the ``normalisation``
+    arithmetic and its eval-mode mask pasting following ``mask_paste``."""
     size = (recipe["input"]["min_size"], recipe["input"]["max_size"])
     rule = {"size_rounding": cfg.get("size_rounding", "floor"), "resize_order": cfg.get("resize_order", "float")}
+    rule["normalisation"] = cfg.get("normalisation", "unit")
     if cfg.get("mask_paste", "torchvision") != "exact":
         return resize_transform(*size, **rule)
     return ExactPasteTransform(*size, list(IMAGENET_MEAN), list(IMAGENET_STD), **rule)

@@ -129,9 +129,10 @@ class ExactPasteTransform(CanvasTransform):
         std: list[float],
         size_rounding: str = "floor",
         resize_order: str = "float",
+        normalisation: str = "unit",
     ) -> None:
         # no canvas, zero padding
-        super().__init__(min_size, max_size, mean, std, False, None, size_rounding, resize_order)
+        super().__init__(min_size, max_size, mean, std, False, None, size_rounding, resize_order, normalisation)
 
     def postprocess(self, result, image_shapes, original_image_sizes):
         if self.training:

@@ -53,8 +53,8 @@ class MaskRTDETR(TransformDetector):
         super().__init__()
         self.cfg, self.test_cfg, self.num_classes = dict(cfg), dict(test_cfg), num_classes
         # pixels / 255 and nothing else, as the published weights were trained
-        order = cfg.get("resize_order", "float")
-        self.transform = resize_transform(min_size, max_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_order=order)
+        rule = {"resize_order": cfg.get("resize_order", "float"), "normalisation": cfg.get("normalisation", "unit")}
+        self.transform = resize_transform(min_size, max_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), **rule)
         dim = int(cfg["hidden_dim"])
         self.backbone = HGNetV2(cfg["arch"], frozen_norm=cfg["norm"] == "frozen_bn")
         self.encoder = MaskHybridEncoder(

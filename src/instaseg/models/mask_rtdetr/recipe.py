@@ -19,6 +19,7 @@ from instaseg.models.common.rules import (
     key_error,
 )
 from instaseg.models.mask_rtdetr.backbone import ARCHS
+from instaseg.utils.normalisation import NORMALISATIONS
 from instaseg.utils.resize_rule import RESIZE_ORDERS
 
 # size -> backbone arch, encoder width, decoder width, encoder level (0..2: stride 8..32), encoder layers, encoder
@@ -71,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
     # uint8 picture resized by OpenCV first, as PaddleDetection's Resize, interp 2; see instaseg.utils.resize_rule)
     "resize_order": "float",
+    # the float32 arithmetic of the normalisation: unit ((v / 255 - mean) / std: torchvision's) | pixel ((v - 255 mean)
+    # / (255 std): MMDetection's) | paddle (v x float32(1 / 255), then mean and std in float64: PaddleDetection's
+    # NormalizeImage); see instaseg.utils.normalisation
+    "normalisation": "unit",
 }
 
 
@@ -112,6 +117,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete mask_rtdetr model section."""
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
+    check_choice(cfg, bad, "normalisation", NORMALISATIONS)
     check_choice(cfg, bad, "backbone", SIZES)
     check_choice(cfg, bad, "arch", ARCHS, nullable=True)
     _check_sizes(cfg, bad)

@@ -43,8 +43,8 @@ class PPYOLOESeg(TransformDetector):
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
         super().__init__()
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
-        order = cfg.get("resize_order", "float")
-        self.transform = resize_transform(min_size, max_size, mean=(0.0,) * 3, std=(1.0,) * 3, resize_order=order)
+        rule = {"resize_order": cfg.get("resize_order", "float"), "normalisation": cfg.get("normalisation", "unit")}
+        self.transform = resize_transform(min_size, max_size, mean=(0.0,) * 3, std=(1.0,) * 3, **rule)
         deepen, widen = float(cfg["deepen"]), float(cfg["widen"])
         self.backbone = CSPResNet(deepen, widen, use_alpha=bool(cfg["use_alpha"]))
         neck_widths = [scaled_channels(c, widen) for c in NECK_CHANNELS]

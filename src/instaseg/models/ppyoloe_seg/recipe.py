@@ -18,6 +18,7 @@ from instaseg.models.common.rules import (
     check_weights,
     key_error,
 )
+from instaseg.utils.normalisation import NORMALISATIONS
 from instaseg.utils.resize_rule import RESIZE_ORDERS
 
 # size -> (depth multiplier, width multiplier), as PaddleDetection's ppyoloe+ configs set them
@@ -54,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
     # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
     # uint8 picture resized by OpenCV first, as PaddleDetection's Resize, interp 2; see instaseg.utils.resize_rule)
     "resize_order": "float",
+    # the float32 arithmetic of the normalisation: unit ((v / 255 - mean) / std: torchvision's) | pixel ((v - 255 mean)
+    # / (255 std): MMDetection's) | paddle (v x float32(1 / 255), then mean and std in float64: PaddleDetection's
+    # NormalizeImage); see instaseg.utils.normalisation
+    "normalisation": "unit",
 }
 
 
@@ -118,6 +123,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete ppyoloe_seg model section."""
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
+    check_choice(cfg, bad, "normalisation", NORMALISATIONS)
     check_choice(cfg, bad, "backbone", SIZES)
     check_positive(cfg, bad, ("deepen", "widen"), nullable=True)
     check_positive(cfg, bad, ("reg_max", "num_masks", "assigner_topk", "nms_pre"))
