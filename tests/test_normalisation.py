@@ -192,18 +192,3 @@ def test_exports_carry_the_arithmetic_and_older_ones_normalise_on_unit_values(ar
     assert spec_from_metadata(_meta()).normalisation == "unit"  # made before the key existed
     with pytest.raises(UserError, match=r"model\.onnx.*input\.normalisation 'bytes'"):
         spec_from_metadata(_meta(normalisation="bytes"), "model.onnx")
-
-
-def test_the_predictor_of_a_checkpoint_and_of_its_export_normalise_in_pixel_units(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from instaseg.export import export_model
-    from instaseg.inference.predictor import create_model
-    from instaseg.models.checkpoint import save_checkpoint
-
-    recipe = apply_overrides(load_recipe("rtmdet_ins_tiny"), SMALL_RTMDET)
-    model = build_model(recipe, 2, weights="none").eval()
-    path = save_checkpoint(tmp_path / "model.pt", model, recipe, ["a", "b"], [1, 2])
-    exported = export_model(path, format="onnx", out=tmp_path, dynamic=True)
-    assert exported["metadata"]["input"]["normalisation"] == "pixel"
-    for source in (path, exported["path"]):
-        assert create_model(source).backend.spec == model.input_spec

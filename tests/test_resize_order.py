@@ -155,6 +155,7 @@ def test_the_predictor_of_a_checkpoint_and_of_its_export_resize_in_the_uint8_ord
     path = save_checkpoint(tmp_path / "model.pt", model, recipe, ["a", "b"], [1, 2])
     exported = export_model(path, format="onnx", out=tmp_path, dynamic=True)
     assert exported["metadata"]["input"]["resize_order"] == "uint8_bilinear"
+    assert exported["metadata"]["input"]["normalisation"] == "pixel"  # and in MMDetection's arithmetic
     for source in (path, exported["path"]):
         assert create_model(source).backend.spec == model.input_spec
 
