@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from instaseg.models.common.mask_resample import MASK_RESAMPLES
 from instaseg.models.common.rules import (
     check_choice,
     check_fraction,
@@ -57,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
     # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
     # uint8 picture resized by OpenCV first, as MMDetection's Resize; see instaseg.utils.resize_rule)
     "resize_order": "float",
+    # how the stride-8 mask logits reach the original picture: direct (one bilinear step, exact) | canvas_rescale
+    # (MMDetection's predict_by_feat(rescale=True): the padded canvas resized by the scale factors, width's and
+    # height's swapped, then cut; instaseg.models.common.mask_resample) | two_step
+    "mask_resample": "direct",
 }
 
 
@@ -119,6 +124,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     """Value rules of a complete rtmdet_ins model section."""
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
+    check_choice(cfg, bad, "mask_resample", MASK_RESAMPLES)
     check_choice(cfg, bad, "backbone", SIZES)
     check_positive(cfg, bad, ("deepen", "widen", "neck_channels", "neck_blocks", "feat_channels"), nullable=True)
     check_positive(
