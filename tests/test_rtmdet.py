@@ -234,12 +234,15 @@ def test_eval_output_format_at_input_resolution():
             assert pred["masks"][0, 0, :, x1:].sum() > 0
 
 
-def test_predictor_matches_the_eager_model():
+@pytest.mark.parametrize("resample", ["direct", "canvas_rescale"])
+@pytest.mark.parametrize("shape", [(77, 101), (41, 97)])  # the second: the two geometries differ by 2911 pixels
+def test_predictor_matches_the_eager_model(resample, shape):
     from instaseg.inference.backends.torch import TorchBackend
     from instaseg.inference.predictor import Predictor
 
-    model = _varied(_model(3, ["eval.score_threshold=0.2"]))
-    image = (np.random.default_rng(0).random((77, 101, 3)) * 255).astype(np.uint8)
+    model = _varied(_model(3, ["eval.score_threshold=0.2", f"model.mask_resample={resample}"]))
+    assert model.mask_resample == resample
+    image = (np.random.default_rng(0).random((*shape, 3)) * 255).astype(np.uint8)
     with torch.no_grad():
         eager = model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0]
     result = next(iter(Predictor(TorchBackend(model), ["a", "b", "c"], threshold=0.0).predict(image)))

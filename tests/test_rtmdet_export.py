@@ -143,3 +143,38 @@ def test_exported_model_sizes_pictures_as_mmdetection(checkpoint, tmp_path):
             prop.value = json.dumps(section)
     onnx.save(older, tmp_path / "older.onnx")
     assert create_model(tmp_path / "older.onnx", threshold=0.1).backend.spec.resized_size(71, 127) == (53, 96)
+
+
+def test_the_mask_resampling_travels_with_the_export(checkpoint, tmp_path):
+    """The recipe's ``mask_resample: canvas_rescale`` (MMDetection's rescale) is in the graph's metadata and the
+    exported predictor resamples as the eager one; an export from before the key reads as "direct", and an
+    unknown value is refused, naming the file."""
+    import onnx
+
+    from instaseg.errors import UserError
+    from instaseg.evaluation.parity import compare_results
+    from instaseg.export import export_model
+    from instaseg.inference.predictor import create_model
+
+    exported = export_model(checkpoint, format="onnx", out=tmp_path, dynamic=True)
+    assert exported["metadata"]["graph"]["mask_resample"] == "canvas_rescale"
+    eager, onnx_model = create_model(checkpoint, threshold=0.1), create_model(exported["path"], threshold=0.1)
+    assert eager.backend.model.mask_resample == onnx_model.backend.graph["mask_resample"] == "canvas_rescale"
+    picture = np.ascontiguousarray(np.kron(_scene(1)[0], np.ones((2, 2, 1), np.uint8))[:41, :97])  # resized x0.99
+    agreement = compare_results(next(iter(eager.predict(picture))), next(iter(onnx_model.predict(picture))), 0.1)
+    assert agreement.matched > 0 and agreement.unmatched == 0 and agreement.min_mask_iou > 0.95
+
+    def doctored(value: str | None):
+        model = onnx.load(exported["path"])
+        for prop in model.metadata_props:
+            if prop.key == "graph":
+                graph = json.loads(prop.value)
+                graph.pop("mask_resample")
+                prop.value = json.dumps(graph if value is None else {**graph, "mask_resample": value})
+        path = tmp_path / f"{value}.onnx"
+        onnx.save(model, path)
+        return path
+
+    assert create_model(doctored(None), threshold=0.1).backend.graph["mask_resample"] == "direct"
+    with pytest.raises(UserError, match=r"bicubic\.onnx.*mask_resample 'bicubic'"):
+        create_model(doctored("bicubic"), threshold=0.1)

@@ -269,3 +269,28 @@ def test_eval_masks_cover_the_whole_picture():
     with torch.no_grad():
         out = model([torch.rand(3, 230, 352)])[0]
     assert len(out["scores"]) == 3 and out["masks"].shape[-2:] == (230, 352)
+
+
+@pytest.mark.parametrize("resample", ["direct", "two_step"])
+def test_the_predictor_resamples_masks_as_the_eager_model(resample):
+    """``mask_resample: two_step`` (MMDetection's x4, cut, resize) in the eager output and the shared
+    post-processing alike, on a picture resized by a non-integer factor; such masks are not cut to their boxes."""
+    from pycocotools import mask as mask_utils
+
+    from instaseg.inference.backends.torch import TorchBackend
+    from instaseg.inference.predictor import Predictor
+
+    torch.manual_seed(0)
+    overrides = ["input.min_size=64", "input.max_size=128", "eval.max_dets=5", f"model.mask_resample={resample}"]
+    model = build_model(apply_overrides(load_recipe("solov2_fast"), overrides), 2, weights="none").eval()
+    model.make_outputs_busy()
+    assert model.mask_resample == resample and model.mask_box_crop == (resample == "direct")
+    picture = (np.random.default_rng(0).random((77, 101, 3)) * 255).astype(np.uint8)
+    with torch.no_grad():
+        eager = model([torch.from_numpy(picture).permute(2, 0, 1).float() / 255])[0]
+    result = next(iter(Predictor(TorchBackend(model), ["a", "b"], threshold=0.0).predict(picture)))
+    assert len(result.scores) == len(eager["scores"]) == 5
+    decoded = np.stack([mask_utils.decode({**r, "counts": r["counts"].encode()}) for r in result.rles])
+    want = (eager["masks"][:, 0] > 0.5).numpy()
+    assert want.sum() > 0
+    assert (decoded != want).sum() <= 1e-4 * want.size  # the same resampling, up to float rounding

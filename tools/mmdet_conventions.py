@@ -1,4 +1,6 @@
-"""MMDetection 3.3's pre- and post-processing where ours differs: the kept differences K1-K3 of docs/equivalence.md.
+"""MMDetection 3.3's pre- and post-processing where ours differs: the differences K1-K3 of docs/equivalence.md
+(K1 and K3 are model options since D14 and D15, ``mask_resample: canvas_rescale`` / ``two_step``, which
+tests/test_mask_resample.py checks against `canvas_masks` and `two_step_masks`; our own recipes keep "direct").
 
 Plain torch and OpenCV, no MMDetection import, so that both tools/mmdet_equivalence.py (in the reference
 environment, against MMDetection itself) and tools/mmdet_kept_differences.py (in ours, on trained checkpoints) use

@@ -144,6 +144,8 @@ def export_model(
         "mask_logits": bool(model.mask_logits),  # masks are logits (resampled as such), not probabilities
         "mask_box_crop": bool(model.mask_box_crop),  # image-frame masks are cut to their boxes
         "mask_paste": str(model.mask_paste),  # how a per-box mask lands in its box: torchvision | exact
+        # how an image-frame mask reaches the original picture: direct | canvas_rescale | two_step
+        "mask_resample": str(model.mask_resample),
     }
     gflops = count_gflops(graph_module, *example)
     meta = build_metadata(info, spec, graph, precision, int8, gflops=round(gflops, 3), gflops_input=[height, width])

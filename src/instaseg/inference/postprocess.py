@@ -19,6 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from instaseg.data.masks import rle_to_json
+from instaseg.models.common.mask_resample import ImageMaskResample
 from instaseg.models.detector import Detector, RawOutput
 
 
@@ -32,7 +33,9 @@ class RawDetections:
     [S*i, S*i+S) x [S*j, S*j+S) of the padded input, top-left aligned). ``mask_logits``: the masks are logits,
     resampled as such and thresholded at the threshold's logit. ``mask_box_crop`` (image-frame masks): pixels
     outside the box are background; False keeps the whole mask. ``mask_paste`` (per-box masks): "torchvision"
-    (`paste_mask`) or "exact" (`paste_mask_exact`). See `instaseg.models.detector.Detector`.
+    (`paste_mask`) or "exact" (`paste_mask_exact`). ``mask_resample`` (image-frame masks): "direct"
+    (`paste_image_mask`), "canvas_rescale" or "two_step" (`instaseg.models.common.mask_resample`). See
+    `instaseg.models.detector.Detector`.
     """
 
     boxes: np.ndarray
@@ -43,6 +46,7 @@ class RawDetections:
     mask_logits: bool = False
     mask_box_crop: bool = True
     mask_paste: str = "torchvision"
+    mask_resample: str = "direct"
 
     @classmethod
     def from_output(cls, out: RawOutput, detector: Detector) -> RawDetections:
@@ -56,6 +60,7 @@ class RawDetections:
             mask_logits=bool(detector.mask_logits),
             mask_box_crop=bool(detector.mask_box_crop),
             mask_paste=str(detector.mask_paste),
+            mask_resample=str(detector.mask_resample),
         )
 
 
@@ -326,7 +331,11 @@ def postprocess_crops(
     masks = np.asarray(raw.masks)[keep]
     im_h, im_w = image_size
     threshold = logit(mask_threshold) if raw.mask_logits else mask_threshold
-    if raw.mask_stride:
+    if raw.mask_stride and raw.mask_resample != "direct" and len(masks):
+        geometry = ImageMaskResample(raw.mask_resample, raw.mask_stride, masks.shape[1:], input_size, image_size)
+        windows = boxes if raw.mask_box_crop else geometry.extents(masks, threshold)
+        crops = [geometry.paste(m, b, threshold) for m, b in zip(masks, windows, strict=True)]
+    elif raw.mask_stride:
         stride = raw.mask_stride
         windows = boxes if raw.mask_box_crop else mask_extents(masks, threshold, stride, input_size, image_size)
         crops = [

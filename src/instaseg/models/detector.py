@@ -36,6 +36,14 @@ What a detector provides:
   enlarged to match and truncated to whole pixels (torchvision's `paste_masks_in_image`); "exact": the map spans
   the box exactly and is sampled bilinearly at every pixel centre, zero beyond it, foreground at >= the threshold
   (Detectron2's, mmdetection's and PaddleDetection's). The eager output pastes the same way.
+- ``mask_resample`` (image-frame masks only): how one is resampled to the original picture
+  (`instaseg.models.common.mask_resample`). "direct": one bilinear step, each original pixel centre mapped exactly
+  through the resize; "canvas_rescale": MMDetection's RTMDet-Ins ``rescale``, the whole padded canvas upsampled by
+  the stride, resized by the inverse scale factors with the width's applied to the height and the height's to the
+  width (rounded up), the original size cut from its corner; "two_step": MMDetection's SOLOv2, upsampled by the
+  stride to the padded input, the resized picture cut out and resized to the original. The eager output resamples
+  the same way. A model section's ``mask_resample`` sets it (default "direct"; the recipes of MMDetection's
+  published models set the reference's).
 - ``export_forward(images, image_size)``: the graph that is exported (ONNX, then OpenVINO): one image
   [1,3,H,W] and its int64 (h, w) as a tensor -> (boxes, scores, labels, masks) as ``raw_forward`` gives them.
   It must be traceable by torch's TorchScript-based ONNX exporter; the default calls ``raw_forward``.
@@ -264,6 +272,7 @@ class Detector(nn.Module):
     mask_logits: bool = False
     mask_box_crop: bool = True
     mask_paste: str = "torchvision"
+    mask_resample: str = "direct"
     quantization: QuantizationSettings = QuantizationSettings()
 
     @property

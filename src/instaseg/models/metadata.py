@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from instaseg.errors import UserError
+from instaseg.models.common.mask_resample import MASK_RESAMPLES
 from instaseg.models.detector import InputSpec
 from instaseg.utils.normalisation import NORMALISATIONS
 from instaseg.utils.resize_rule import RESIZE_ORDERS, SIZE_ROUNDINGS
@@ -65,6 +66,16 @@ def spec_from_metadata(meta: dict, source: str | Path | None = None) -> InputSpe
         resize_order=order,
         normalisation=arithmetic,
     )
+
+
+def graph_from_metadata(meta: dict, source: str | Path | None = None) -> dict:
+    """The export's graph layout (``meta["graph"]``); an unknown ``mask_resample`` is a user error naming ``source``
+    (older exports have none: "direct", the one bilinear step they were made with)."""
+    graph = dict(meta["graph"])
+    resample = graph.setdefault("mask_resample", "direct")
+    if resample not in MASK_RESAMPLES:
+        raise UserError(f"unknown graph.mask_resample {resample!r} (known: {', '.join(MASK_RESAMPLES)})", source)
+    return graph
 
 
 def openvino_metadata(model: Any) -> dict[str, str]:

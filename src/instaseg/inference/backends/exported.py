@@ -16,7 +16,7 @@ import torch
 from instaseg.errors import UserError
 from instaseg.inference.postprocess import RawDetections
 from instaseg.models.detector import InputSpec
-from instaseg.models.metadata import from_strings, spec_from_metadata
+from instaseg.models.metadata import from_strings, graph_from_metadata, spec_from_metadata
 
 
 def graph_inputs(
@@ -44,7 +44,7 @@ def raw_detections(
     boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray, graph: dict
 ) -> RawDetections:
     """A graph's four outputs, read by the mask layout its metadata states (older exports: probabilities, cut
-    to boxes, per-box masks pasted torchvision's way)."""
+    to boxes, per-box masks pasted torchvision's way, image-frame masks resampled in one step)."""
     return RawDetections(
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         scores=np.asarray(scores, dtype=np.float32).reshape(-1),
@@ -54,6 +54,7 @@ def raw_detections(
         mask_logits=bool(graph.get("mask_logits", False)),
         mask_box_crop=bool(graph.get("mask_box_crop", True)),
         mask_paste=str(graph.get("mask_paste", "torchvision")),
+        mask_resample=str(graph.get("mask_resample", "direct")),
     )
 
 
@@ -65,7 +66,7 @@ class ExportedBackend:
     def __init__(self, meta_strings: dict[str, str], source: str | Path):
         self.meta = from_strings(meta_strings, source)
         self.spec = spec_from_metadata(self.meta, source)
-        self.graph = dict(self.meta["graph"])
+        self.graph = graph_from_metadata(self.meta, source)
         self.device = torch.device("cpu")  # where pre-processing runs; the runtime copies the input itself
 
     def synchronize(self) -> None:

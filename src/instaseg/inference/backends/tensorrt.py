@@ -16,7 +16,7 @@ from instaseg.errors import UserError
 from instaseg.inference.backends.exported import raw_detections
 from instaseg.inference.postprocess import RawDetections
 from instaseg.models.detector import INPUT_NAMES, OUTPUT_NAMES
-from instaseg.models.metadata import from_strings, spec_from_metadata, unpack_engine
+from instaseg.models.metadata import from_strings, graph_from_metadata, spec_from_metadata, unpack_engine
 from instaseg.utils.device import resolve_device
 
 
@@ -63,7 +63,7 @@ class TensorRTBackend:
             raise UserError("running a TensorRT engine needs: pip install 'instaseg[tensorrt]'", path) from None
         self.meta = from_strings(strings, path)
         self.spec = spec_from_metadata(self.meta, path)
-        self.graph = dict(self.meta["graph"])
+        self.graph = graph_from_metadata(self.meta, path)
         self.trt = trt
         torch.cuda.set_device(self.device)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

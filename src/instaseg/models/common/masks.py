@@ -1,12 +1,13 @@
 """Masks over the whole padded input (prototype and kernel heads): their centres, and their paste into the original
-image (cut to each box, or whole), the eval-mode output of `TransformDetector.full_size` for one-stage
-architectures."""
+image (cut to each box, or whole; resampled as ``mask_resample`` says), the eval-mode output of
+`TransformDetector.full_size` for one-stage architectures."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from instaseg.models.common.mask_resample import ImageMaskResample
 from instaseg.models.detector import RawOutput, clip_boxes
 
 
@@ -44,21 +45,27 @@ def paste_image_masks(
     image_size: tuple[int, int],
     crop: bool = True,
     logits: bool = False,
+    resample: str = "direct",
 ) -> torch.Tensor:
     """[N,1,H,W] mask probabilities at original size, zero outside each box unless not ``crop``: one bilinear
     resampling from the low-res map straight to the original pixels (as `instaseg.inference.postprocess` does per
-    box). ``logits``: the maps hold logits, resampled as such and then turned into probabilities."""
+    box), or the geometry ``resample`` names (`instaseg.models.common.mask_resample`; pixels it does not reach are
+    zero). ``logits``: the maps hold logits, resampled as such and then turned into probabilities."""
     n, h, w = probs.shape
     out_h, out_w = image_size
     if n == 0:
         return probs.new_zeros((0, 1, out_h, out_w))
-    gx = sample_grid(out_w, input_size[1], out_w, w, stride).to(probs.device)
-    gy = sample_grid(out_h, input_size[0], out_h, h, stride).to(probs.device)
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [H, W, 2] as (x, y)
-    full = F.grid_sample(
-        probs[:, None], grid[None].expand(n, -1, -1, -1), mode="bilinear", padding_mode="border", align_corners=False
-    )
-    full = full.sigmoid() if logits else full
+    if resample == "direct":
+        gx = sample_grid(out_w, input_size[1], out_w, w, stride).to(probs.device)
+        gy = sample_grid(out_h, input_size[0], out_h, h, stride).to(probs.device)
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [H, W, 2] as (x, y)
+        full = F.grid_sample(
+            probs[:, None], grid[None].expand(n, -1, -1, -1), mode="bilinear", padding_mode="border",
+            align_corners=False,
+        )  # fmt: skip
+        full = full.sigmoid() if logits else full
+    else:
+        full = resampled_masks(probs, stride, input_size, image_size, logits, resample)
     if not crop:
         return full
     xs = torch.arange(out_w, device=probs.device)
@@ -68,6 +75,25 @@ def paste_image_masks(
     inside_x = (xs[None] >= x0) & (xs[None] < x1)
     inside_y = (ys[None] >= y0) & (ys[None] < y1)
     return full * (inside_y[:, :, None] & inside_x[:, None, :])[:, None].to(full.dtype)
+
+
+def resampled_masks(
+    probs: torch.Tensor,
+    stride: int,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    logits: bool,
+    resample: str,
+) -> torch.Tensor:
+    """[N,1,H,W] probabilities of [N,h,w] maps resampled by a reference geometry as dense per-axis matrices (the
+    predictor applies the same weights per window); pixels beyond what the geometry reaches are zero."""
+    geometry = ImageMaskResample(resample, stride, tuple(probs.shape[-2:]), input_size, image_size)
+    rows, cols = (torch.from_numpy(geometry.dense(axis)).to(probs.device) for axis in (0, 1))
+    values = rows @ probs.float() @ cols.T
+    values = values.sigmoid() if logits else values
+    full = values.new_zeros((probs.shape[0], 1, *image_size))
+    full[:, 0, : rows.shape[0], : cols.shape[0]] = values
+    return full
 
 
 def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
@@ -84,9 +110,11 @@ def box_cropped_output(
     image_size: tuple[int, int],
     crop: bool = True,
     logits: bool = False,
+    resample: str = "direct",
 ) -> dict:
     """A raw output in the original image, each image-frame mask pasted inside its own box (PP-YOLOE-seg's crop),
-    or whole (not ``crop``); ``logits``: the masks are logits (see `paste_image_masks`)."""
+    or whole (not ``crop``); ``logits``: the masks are logits; ``resample``: the geometry (see
+    `paste_image_masks`)."""
     boxes = clip_and_scale(out.boxes, input_size, image_size)
-    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size, crop, logits)
+    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size, crop, logits, resample)
     return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}

@@ -7,7 +7,9 @@ What MMDetection's published RTMDet-Ins does, stated through the contract so tha
 - pre-processing: ImageNet normalisation (which equals the published BGR mean/std; the converted first conv reads
   RGB), resize by the recipe rule with each side rounded half up (``size_rounding``), padding onto a ``max_size``
   square of grey 114 (``pad_to_square``, ``pad_value``), the canvas boxes are clipped to before NMS;
-- masks are resampled as logits (``mask_logits``) and not cut to their boxes (``mask_box_crop`` False).
+- masks are resampled as logits (``mask_logits``) and not cut to their boxes (``mask_box_crop`` False);
+- ``model.mask_resample: canvas_rescale`` (the published recipes) resamples them with the geometry of its
+  ``predict_by_feat(rescale=True)`` (``mask_resample``; "direct", the default, maps the resized picture exactly).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class RTMDetIns(TransformDetector):
         )
         self.assigner = DynamicSoftLabelAssigner(topk=cfg["assigner_topk"])
         self.mask_stride = self.head.strides[0]  # the stride of the low-res masks raw_forward gives
+        self.mask_resample = str(cfg.get("mask_resample", "direct"))
 
     def _levels(self, batch: torch.Tensor, kernels: bool = True) -> tuple[list, list, list, torch.Tensor, list, list]:
         """Per level [B, A_l, .]: class logits, boxes (xyxy pixels), kernels (none unless ``kernels``), and priors
@@ -80,7 +83,9 @@ class RTMDetIns(TransformDetector):
         return [flatten_levels([c]) for c in cls], boxes, [flatten_levels([k]) for k in kern], protos, priors, feats
 
     def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
-        return box_cropped_output(out, self.mask_stride, input_size, image_size, crop=False, logits=True)
+        return box_cropped_output(
+            out, self.mask_stride, input_size, image_size, crop=False, logits=True, resample=self.mask_resample
+        )
 
     def raw_outputs(self, batch: torch.Tensor, frames: list[tuple]) -> list[tuple[torch.Tensor, ...]]:
         """Per image of a normalised, padded batch: (boxes [N,4] clipped to the image's ``frames`` (h, w), scores

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from instaseg.models.common.mask_resample import MASK_RESAMPLES
 from instaseg.models.common.rules import (
     check_choice,
     check_fraction,
@@ -62,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     # / (255 std): MMDetection's DetDataPreprocessor) | paddle (PaddleDetection's NormalizeImage); see
     # instaseg.utils.normalisation
     "normalisation": "unit",
+    # how the stride-8 mask logits reach the original picture: direct (one bilinear step, exact) | canvas_rescale
+    # (MMDetection's predict_by_feat(rescale=True): the padded canvas resized by the scale factors, width's and
+    # height's swapped, then cut; instaseg.models.common.mask_resample) | two_step
+    "mask_resample": "direct",
 }
 
 
@@ -125,6 +130,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
     check_choice(cfg, bad, "normalisation", NORMALISATIONS)
+    check_choice(cfg, bad, "mask_resample", MASK_RESAMPLES)
     check_choice(cfg, bad, "backbone", SIZES)
     check_positive(cfg, bad, ("deepen", "widen", "neck_channels", "neck_blocks", "feat_channels"), nullable=True)
     check_positive(

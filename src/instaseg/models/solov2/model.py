@@ -6,6 +6,11 @@ at stride 4 (``mask_stride``), not pasted, with each mask's box read from the ma
 Pre-processing is torchvision's GeneralizedRCNNTransform (ImageNet mean/std on [0, 1] RGB, resize by the recipe
 rule, zero padding to a multiple of 32), the `InputSpec` every architecture shares, except that each resized side is
 rounded half up (``size_rounding``) as both references do, where torchvision floors.
+
+``model.mask_resample: two_step`` (``solov2_r50_fpn``) resamples the masks as MMDetection does (x4 to the padded
+input, cut, resized to the original; ``mask_resample``). A box is read from its mask's one-step upsampling, so
+with another geometry a mask may reach past its box: such masks are not cut to their boxes (``mask_box_crop``),
+as MMDetection, whose SOLOv2 has no boxes, cuts none.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch.nn.functional as F
 
 from instaseg.models.common.backbones import FeaturePyramidBackbone
 from instaseg.models.common.losses import dice_loss
+from instaseg.models.common.masks import box_cropped_output
 from instaseg.models.common.points import flatten_levels
 from instaseg.models.detector import (
     QuantizationSettings,
@@ -70,6 +76,14 @@ class SOLOv2(TransformDetector):
         )
         strides = [torch.full((s * s,), float(st)) for s, st in zip(cfg["num_grids"], LEVEL_STRIDES, strict=True)]
         self.register_buffer("cell_strides", torch.cat(strides), persistent=False)
+        self.mask_resample = str(cfg.get("mask_resample", "direct"))
+        self.mask_box_crop = self.mask_resample == "direct"
+
+    def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
+        if self.mask_resample == "direct":
+            return super().full_size(out, input_size, image_size)
+        resample = self.mask_resample
+        return box_cropped_output(out, self.mask_stride, input_size, image_size, crop=False, resample=resample)
 
     def _features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class logits [B,A,K], kernels [B,A,E], mask features [B,E,H/4,W/4]) over all A grid cells."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from instaseg.models.common.backbones import check_backbone_and_norm
+from instaseg.models.common.mask_resample import MASK_RESAMPLES
 from instaseg.models.common.rules import (
     check_choice,
     check_fraction,
@@ -60,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     # / (255 std): MMDetection's DetDataPreprocessor) | paddle (PaddleDetection's NormalizeImage); see
     # instaseg.utils.normalisation
     "normalisation": "unit",
+    # how the stride-4 mask probabilities reach the original picture: direct (one bilinear step, exact) | two_step
+    # (MMDetection's: upsampled x4 to the padded input, cut, resized to the original; masks not cut to their boxes)
+    # | canvas_rescale (instaseg.models.common.mask_resample)
+    "mask_resample": "direct",
 }
 DOWNLOADS = ("imagenet", "coco")  # COCO: MMDetection's R50 models (published.py)
 
@@ -80,6 +85,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
     check_choice(cfg, bad, "normalisation", NORMALISATIONS)
+    check_choice(cfg, bad, "mask_resample", MASK_RESAMPLES)
     check_backbone_and_norm(cfg, bad)
     _check_levels(cfg, bad)
     sizes = ("fpn_channels", "head_channels", "stacked_convs", "kernel_channels", "mask_feat_channels", "gn_groups")
