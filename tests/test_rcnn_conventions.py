@@ -252,3 +252,21 @@ def test_size_rounding_reaches_the_input_spec_and_the_eager_resize(paste):
         assert preprocess([image], model.input_spec)[1] == [(rows, 96)]
         resized, _ = model.transform.resize(image, None)
         assert tuple(resized.shape[-2:]) == (rows, 96)
+
+
+@pytest.mark.parametrize("paste", ["torchvision", "exact"])
+def test_size_divisible_one_pads_nothing_as_the_c4_references(paste):
+    """PaddleDetection's C4 reader (PadBatch pad_to_stride -1) and Detectron2's C4 (size_divisibility 0) feed the
+    resized picture unpadded; padding to 32 adds rows whose features reach the border's. ``size_divisible: 1``
+    reaches the spec every backend pads by and the eager batch; the default stays 32, and the C4 recipe sets 1."""
+    from instaseg.inference.preprocess import preprocess
+
+    image = torch.rand(3, 70, 90)  # 74 x 96 at 96 px: not multiples of 32
+    for divisor, frame in ((32, (96, 96)), (1, (74, 96))):
+        model = _fast(f"model.size_divisible={divisor}", f"model.mask_paste={paste}").eval()
+        assert model.input_spec.size_divisible == divisor
+        assert tuple(preprocess([image], model.input_spec)[0].shape[-2:]) == frame
+        batch, _ = model.transform([image])
+        assert tuple(batch.tensors.shape[-2:]) == frame
+    assert load_recipe("maskrcnn_r50_c4")["model"]["size_divisible"] == 1
+    assert load_recipe("maskrcnn_r50_fpn")["model"]["size_divisible"] == 32

@@ -39,8 +39,9 @@ class CanvasTransform(GeneralizedRCNNTransform):
         size_rounding: str = "floor",
         resize_order: str = "float",
         normalisation: str = "unit",
+        size_divisible: int = 32,
     ):
-        super().__init__(min_size, max_size, mean, std, size_divisible=32)
+        super().__init__(min_size, max_size, mean, std, size_divisible=size_divisible)
         if size_rounding not in SIZE_ROUNDINGS:
             raise ValueError(f"size_rounding must be one of {SIZE_ROUNDINGS}, got {size_rounding!r}")
         check_resize_order(resize_order)

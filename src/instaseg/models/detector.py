@@ -157,9 +157,11 @@ def resize_transform(
     size_rounding: str = "floor",
     resize_order: str = "float",
     normalisation: str = "unit",
+    size_divisible: int = 32,
 ) -> nn.Module:
     """torchvision's `GeneralizedRCNNTransform` with the resize rule every architecture shares: resize by
-    ``min_size``/``max_size``, normalise by ``mean``/``std`` on [0, 1] RGB, zero-pad to a multiple of 32; it resizes
+    ``min_size``/``max_size``, normalise by ``mean``/``std`` on [0, 1] RGB, zero-pad to a multiple of
+    ``size_divisible`` (32; 1 pads only a batch's smaller pictures to its largest); it resizes
     training targets alike. `TransformDetector` keeps it as ``self.transform``. ``pad_to_square`` and
     ``pad_value``: pad to a ``max_size`` canvas at least, with that pixel value; ``size_rounding``: "round" sizes
     sides half up instead of torchvision's floor; ``resize_order``: a ``uint8_*`` one resizes the uint8 picture by
@@ -171,11 +173,11 @@ def resize_transform(
 
         return CanvasTransform(
             min_size, max_size, list(mean), list(std), pad_to_square, pad_value, size_rounding, resize_order,
-            normalisation,
+            normalisation, size_divisible,
         )  # fmt: skip
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    return GeneralizedRCNNTransform(min_size, max_size, list(mean), list(std), size_divisible=32)
+    return GeneralizedRCNNTransform(min_size, max_size, list(mean), list(std), size_divisible=size_divisible)
 
 
 class RawOutput(NamedTuple):

@@ -74,6 +74,10 @@ RCNN_DEFAULTS: dict[str, Any] = {
     # / (255 std): MMDetection's) | paddle (v x float32(1 / 255), then mean and std in float64: PaddleDetection's
     # NormalizeImage); see instaseg.utils.normalisation
     "normalisation": "unit",
+    # the padded input's sides are multiples of this (torchvision's and Detectron2's FPN: 32); 1 pads nothing but a
+    # batch's smaller pictures: Detectron2's and PaddleDetection's C4 models (size_divisibility 0, pad_to_stride -1),
+    # whose border features the padding would change
+    "size_divisible": 32,
 }
 
 # proposals kept before the box head, as multiples of the detections per image (eval.max_dets): a crowded image
@@ -172,10 +176,11 @@ def build_rpn(cfg: dict, channels: int) -> RegionProposalNetwork:
 def rcnn_transform(recipe: dict, cfg: dict) -> nn.Module:
     """The recipe's resize rule as torchvision's transform (`resize_transform`'s settings), its resized sides made
     integers by ``size_rounding``, resized in the order ``resize_order`` names, normalised in the ``normalisation``
-    arithmetic and its eval-mode mask pasting following ``mask_paste``."""
+    arithmetic, padded to multiples of ``size_divisible`` and its eval-mode mask pasting following ``mask_paste``."""
     size = (recipe["input"]["min_size"], recipe["input"]["max_size"])
     rule = {"size_rounding": cfg.get("size_rounding", "floor"), "resize_order": cfg.get("resize_order", "float")}
     rule["normalisation"] = cfg.get("normalisation", "unit")
+    rule["size_divisible"] = int(cfg.get("size_divisible", 32))
     if cfg.get("mask_paste", "torchvision") != "exact":
         return resize_transform(*size, **rule)
     return ExactPasteTransform(*size, list(IMAGENET_MEAN), list(IMAGENET_STD), **rule)

@@ -130,9 +130,12 @@ class ExactPasteTransform(CanvasTransform):
         size_rounding: str = "floor",
         resize_order: str = "float",
         normalisation: str = "unit",
+        size_divisible: int = 32,
     ) -> None:
         # no canvas, zero padding
-        super().__init__(min_size, max_size, mean, std, False, None, size_rounding, resize_order, normalisation)
+        super().__init__(
+            min_size, max_size, mean, std, False, None, size_rounding, resize_order, normalisation, size_divisible
+        )
 
     def postprocess(self, result, image_shapes, original_image_sizes):
         if self.training:
