@@ -1,4 +1,5 @@
-"""Comparison table and instance matching (adapted from ../compare.py)."""
+"""Comparison table and instance matching, shared by the R-CNN and the one-stage (../paddle_onestage_full)
+full-size comparisons."""
 
 from __future__ import annotations
 
@@ -87,4 +88,7 @@ def instances_row(table: Table, name: str, stats: list[dict]) -> None:
     ok = matched == ref == ours and miou >= TOL["mask_iou"]
     note = (f"matched {matched}/{ref} (ours {ours}); box {box:.3g} px; score {score:.2g}; "
             f"mask IoU min {miou:.4f} mean {mean_iou:.4f}")
+    n_clip = sum(s.get("clipped", 0) for s in stats)
+    if n_clip:
+        note += f"; {n_clip} reference boxes clipped to the image first"
     table.add(name, box, score, ok, note)
