@@ -182,8 +182,11 @@ def test_recipes_set_the_reference_geometry_and_unknown_values_are_refused():
     for name in ("rtmdet_ins_tiny", "rtmdet_ins_s", "rtmdet_ins_m", "rtmdet_ins_l", "rtmdet_ins_x"):
         assert load_recipe(name)["model"]["mask_resample"] == "canvas_rescale", name
     assert load_recipe("solov2_r50_fpn")["model"]["mask_resample"] == "two_step"
-    for name in ("rtmdet_ins_tiny_fast", "solov2_fast"):
+    assert load_recipe("ppyoloe_seg_s")["model"]["mask_resample"] == "two_step"  # PaddleDetection's, cut between
+    for name in ("rtmdet_ins_tiny_fast", "solov2_fast", "ppyoloe_seg_fast"):
         assert load_recipe(name)["model"]["mask_resample"] == "direct", name
+    with pytest.raises(UserError, match=r"model\.mask_resample must be one of direct, two_step"):
+        apply_overrides(load_recipe("ppyoloe_seg_fast"), ["model.mask_resample=canvas_rescale"])
     for name in ("rtmdet_ins_tiny_fast", "solov2_fast"):
         with pytest.raises(UserError, match=r"model\.mask_resample must be one of direct, canvas_rescale, two_step"):
             apply_overrides(load_recipe(name), ["model.mask_resample=bicubic"])
@@ -196,3 +199,45 @@ def test_export_metadata_reads_the_geometry_and_older_exports_as_direct():
     with pytest.raises(UserError, match=r"model\.onnx.*mask_resample 'bilinear'") as error:
         graph_from_metadata({"graph": {"mask_resample": "bilinear"}}, "model.onnx")
     assert "\n" not in str(error.value)
+
+
+def _paddle_cut_masks(probs: torch.Tensor, boxes: torch.Tensor, size, image) -> torch.Tensor:
+    """PaddleDetection's PP-YOLOE-seg: ``process_mask_upsample`` (the stride-4 probabilities resized to the input,
+    ``crop_mask`` keeping input pixels c with x1 <= c < x2 of each box), then ``rescale`` to the picture, > 0.5."""
+    up = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
+    cols, rows = torch.arange(size[1], dtype=torch.float32), torch.arange(size[0], dtype=torch.float32)
+    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
+    inside_x = (cols[None, None] >= x1) & (cols[None, None] < x2)
+    inside = inside_x & (rows[None, :, None] >= y1) & (rows[None, :, None] < y2)
+    return F.interpolate((up * inside)[None], size=image, mode="bilinear", align_corners=False)[0] > 0.5
+
+
+@pytest.mark.parametrize(("image", "side"), [((427, 640), 640), ((230, 352), 640), ((61, 45), 96), ((96, 200), 96)])
+def test_two_step_cut_at_the_box_between_the_steps_is_paddledetections(image, side):
+    """A mask cut to its box (``mask_box_crop``) with ``two_step`` is cut between the steps at the box's input
+    pixels, as PaddleDetection's PP-YOLOE-seg makes its masks: the predictor's per-box paste and the eager model's
+    equal that, up to pixels within float rounding of the threshold."""
+    from instaseg.models.common.masks import box_cropped_output
+    from instaseg.models.detector import RawOutput
+
+    size = (side, side)  # PP-YOLOE_seg-S stretches the picture to a square
+    rng = np.random.default_rng(side + image[0])
+    probs = torch.from_numpy(_maps(6, (side // 4, side // 4), seed=image[1])).sigmoid()
+    corners = np.sort(rng.uniform(-0.1 * side, 1.1 * side, (6, 2, 2)), axis=1)  # some reach past the input
+    boxes = torch.from_numpy(corners.transpose(0, 2, 1).reshape(6, 4)[:, [0, 2, 1, 3]].astype(np.float32))
+    boxes = boxes.clamp(0, side)  # the contract's boxes are clipped to the input
+    reference = _paddle_cut_masks(probs, boxes, size, image).numpy()
+    raw = RawDetections(boxes.numpy(), np.ones(6, np.float32), np.ones(6, np.int64), probs.numpy(), mask_stride=4,
+                        mask_box_crop=True, mask_resample="two_step")  # fmt: skip
+    ours = np.stack([_decode(r) for r in postprocess(raw, size, image).rles])
+    geometry = ImageMaskResample("two_step", 4, probs.shape[1:], size, image)
+    values = np.stack([
+        geometry.dense_cut(0, (b[1], b[3])).astype(np.float64) @ p.double().numpy()
+        @ geometry.dense_cut(1, (b[0], b[2])).astype(np.float64).T
+        for p, b in zip(probs, boxes.tolist(), strict=True)
+    ])  # fmt: skip
+    assert reference.any() and (~reference).any()
+    _assert_same_but_near(ours, reference, values, 0.5)
+    out = RawOutput(boxes, torch.ones(6), torch.ones(6, dtype=torch.long), probs)
+    eager = box_cropped_output(out, 4, size, image, crop=True, resample="two_step")["masks"][:, 0].numpy()
+    _assert_same_but_near(eager > 0.5, reference, values, 0.5)

@@ -261,3 +261,30 @@ def test_prototypes_on_the_window_of_the_boxes_equal_the_whole_map(boxes):
     assert torch.equal(kept, box_tensor_kept)
     assert (masks > 0).sum() == (expected > 0).sum()
     torch.testing.assert_close(masks, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("resample", ["direct", "two_step"])
+def test_the_predictor_cuts_and_resamples_masks_as_the_eager_model(resample):
+    """``mask_resample: two_step`` (PaddleDetection's: x4 to the input, cut at the box's input pixels, resized to the
+    picture) in the eager output and the shared post-processing alike, on a picture stretched by non-integer
+    factors; "direct" cuts at the box in the picture's pixels."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from instaseg.inference.backends.torch import TorchBackend
+    from instaseg.inference.predictor import Predictor
+
+    torch.manual_seed(0)
+    overrides = ["input.min_size=96", "input.max_size=96", "eval.max_dets=6", f"model.mask_resample={resample}"]
+    model = build_model(apply_overrides(load_recipe("ppyoloe_seg_fast"), overrides), 2, weights="none").eval()
+    model.make_outputs_busy()
+    assert model.mask_resample == resample and model.mask_box_crop
+    picture = (np.random.default_rng(0).random((77, 131, 3)) * 255).astype(np.uint8)
+    with torch.no_grad():
+        eager = model([torch.from_numpy(picture).permute(2, 0, 1).float() / 255])[0]
+    result = next(iter(Predictor(TorchBackend(model), ["a", "b"], threshold=0.0).predict(picture)))
+    assert len(result.scores) == len(eager["scores"]) > 0
+    decoded = np.stack([mask_utils.decode({**r, "counts": r["counts"].encode()}) for r in result.rles])
+    want = (eager["masks"][:, 0] > 0.5).numpy()
+    assert want.sum() > 0
+    assert (decoded != want).sum() <= 1e-4 * want.size  # the same resampling, up to float rounding

@@ -326,15 +326,18 @@ def postprocess_crops(
     keep = np.asarray(raw.scores) >= score_threshold
     h, w = input_size
     # the contract has boxes clipped to the image already; a graph exported by another version may not
-    boxes = np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, np.array([w, h, w, h], dtype=np.float32))
-    boxes = scale_boxes(boxes, input_size, image_size)
+    input_boxes = np.asarray(raw.boxes, dtype=np.float32)[keep].clip(0, np.array([w, h, w, h], dtype=np.float32))
+    boxes = scale_boxes(input_boxes, input_size, image_size)
     masks = np.asarray(raw.masks)[keep]
     im_h, im_w = image_size
     threshold = logit(mask_threshold) if raw.mask_logits else mask_threshold
     if raw.mask_stride and raw.mask_resample != "direct" and len(masks):
         geometry = ImageMaskResample(raw.mask_resample, raw.mask_stride, masks.shape[1:], input_size, image_size)
-        windows = boxes if raw.mask_box_crop else geometry.extents(masks, threshold)
-        crops = [geometry.paste(m, b, threshold) for m, b in zip(masks, windows, strict=True)]
+        if raw.mask_box_crop:  # cut to the box in the input frame, between the geometry's two steps
+            crops = [geometry.paste_cut(m, b, threshold) for m, b in zip(masks, input_boxes, strict=True)]
+        else:
+            windows = geometry.extents(masks, threshold)
+            crops = [geometry.paste(m, b, threshold) for m, b in zip(masks, windows, strict=True)]
     elif raw.mask_stride:
         stride = raw.mask_stride
         windows = boxes if raw.mask_box_crop else mask_extents(masks, threshold, stride, input_size, image_size)

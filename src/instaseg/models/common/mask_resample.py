@@ -7,7 +7,9 @@
   width's scale factor (resized / original width) applied to the height and the height's to the width, then the
   original size cut from its top-left corner (rows or columns beyond that resize are background);
 - "two_step": MMDetection's SOLOv2 ``_predict_by_feat_single``: upsampled to the padded input (``size=`` the
-  low-res size x stride), the resized picture cut out, then resized to the original.
+  low-res size x stride), the resized picture cut out, then resized to the original. A mask cut to its box
+  (``mask_box_crop``) is cut between the two steps, at the input pixels c with x1 <= c < x2 of its box in the
+  input frame: PaddleDetection's PP-YOLOE-seg ``process_mask_upsample`` (its ``crop_mask``) then ``rescale``.
 
 Both reference geometries are separable and linear: per axis, two bilinear steps, each an [n_out, n_in] matrix
 with at most two weights per row, so their product is a band matrix whose rows still sum to one. A mask is then
@@ -128,6 +130,8 @@ class ImageMaskResample:
         self.axes = [axis_resample(mode, a, stride, int(low_shape[a]), input_size, image_size) for a in (0, 1)]
         self.supports = [axis_support(axis) for axis in self.axes]
         self.matrices = [self._dense(axis) for axis in self.axes]
+        # the last step's own supports: which intermediate (input-frame) pixels each output pixel reads
+        self.last = [step_indices(axis.steps[-1], 0, axis.extent)[:2] for axis in self.axes]
 
     @staticmethod
     def _dense(axis: AxisResample) -> np.ndarray:
@@ -157,6 +161,50 @@ class ImageMaskResample:
         cols, left = self._band(1, x0, x1)
         low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
         return rows @ low @ cols.T > threshold, x0, y0
+
+    def cut_band(self, axis: int, start: int, stop: int, cut: tuple[float, float]) -> tuple[np.ndarray, int]:
+        """Like the composed weights of output pixels ``start .. stop - 1``, with the intermediate map (the input
+        frame, between the two steps) kept only at pixels c with ``cut[0] <= c < cut[1]``: ([n, k] float32 weights
+        over k low-res pixels, the first of those)."""
+        steps = self.axes[axis].steps
+        last, first = step_band(steps[-1], start, stop - start)
+        kept = np.arange(first, first + last.shape[1])
+        last[:, (kept < cut[0]) | (kept >= cut[1])] = 0.0
+        weights = last
+        for step in reversed(steps[:-1]):
+            band, first = step_band(step, first, weights.shape[1])
+            weights = weights @ band
+        return weights.astype(np.float32), first
+
+    def cut_reach(self, axis: int, cut: tuple[float, float]) -> tuple[int, int]:
+        """The output pixels [start, stop) of ``axis`` that read an intermediate pixel c with ``cut[0] <= c <
+        cut[1]`` (empty when no pixel lies in the cut)."""
+        lo, hi = math.ceil(cut[0]), math.ceil(cut[1])  # integer c >= x1 and c < x2
+        if hi <= lo:
+            return 0, 0
+        return _reach(np.array([lo, hi - 1]), *self.last[axis])
+
+    def paste_cut(self, mask: np.ndarray, box: np.ndarray, threshold: float) -> tuple[np.ndarray, int, int]:
+        """The mask cut between the two steps to its ``box`` (xyxy, input pixels): (bool crop, x0, y0) over the
+        output pixels the cut reaches. The values are probabilities (zero is background)."""
+        y0, y1 = self.cut_reach(0, (box[1], box[3]))
+        x0, x1 = self.cut_reach(1, (box[0], box[2]))
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((0, 0), dtype=bool), 0, 0
+        rows, top = self.cut_band(0, y0, y1, (box[1], box[3]))
+        cols, left = self.cut_band(1, x0, x1, (box[0], box[2]))
+        low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
+        return rows @ low @ cols.T > threshold, x0, y0
+
+    def dense_cut(self, axis: int, cut: tuple[float, float]) -> np.ndarray:
+        """The [extent, low-res size] float32 matrix of ``axis`` with the intermediate cut (`cut_band`)."""
+        axis_ = self.axes[axis]
+        full = np.zeros((axis_.extent, axis_.steps[0].n_in), dtype=np.float32)
+        start, stop = self.cut_reach(axis, cut)
+        if stop > start:
+            weights, first = self.cut_band(axis, start, stop, cut)
+            full[start:stop, first : first + weights.shape[1]] = weights
+        return full
 
     def extents(self, masks: np.ndarray, threshold: float) -> np.ndarray:
         """[N,4] xyxy windows holding every output pixel where each mask [N,h,w] can exceed ``threshold``: a

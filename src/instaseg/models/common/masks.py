@@ -96,6 +96,26 @@ def resampled_masks(
     return full
 
 
+def cut_resampled_masks(
+    probs: torch.Tensor,
+    input_boxes: torch.Tensor,
+    stride: int,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    resample: str,
+) -> torch.Tensor:
+    """[N,1,H,W] probabilities of [N,h,w] probability maps resampled by a two-step reference geometry with each
+    mask cut to its box (``input_boxes`` [N,4], input pixels) between the steps (`ImageMaskResample.dense_cut`,
+    PaddleDetection's PP-YOLOE-seg): one pair of per-axis matrices per mask."""
+    geometry = ImageMaskResample(resample, stride, tuple(probs.shape[-2:]), input_size, image_size)
+    full = probs.new_zeros((probs.shape[0], 1, *image_size), dtype=torch.float32)
+    for i, (x1, y1, x2, y2) in enumerate(input_boxes.tolist()):
+        rows = torch.from_numpy(geometry.dense_cut(0, (y1, y2))).to(probs.device)
+        cols = torch.from_numpy(geometry.dense_cut(1, (x1, x2))).to(probs.device)
+        full[i, 0, : rows.shape[0], : cols.shape[0]] = rows @ probs[i].float() @ cols.T
+    return full
+
+
 def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
     """Boxes clipped to the resized image, then mapped to the original one (torchvision's resize_boxes ratios)."""
     h, w = input_size
@@ -114,7 +134,14 @@ def box_cropped_output(
 ) -> dict:
     """A raw output in the original image, each image-frame mask pasted inside its own box (PP-YOLOE-seg's crop),
     or whole (not ``crop``); ``logits``: the masks are logits; ``resample``: the geometry (see
-    `paste_image_masks`)."""
+    `paste_image_masks`). A reference geometry cuts a mask to its box between its two steps, in the input frame
+    (`cut_resampled_masks`: probabilities only)."""
     boxes = clip_and_scale(out.boxes, input_size, image_size)
+    if crop and resample != "direct":
+        if logits:
+            raise ValueError("a mask cut between two resampling steps must hold probabilities, not logits")
+        input_boxes = clip_boxes(out.boxes, *input_size)
+        masks = cut_resampled_masks(out.masks, input_boxes, mask_stride, input_size, image_size, resample)
+        return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}
     masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size, crop, logits, resample)
     return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}

@@ -4,7 +4,9 @@ convention), and ``raw_forward`` for instaseg's predictor and export: image-fram
 (``mask_stride``), not pasted.
 
 Pre-processing is torchvision's GeneralizedRCNNTransform with the published normalisation (pixels / 255, no
-mean or std), resize by the recipe rule, zero padding to a multiple of 32.
+mean or std), resize by the recipe rule, zero padding to a multiple of 32. ``model.mask_resample: two_step``
+(``ppyoloe_seg_s``) makes the final masks as PaddleDetection does: the stride-4 probabilities upsampled x4 to the
+input, cut at the box's input pixels, then resized to the original (``mask_resample``).
 
 Assignment: ATSS for the first ``static_assigner_steps`` training steps, then task-aligned. The model counts its
 own training steps in a buffer (``train_steps``), so the count is saved in checkpoints and a resumed run goes on
@@ -45,6 +47,7 @@ class PPYOLOESeg(TransformDetector):
         self.cfg, self.test_cfg = dict(cfg), dict(test_cfg)
         rule = {"resize_order": cfg.get("resize_order", "float"), "normalisation": cfg.get("normalisation", "unit")}
         self.transform = resize_transform(min_size, max_size, mean=(0.0,) * 3, std=(1.0,) * 3, **rule)
+        self.mask_resample = str(cfg.get("mask_resample", "direct"))
         deepen, widen = float(cfg["deepen"]), float(cfg["widen"])
         self.backbone = CSPResNet(deepen, widen, use_alpha=bool(cfg["use_alpha"]))
         neck_widths = [scaled_channels(c, widen) for c in NECK_CHANNELS]
@@ -78,7 +81,7 @@ class PPYOLOESeg(TransformDetector):
         return distance_to_boxes(points, self.head.distances(reg) * points[:, 2:])
 
     def full_size(self, out: RawOutput, input_size: tuple[int, int], image_size: tuple[int, int]) -> dict:
-        return box_cropped_output(out, self.mask_stride, input_size, image_size)
+        return box_cropped_output(out, self.mask_stride, input_size, image_size, resample=self.mask_resample)
 
     def raw_forward(self, batch: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[RawOutput]:
         # prototypes only where the kept boxes need them (`detect_single`), not over the whole picture

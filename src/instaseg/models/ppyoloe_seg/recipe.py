@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
     # / (255 std): MMDetection's) | paddle (v x float32(1 / 255), then mean and std in float64: PaddleDetection's
     # NormalizeImage); see instaseg.utils.normalisation
     "normalisation": "unit",
+    # how the stride-4 mask probabilities reach the original picture: direct (one bilinear step, cut at the box in
+    # original pixels) | two_step (PaddleDetection's process_mask_upsample then rescale: x4 to the input, cut at the
+    # box's input pixels, resized to the original); instaseg.models.common.mask_resample
+    "mask_resample": "direct",
 }
 
 
@@ -124,6 +128,7 @@ def validate(cfg: dict, source: str | None = None) -> None:
     bad = key_error(cfg, source)
     check_choice(cfg, bad, "resize_order", RESIZE_ORDERS)
     check_choice(cfg, bad, "normalisation", NORMALISATIONS)
+    check_choice(cfg, bad, "mask_resample", ("direct", "two_step"))
     check_choice(cfg, bad, "backbone", SIZES)
     check_positive(cfg, bad, ("deepen", "widen"), nullable=True)
     check_positive(cfg, bad, ("reg_max", "num_masks", "assigner_topk", "nms_pre"))
