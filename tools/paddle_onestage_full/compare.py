@@ -336,10 +336,7 @@ def main() -> None:
         compare_ppyoloe(model, ref, meta, table, not args.no_own)
         if not args.no_losses:
             losses_ppyoloe(model, ref, meta, table)
-    table.print()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"title": table.title, "rows": table.rows}, f, indent=1)
+    table.report(args.json)
 
 
 if __name__ == "__main__":

@@ -415,10 +415,7 @@ def main() -> None:
         own_preprocessing(model, ref, meta, table, n)
     if not args.no_losses and meta["losses"]:
         losses(model, ref, meta, table, cascade, 5 if c4 else 1)
-    table.print()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"title": table.title, "rows": table.rows}, f, indent=1)
+    table.report(args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ full-size comparisons."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -34,6 +35,13 @@ class Table:
         print("| stage | max abs err | max rel err | pass | note |\n|---|---|---|---|---|")
         for name, a, r, ok, note in self.rows:
             print(f"| {name} | {a:.3g} | {r:.3g} | {'yes' if ok else 'NO'} | {note} |")
+
+    def report(self, json_path: str | None) -> None:
+        """Print the table, and write its rows to ``json_path`` when one is given."""
+        self.print()
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump({"title": self.title, "rows": self.rows}, f, indent=1)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

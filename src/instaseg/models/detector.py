@@ -43,8 +43,8 @@ What a detector provides:
   width (rounded up), the original size cut from its corner; "two_step": MMDetection's SOLOv2, upsampled by the
   stride to the padded input, the resized picture cut out and resized to the original; with ``mask_box_crop`` the
   mask is cut to its box between the two steps, at the box's input pixels (PaddleDetection's PP-YOLOE-seg). The
-  eager output resamples the same way. A model section's ``mask_resample`` sets it (default "direct"; the recipes of MMDetection's
-  published models set the reference's).
+  eager output resamples the same way. A model section's ``mask_resample`` sets it (default "direct"; the recipes
+  of published models set the reference's).
 - ``export_forward(images, image_size)``: the graph that is exported (ONNX, then OpenVINO): one image
   [1,3,H,W] and its int64 (h, w) as a tensor -> (boxes, scores, labels, masks) as ``raw_forward`` gives them.
   It must be traceable by torch's TorchScript-based ONNX exporter; the default calls ``raw_forward``.
