@@ -149,6 +149,7 @@ def test_the_mask_resampling_travels_with_the_export(checkpoint, tmp_path):
     """The recipe's ``mask_resample: canvas_rescale`` (MMDetection's rescale) is in the graph's metadata and the
     exported predictor resamples as the eager one; an export from before the key reads as "direct", and an
     unknown value is refused, naming the file."""
+    import cv2
     import onnx
 
     from instaseg.errors import UserError
@@ -160,9 +161,11 @@ def test_the_mask_resampling_travels_with_the_export(checkpoint, tmp_path):
     assert exported["metadata"]["graph"]["mask_resample"] == "canvas_rescale"
     eager, onnx_model = create_model(checkpoint, threshold=0.1), create_model(exported["path"], threshold=0.1)
     assert eager.backend.model.mask_resample == onnx_model.backend.graph["mask_resample"] == "canvas_rescale"
-    picture = np.ascontiguousarray(np.kron(_scene(1)[0], np.ones((2, 2, 1), np.uint8))[:41, :97])  # resized x0.99
+    # resized x96/127 (the size-rounding test's picture: a training scene the briefly trained model fires on)
+    picture = np.ascontiguousarray(cv2.resize(_scene(0)[0], (127, 127), interpolation=cv2.INTER_LINEAR)[:71])
     agreement = compare_results(next(iter(eager.predict(picture))), next(iter(onnx_model.predict(picture))), 0.1)
-    assert agreement.matched > 0 and agreement.unmatched == 0 and agreement.min_mask_iou > 0.95
+    # the same masks up to float rounding (1.0 when measured); the graph pasted "direct" gives 0.988 here
+    assert agreement.matched > 0 and agreement.unmatched == 0 and agreement.min_mask_iou > 0.995
 
     def doctored(value: str | None):
         model = onnx.load(exported["path"])
