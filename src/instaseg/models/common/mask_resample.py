@@ -94,10 +94,16 @@ def step_band(step: Step, start: int, n: int) -> tuple[np.ndarray, int]:
     return band, first
 
 
-def band_weights(axis: AxisResample, start: int, n: int) -> tuple[np.ndarray, int]:
+def band_weights(
+    axis: AxisResample, start: int, n: int, cut: tuple[float, float] | None = None
+) -> tuple[np.ndarray, int]:
     """([n, k] float32 weights of output pixels ``start .. start + n - 1`` over the k low-res pixels they read, the
-    first of those): the steps' bands multiplied, the last step first. ``n`` >= 1."""
+    first of those): the steps' bands multiplied, the last step first. ``n`` >= 1. ``cut``: the intermediate map
+    the last step reads (the input frame) kept only at pixels c with ``cut[0] <= c < cut[1]``."""
     weights, first = step_band(axis.steps[-1], start, n)
+    if cut is not None:
+        kept = np.arange(first, first + weights.shape[1])
+        weights[:, (kept < cut[0]) | (kept >= cut[1])] = 0.0
     for step in reversed(axis.steps[:-1]):
         band, first = step_band(step, first, weights.shape[1])
         weights = weights @ band
@@ -162,20 +168,6 @@ class ImageMaskResample:
         low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
         return rows @ low @ cols.T > threshold, x0, y0
 
-    def cut_band(self, axis: int, start: int, stop: int, cut: tuple[float, float]) -> tuple[np.ndarray, int]:
-        """Like the composed weights of output pixels ``start .. stop - 1``, with the intermediate map (the input
-        frame, between the two steps) kept only at pixels c with ``cut[0] <= c < cut[1]``: ([n, k] float32 weights
-        over k low-res pixels, the first of those)."""
-        steps = self.axes[axis].steps
-        last, first = step_band(steps[-1], start, stop - start)
-        kept = np.arange(first, first + last.shape[1])
-        last[:, (kept < cut[0]) | (kept >= cut[1])] = 0.0
-        weights = last
-        for step in reversed(steps[:-1]):
-            band, first = step_band(step, first, weights.shape[1])
-            weights = weights @ band
-        return weights.astype(np.float32), first
-
     def cut_reach(self, axis: int, cut: tuple[float, float]) -> tuple[int, int]:
         """The output pixels [start, stop) of ``axis`` that read an intermediate pixel c with ``cut[0] <= c <
         cut[1]`` (empty when no pixel lies in the cut)."""
@@ -191,18 +183,18 @@ class ImageMaskResample:
         x0, x1 = self.cut_reach(1, (box[0], box[2]))
         if x1 <= x0 or y1 <= y0:
             return np.zeros((0, 0), dtype=bool), 0, 0
-        rows, top = self.cut_band(0, y0, y1, (box[1], box[3]))
-        cols, left = self.cut_band(1, x0, x1, (box[0], box[2]))
+        rows, top = band_weights(self.axes[0], y0, y1 - y0, (box[1], box[3]))
+        cols, left = band_weights(self.axes[1], x0, x1 - x0, (box[0], box[2]))
         low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
         return rows @ low @ cols.T > threshold, x0, y0
 
     def dense_cut(self, axis: int, cut: tuple[float, float]) -> np.ndarray:
-        """The [extent, low-res size] float32 matrix of ``axis`` with the intermediate cut (`cut_band`)."""
+        """The [extent, low-res size] float32 matrix of ``axis`` with the intermediate cut (`band_weights`)."""
         axis_ = self.axes[axis]
         full = np.zeros((axis_.extent, axis_.steps[0].n_in), dtype=np.float32)
         start, stop = self.cut_reach(axis, cut)
         if stop > start:
-            weights, first = self.cut_band(axis, start, stop, cut)
+            weights, first = band_weights(axis_, start, stop - start, cut)
             full[start:stop, first : first + weights.shape[1]] = weights
         return full
 
