@@ -244,29 +244,48 @@ def paste_like_reference(masks: torch.Tensor, boxes: np.ndarray, im_h: int, im_w
     return torch.stack(out).numpy()
 
 
+def same_input_sizes(ref, meta, b: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Picture ``b``'s network input size (the reference's) and its original size."""
+    h, w = (int(v) for v in ref[f"{b}.im_shape"])
+    return (h, w), tuple(int(v) for v in cv2.imread(meta["images"][b]).shape[:2])
+
+
+def reference_instances(ref, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's instances of picture ``b`` as rows [label, score, box] and masks; label -1 marks boxes the
+    reference empties when clipping, left out."""
+    keep = ref[f"{b}.det"][:, 0] >= 0
+    return ref[f"{b}.det"][keep].astype(np.float64), ref[f"{b}.detmask"][keep]
+
+
+def same_input_instances(model, ref, meta, b: int, dtype=torch.float32):
+    """Ours from the reference's input tensor of picture ``b`` to pasted masks (predictor post-processing), the
+    network in ``dtype``: the raw output, rows [label, score, box] and masks in the original picture."""
+    from pycocotools import mask as mask_utils
+
+    from instaseg.inference.postprocess import RawDetections, postprocess
+
+    (h, w), im_size = same_input_sizes(ref, meta, b)
+    raw = model.raw_forward(torch.from_numpy(ref[f"{b}.input"])[None].to(dtype), [(h, w)])[0]
+    d = postprocess(RawDetections.from_output(raw, model), (h, w), im_size)
+    det = np.concatenate([(d.labels - 1)[:, None], d.scores[:, None], d.boxes], 1).astype(np.float64)
+    masks = np.stack([mask_utils.decode(r) for r in d.rles]) if d.rles else np.zeros((0,) + im_size, bool)
+    return raw, det, masks
+
+
 def final_instances(model, ref, meta, table: Table, n: int, tag: str) -> None:
     """Ours from the reference's input tensor to pasted masks (predictor post-processing) vs the reference's; then
     our masks pasted the reference's way (the network and box post-processing alone)."""
-    from pycocotools import mask as mask_utils
-
-    from instaseg.inference.postprocess import RawDetections, postprocess, scale_boxes
+    from instaseg.inference.postprocess import scale_boxes
 
     stats, ref_paste = [], []
     for b in range(n):
-        p = f"{b}."
-        x = torch.from_numpy(ref[p + "input"])[None]
-        h, w = (int(v) for v in ref[p + "im_shape"])
-        im_size = tuple(int(v) for v in cv2.imread(meta["images"][b]).shape[:2])
-        raw = model.raw_forward(x, [(h, w)])[0]
-        d = postprocess(RawDetections.from_output(raw, model), (h, w), im_size)
-        det = np.concatenate([(d.labels - 1)[:, None], d.scores[:, None], d.boxes], 1).astype(np.float64)
-        masks = np.stack([mask_utils.decode(r) for r in d.rles]) if d.rles else np.zeros((0,) + im_size, bool)
-        keep = ref[p + "det"][:, 0] >= 0  # label -1: boxes the reference empties when clipping
-        stats.append(match_instances(ref[p + "det"][keep].astype(np.float64), ref[p + "detmask"][keep], det, masks))
+        (h, w), im_size = same_input_sizes(ref, meta, b)
+        raw, det, masks = same_input_instances(model, ref, meta, b)
+        stats.append(match_instances(*reference_instances(ref, b), det, masks))
         if model.mask_stride is None:
             boxes = scale_boxes(raw.boxes.numpy(), (h, w), im_size)
             pasted = paste_like_reference(raw.masks, boxes, *im_size)
-            ref_paste.append(match_instances(ref[p + "det"][keep].astype(np.float64), ref[p + "detmask"][keep],
+            ref_paste.append(match_instances(*reference_instances(ref, b),
                                              det_rows(torch.from_numpy(boxes), raw.scores, raw.labels), pasted))
     instances_row(table, f"{tag}instances, same input, our post-processing (original image)", stats)
     if ref_paste:
@@ -287,8 +306,7 @@ def own_preprocessing(model, ref, meta, table: Table, n: int) -> None:
         d = postprocess(RawDetections.from_output(raw, model), sizes[0], img.shape[:2])
         det = np.concatenate([(d.labels - 1)[:, None], d.scores[:, None], d.boxes], 1).astype(np.float64)
         masks = np.stack([mask_utils.decode(r) for r in d.rles]) if d.rles else np.zeros((0,) + img.shape[:2], bool)
-        keep = ref[f"{b}.det"][:, 0] >= 0
-        stats.append(match_instances(ref[f"{b}.det"][keep].astype(np.float64), ref[f"{b}.detmask"][keep], det, masks))
+        stats.append(match_instances(*reference_instances(ref, b), det, masks))
     instances_row(table, "instances, each side's own pre+post-processing", stats)
 
 

@@ -80,9 +80,12 @@ def match_instances(ref_det, ref_masks, our_det, our_masks) -> dict:
     box = max((np.nan_to_num(np.abs(our_det[j, 2:] - ref_det[i, 2:])).max() for i, j in pairs), default=0.0)
     score = max((abs(our_det[j, 1] - ref_det[i, 1]) for i, j in pairs), default=0.0)
     ious = [mask_iou(our_masks[j], ref_masks[i]) for i, j in pairs] if ref_masks is not None else []
+    # the pairs under the IoU bar, with both masks' areas in pixels: (iou, reference area, our area)
+    low = [(iou, int(ref_masks[i].sum()), int(our_masks[j].sum()))
+           for iou, (i, j) in zip(ious, pairs, strict=False) if iou < TOL["mask_iou"]]  # no masks: no IoUs
     return {"ref": len(ref_det), "ours": len(our_det), "matched": len(pairs), "box": float(box),
             "score": float(score), "min_mask_iou": float(min(ious, default=1.0)),
-            "mean_mask_iou": float(np.mean(ious)) if ious else 1.0}
+            "mean_mask_iou": float(np.mean(ious)) if ious else 1.0, "low": low}
 
 
 def instances_row(table: Table, name: str, stats: list[dict]) -> None:
