@@ -25,6 +25,7 @@ reference's two rounded steps by float rounding only (about 1e-6 on logits of a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -135,17 +136,9 @@ class ImageMaskResample:
     ):
         self.axes = [axis_resample(mode, a, stride, int(low_shape[a]), input_size, image_size) for a in (0, 1)]
         self.supports = [axis_support(axis) for axis in self.axes]
-        self.matrices = [self._dense(axis) for axis in self.axes]
+        self.matrices = [_placed(axis, 0, axis.extent) for axis in self.axes]
         # the last step's own supports: which intermediate (input-frame) pixels each output pixel reads
         self.last = [step_indices(axis.steps[-1], 0, axis.extent)[:2] for axis in self.axes]
-
-    @staticmethod
-    def _dense(axis: AxisResample) -> np.ndarray:
-        full = np.zeros((axis.extent, axis.steps[0].n_in), dtype=np.float32)
-        if axis.extent:
-            weights, first = band_weights(axis, 0, axis.extent)
-            full[:, first : first + weights.shape[1]] = weights
-        return full
 
     def dense(self, axis: int) -> np.ndarray:
         """The [extent, low-res size] float32 matrix of ``axis`` (0: rows, 1: columns), for a whole-picture paste."""
@@ -161,12 +154,7 @@ class ImageMaskResample:
         what the geometry reaches) above ``threshold``: (bool crop, x0, y0)."""
         x0, y0 = max(int(np.floor(window[0])), 0), max(int(np.floor(window[1])), 0)
         x1, y1 = min(int(np.ceil(window[2])), self.axes[1].extent), min(int(np.ceil(window[3])), self.axes[0].extent)
-        if x1 <= x0 or y1 <= y0:
-            return np.zeros((0, 0), dtype=bool), 0, 0
-        rows, top = self._band(0, y0, y1)
-        cols, left = self._band(1, x0, x1)
-        low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
-        return rows @ low @ cols.T > threshold, x0, y0
+        return _window_paste(mask, (y0, y1), (x0, x1), self._band, threshold)
 
     def cut_reach(self, axis: int, cut: tuple[float, float]) -> tuple[int, int]:
         """The output pixels [start, stop) of ``axis`` that read an intermediate pixel c with ``cut[0] <= c <
@@ -179,24 +167,16 @@ class ImageMaskResample:
     def paste_cut(self, mask: np.ndarray, box: np.ndarray, threshold: float) -> tuple[np.ndarray, int, int]:
         """The mask cut between the two steps to its ``box`` (xyxy, input pixels): (bool crop, x0, y0) over the
         output pixels the cut reaches. The values are probabilities (zero is background)."""
-        y0, y1 = self.cut_reach(0, (box[1], box[3]))
-        x0, x1 = self.cut_reach(1, (box[0], box[2]))
-        if x1 <= x0 or y1 <= y0:
-            return np.zeros((0, 0), dtype=bool), 0, 0
-        rows, top = band_weights(self.axes[0], y0, y1 - y0, (box[1], box[3]))
-        cols, left = band_weights(self.axes[1], x0, x1 - x0, (box[0], box[2]))
-        low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
-        return rows @ low @ cols.T > threshold, x0, y0
+        cuts = ((box[1], box[3]), (box[0], box[2]))
+
+        def band(axis: int, start: int, stop: int) -> tuple[np.ndarray, int]:
+            return band_weights(self.axes[axis], start, stop - start, cuts[axis])
+
+        return _window_paste(mask, self.cut_reach(0, cuts[0]), self.cut_reach(1, cuts[1]), band, threshold)
 
     def dense_cut(self, axis: int, cut: tuple[float, float]) -> np.ndarray:
         """The [extent, low-res size] float32 matrix of ``axis`` with the intermediate cut (`band_weights`)."""
-        axis_ = self.axes[axis]
-        full = np.zeros((axis_.extent, axis_.steps[0].n_in), dtype=np.float32)
-        start, stop = self.cut_reach(axis, cut)
-        if stop > start:
-            weights, first = band_weights(axis_, start, stop - start, cut)
-            full[start:stop, first : first + weights.shape[1]] = weights
-        return full
+        return _placed(self.axes[axis], *self.cut_reach(axis, cut), cut)
 
     def extents(self, masks: np.ndarray, threshold: float) -> np.ndarray:
         """[N,4] xyxy windows holding every output pixel where each mask [N,h,w] can exceed ``threshold``: a
@@ -213,6 +193,34 @@ class ImageMaskResample:
             if y1 > y0 and x1 > x0:
                 out[i] = (x0, y0, x1, y1)
         return out
+
+
+def _placed(axis: AxisResample, start: int, stop: int, cut: tuple[float, float] | None = None) -> np.ndarray:
+    """The [extent, low-res size] float32 matrix of ``axis`` holding the weights (`band_weights`) of its output
+    pixels [start, stop), zero elsewhere."""
+    full = np.zeros((axis.extent, axis.steps[0].n_in), dtype=np.float32)
+    if stop > start:
+        weights, first = band_weights(axis, start, stop - start, cut)
+        full[start:stop, first : first + weights.shape[1]] = weights
+    return full
+
+
+def _window_paste(
+    mask: np.ndarray,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    band: Callable[[int, int, int], tuple[np.ndarray, int]],
+    threshold: float,
+) -> tuple[np.ndarray, int, int]:
+    """The mask's output pixels in rows [y0, y1) and columns [x0, x1) above ``threshold``: (bool crop, x0, y0), the
+    weights of each axis' span given by ``band(axis, start, stop)`` -> (weights, first low-res pixel)."""
+    (y0, y1), (x0, x1) = rows, cols
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), dtype=bool), 0, 0
+    row_weights, top = band(0, y0, y1)
+    col_weights, left = band(1, x0, x1)
+    low = mask[top : top + row_weights.shape[1], left : left + col_weights.shape[1]].astype(np.float32, copy=False)
+    return row_weights @ low @ col_weights.T > threshold, x0, y0
 
 
 def _reach(hits: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[int, int]:
