@@ -84,14 +84,24 @@ def step_indices(step: Step, start: int, n: int) -> tuple[np.ndarray, np.ndarray
     return low, high, weight
 
 
+def step_weights(step: Step, start: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Output pixels ``start .. start + n - 1`` of ``step``: (lower input index, upper input index, and their float64
+    weights), the whole weight on the lower one where both are the last input pixel."""
+    low, high, weight = step_indices(step, start, n)
+    single = high == low
+    upper = weight.astype(np.float64)
+    to_low = (np.float32(1) - weight).astype(np.float64) + np.where(single, upper, 0.0)
+    return low, high, to_low, np.where(single, 0.0, upper)
+
+
 def step_band(step: Step, start: int, n: int) -> tuple[np.ndarray, int]:
     """([n, k] float64 weights of ``step``'s outputs ``start ..`` over the k inputs they read, the first of them)."""
-    low, high, weight = step_indices(step, start, n)
+    low, high, to_low, to_high = step_weights(step, start, n)
     first = int(low[0])
     band = np.zeros((n, int(high[-1]) - first + 1), dtype=np.float64)
     rows = np.arange(n)
-    np.add.at(band, (rows, low - first), (np.float32(1) - weight).astype(np.float64))
-    np.add.at(band, (rows, high - first), weight.astype(np.float64))
+    band[rows, low - first] = to_low
+    band[rows, high - first] += to_high
     return band, first
 
 
@@ -101,14 +111,31 @@ def band_weights(
     """([n, k] float32 weights of output pixels ``start .. start + n - 1`` over the k low-res pixels they read, the
     first of those): the steps' bands multiplied, the last step first. ``n`` >= 1. ``cut``: the intermediate map
     the last step reads (the input frame) kept only at pixels c with ``cut[0] <= c < cut[1]``."""
-    weights, first = step_band(axis.steps[-1], start, n)
+    low, high, to_low, to_high = step_weights(axis.steps[-1], start, n)
     if cut is not None:
-        kept = np.arange(first, first + weights.shape[1])
-        weights[:, (kept < cut[0]) | (kept >= cut[1])] = 0.0
-    for step in reversed(axis.steps[:-1]):
-        band, first = step_band(step, first, weights.shape[1])
+        to_low[(low < cut[0]) | (low >= cut[1])] = 0.0
+        to_high[(high < cut[0]) | (high >= cut[1])] = 0.0
+    first, reads = int(low[0]), int(high[-1]) - int(low[0]) + 1
+    before = axis.steps[:-1]
+    if before:
+        mid_low, mid_high, mid_to_low, mid_to_high = step_weights(before[-1], first, reads)
+    else:  # one step: the band before is the identity
+        mid_low = mid_high = np.arange(first, first + reads)
+        mid_to_low, mid_to_high = np.ones(reads), np.zeros(reads)
+    # the product of the last step's band (two weights a row) with the one before (two a row), entry by entry: an
+    # entry sums at most one product through each of the two inputs its output reads, and a product of two float32
+    # weights (all of them but the merged ones at a last pixel) is exact in float64, so the sum rounds once as in
+    # the matrix product, in any order, at a fraction of its cost
+    first_low = int(mid_low[0])
+    weights = np.zeros((n, int(mid_high[-1]) - first_low + 1), dtype=np.float64)
+    rows = np.arange(n)
+    for index, share in ((low - first, to_low), (high - first, to_high)):
+        for column, part in ((mid_low, mid_to_low), (mid_high, mid_to_high)):
+            weights[rows, column[index] - first_low] += share * part[index]
+    for step in reversed(before[:-1]):
+        band, first_low = step_band(step, first_low, weights.shape[1])
         weights = weights @ band
-    return weights.astype(np.float32), first
+    return weights.astype(np.float32), first_low
 
 
 def axis_support(axis: AxisResample) -> tuple[np.ndarray, np.ndarray]:
