@@ -61,12 +61,11 @@ def paste_image_masks(
             raise ValueError("a mask cut between two resampling steps must hold probabilities, not logits")
         if input_boxes is None:
             raise ValueError("a mask cut between two resampling steps needs its box in the input frame")
+        return cut_resampled_masks(probs, input_boxes, stride, input_size, image_size, resample)
     if probs.shape[0] == 0:
         return probs.new_zeros((0, 1, *image_size))
     if resample == "direct":
         return direct_masks(probs, boxes if crop else None, stride, input_size, image_size, logits)
-    if crop:
-        return cut_resampled_masks(probs, input_boxes, stride, input_size, image_size, resample)
     return resampled_masks(probs, stride, input_size, image_size, logits, resample)
 
 
