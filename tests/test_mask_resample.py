@@ -241,3 +241,26 @@ def test_two_step_cut_at_the_box_between_the_steps_is_paddledetections(image, si
     out = RawOutput(boxes, torch.ones(6), torch.ones(6, dtype=torch.long), probs)
     eager = box_cropped_output(out, 4, size, image, crop=True, resample="two_step")["masks"][:, 0].numpy()
     _assert_same_but_near(eager > 0.5, reference, values, 0.5)
+
+
+def test_paste_image_masks_cuts_a_reference_geometry_between_the_steps_at_the_input_boxes():
+    """The eager paste itself cuts a two-step mask at its input-frame box (what the predictor's paste_cut keeps),
+    not at its box in the picture; it needs those boxes and probabilities."""
+    size, image = (96, 96), (61, 45)
+    probs = torch.from_numpy(_maps(4, (24, 24), seed=11)).sigmoid()
+    input_boxes = torch.tensor([[10.0, 5, 60, 40], [0, 0, 96, 96], [30.5, 20.2, 31.0, 20.9], [50, 60, 90, 95]])
+    boxes = input_boxes * torch.tensor([45 / 96, 61 / 96] * 2)
+    cut = paste_image_masks(probs, boxes, 4, size, image, resample="two_step", input_boxes=input_boxes)[:, 0]
+    geometry = ImageMaskResample("two_step", 4, probs.shape[1:], size, image)
+    for mask, p, box in zip(cut.numpy(), probs.numpy(), input_boxes.numpy(), strict=True):
+        want = np.zeros(image, bool)
+        crop, x0, y0 = geometry.paste_cut(p, box, 0.5)
+        want[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        values = geometry.dense_cut(0, (box[1], box[3])) @ p @ geometry.dense_cut(1, (box[0], box[2])).T
+        _assert_same_but_near(mask > 0.5, want, values, 0.5)
+    whole = paste_image_masks(probs, boxes, 4, size, image, crop=False, resample="two_step")[:, 0]
+    assert ((whole > 0.5) & ~(cut > 0.5)).any()  # the cut removes what lies outside the boxes
+    with pytest.raises(ValueError, match="input frame"):
+        paste_image_masks(probs, boxes, 4, size, image, resample="two_step")
+    with pytest.raises(ValueError, match="probabilities"):
+        paste_image_masks(probs.logit(), boxes, 4, size, image, logits=True, resample="two_step", input_boxes=boxes)

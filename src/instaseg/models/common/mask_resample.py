@@ -25,6 +25,7 @@ reference's two rounded steps by float rounding only (about 1e-6 on logits of a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -83,14 +84,24 @@ def step_indices(step: Step, start: int, n: int) -> tuple[np.ndarray, np.ndarray
     return low, high, weight
 
 
+def step_weights(step: Step, start: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Output pixels ``start .. start + n - 1`` of ``step``: (lower input index, upper input index, and their float64
+    weights), the whole weight on the lower one where both are the last input pixel."""
+    low, high, weight = step_indices(step, start, n)
+    single = high == low
+    upper = weight.astype(np.float64)
+    to_low = (np.float32(1) - weight).astype(np.float64) + np.where(single, upper, 0.0)
+    return low, high, to_low, np.where(single, 0.0, upper)
+
+
 def step_band(step: Step, start: int, n: int) -> tuple[np.ndarray, int]:
     """([n, k] float64 weights of ``step``'s outputs ``start ..`` over the k inputs they read, the first of them)."""
-    low, high, weight = step_indices(step, start, n)
+    low, high, to_low, to_high = step_weights(step, start, n)
     first = int(low[0])
     band = np.zeros((n, int(high[-1]) - first + 1), dtype=np.float64)
     rows = np.arange(n)
-    np.add.at(band, (rows, low - first), (np.float32(1) - weight).astype(np.float64))
-    np.add.at(band, (rows, high - first), weight.astype(np.float64))
+    band[rows, low - first] = to_low
+    band[rows, high - first] += to_high
     return band, first
 
 
@@ -100,14 +111,31 @@ def band_weights(
     """([n, k] float32 weights of output pixels ``start .. start + n - 1`` over the k low-res pixels they read, the
     first of those): the steps' bands multiplied, the last step first. ``n`` >= 1. ``cut``: the intermediate map
     the last step reads (the input frame) kept only at pixels c with ``cut[0] <= c < cut[1]``."""
-    weights, first = step_band(axis.steps[-1], start, n)
+    low, high, to_low, to_high = step_weights(axis.steps[-1], start, n)
     if cut is not None:
-        kept = np.arange(first, first + weights.shape[1])
-        weights[:, (kept < cut[0]) | (kept >= cut[1])] = 0.0
-    for step in reversed(axis.steps[:-1]):
-        band, first = step_band(step, first, weights.shape[1])
+        to_low[(low < cut[0]) | (low >= cut[1])] = 0.0
+        to_high[(high < cut[0]) | (high >= cut[1])] = 0.0
+    first, reads = int(low[0]), int(high[-1]) - int(low[0]) + 1
+    before = axis.steps[:-1]
+    if before:
+        mid_low, mid_high, mid_to_low, mid_to_high = step_weights(before[-1], first, reads)
+    else:  # one step: the band before is the identity
+        mid_low = mid_high = np.arange(first, first + reads)
+        mid_to_low, mid_to_high = np.ones(reads), np.zeros(reads)
+    # the product of the last step's band (two weights a row) with the one before (two a row), entry by entry: an
+    # entry sums at most one product through each of the two inputs its output reads, and a product of two float32
+    # weights (all of them but the merged ones at a last pixel) is exact in float64, so the sum rounds once as in
+    # the matrix product, in any order, at a fraction of its cost
+    first_low = int(mid_low[0])
+    weights = np.zeros((n, int(mid_high[-1]) - first_low + 1), dtype=np.float64)
+    rows = np.arange(n)
+    for index, share in ((low - first, to_low), (high - first, to_high)):
+        for column, part in ((mid_low, mid_to_low), (mid_high, mid_to_high)):
+            weights[rows, column[index] - first_low] += share * part[index]
+    for step in reversed(before[:-1]):
+        band, first_low = step_band(step, first_low, weights.shape[1])
         weights = weights @ band
-    return weights.astype(np.float32), first
+    return weights.astype(np.float32), first_low
 
 
 def axis_support(axis: AxisResample) -> tuple[np.ndarray, np.ndarray]:
@@ -135,17 +163,9 @@ class ImageMaskResample:
     ):
         self.axes = [axis_resample(mode, a, stride, int(low_shape[a]), input_size, image_size) for a in (0, 1)]
         self.supports = [axis_support(axis) for axis in self.axes]
-        self.matrices = [self._dense(axis) for axis in self.axes]
+        self.matrices = [_placed(axis, 0, axis.extent) for axis in self.axes]
         # the last step's own supports: which intermediate (input-frame) pixels each output pixel reads
         self.last = [step_indices(axis.steps[-1], 0, axis.extent)[:2] for axis in self.axes]
-
-    @staticmethod
-    def _dense(axis: AxisResample) -> np.ndarray:
-        full = np.zeros((axis.extent, axis.steps[0].n_in), dtype=np.float32)
-        if axis.extent:
-            weights, first = band_weights(axis, 0, axis.extent)
-            full[:, first : first + weights.shape[1]] = weights
-        return full
 
     def dense(self, axis: int) -> np.ndarray:
         """The [extent, low-res size] float32 matrix of ``axis`` (0: rows, 1: columns), for a whole-picture paste."""
@@ -161,12 +181,7 @@ class ImageMaskResample:
         what the geometry reaches) above ``threshold``: (bool crop, x0, y0)."""
         x0, y0 = max(int(np.floor(window[0])), 0), max(int(np.floor(window[1])), 0)
         x1, y1 = min(int(np.ceil(window[2])), self.axes[1].extent), min(int(np.ceil(window[3])), self.axes[0].extent)
-        if x1 <= x0 or y1 <= y0:
-            return np.zeros((0, 0), dtype=bool), 0, 0
-        rows, top = self._band(0, y0, y1)
-        cols, left = self._band(1, x0, x1)
-        low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
-        return rows @ low @ cols.T > threshold, x0, y0
+        return _window_paste(mask, (y0, y1), (x0, x1), self._band, threshold)
 
     def cut_reach(self, axis: int, cut: tuple[float, float]) -> tuple[int, int]:
         """The output pixels [start, stop) of ``axis`` that read an intermediate pixel c with ``cut[0] <= c <
@@ -179,24 +194,16 @@ class ImageMaskResample:
     def paste_cut(self, mask: np.ndarray, box: np.ndarray, threshold: float) -> tuple[np.ndarray, int, int]:
         """The mask cut between the two steps to its ``box`` (xyxy, input pixels): (bool crop, x0, y0) over the
         output pixels the cut reaches. The values are probabilities (zero is background)."""
-        y0, y1 = self.cut_reach(0, (box[1], box[3]))
-        x0, x1 = self.cut_reach(1, (box[0], box[2]))
-        if x1 <= x0 or y1 <= y0:
-            return np.zeros((0, 0), dtype=bool), 0, 0
-        rows, top = band_weights(self.axes[0], y0, y1 - y0, (box[1], box[3]))
-        cols, left = band_weights(self.axes[1], x0, x1 - x0, (box[0], box[2]))
-        low = mask[top : top + rows.shape[1], left : left + cols.shape[1]].astype(np.float32, copy=False)
-        return rows @ low @ cols.T > threshold, x0, y0
+        cuts = ((box[1], box[3]), (box[0], box[2]))
+
+        def band(axis: int, start: int, stop: int) -> tuple[np.ndarray, int]:
+            return band_weights(self.axes[axis], start, stop - start, cuts[axis])
+
+        return _window_paste(mask, self.cut_reach(0, cuts[0]), self.cut_reach(1, cuts[1]), band, threshold)
 
     def dense_cut(self, axis: int, cut: tuple[float, float]) -> np.ndarray:
         """The [extent, low-res size] float32 matrix of ``axis`` with the intermediate cut (`band_weights`)."""
-        axis_ = self.axes[axis]
-        full = np.zeros((axis_.extent, axis_.steps[0].n_in), dtype=np.float32)
-        start, stop = self.cut_reach(axis, cut)
-        if stop > start:
-            weights, first = band_weights(axis_, start, stop - start, cut)
-            full[start:stop, first : first + weights.shape[1]] = weights
-        return full
+        return _placed(self.axes[axis], *self.cut_reach(axis, cut), cut)
 
     def extents(self, masks: np.ndarray, threshold: float) -> np.ndarray:
         """[N,4] xyxy windows holding every output pixel where each mask [N,h,w] can exceed ``threshold``: a
@@ -213,6 +220,34 @@ class ImageMaskResample:
             if y1 > y0 and x1 > x0:
                 out[i] = (x0, y0, x1, y1)
         return out
+
+
+def _placed(axis: AxisResample, start: int, stop: int, cut: tuple[float, float] | None = None) -> np.ndarray:
+    """The [extent, low-res size] float32 matrix of ``axis`` holding the weights (`band_weights`) of its output
+    pixels [start, stop), zero elsewhere."""
+    full = np.zeros((axis.extent, axis.steps[0].n_in), dtype=np.float32)
+    if stop > start:
+        weights, first = band_weights(axis, start, stop - start, cut)
+        full[start:stop, first : first + weights.shape[1]] = weights
+    return full
+
+
+def _window_paste(
+    mask: np.ndarray,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    band: Callable[[int, int, int], tuple[np.ndarray, int]],
+    threshold: float,
+) -> tuple[np.ndarray, int, int]:
+    """The mask's output pixels in rows [y0, y1) and columns [x0, x1) above ``threshold``: (bool crop, x0, y0), the
+    weights of each axis' span given by ``band(axis, start, stop)`` -> (weights, first low-res pixel)."""
+    (y0, y1), (x0, x1) = rows, cols
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), dtype=bool), 0, 0
+    row_weights, top = band(0, y0, y1)
+    col_weights, left = band(1, x0, x1)
+    low = mask[top : top + row_weights.shape[1], left : left + col_weights.shape[1]].astype(np.float32, copy=False)
+    return row_weights @ low @ col_weights.T > threshold, x0, y0
 
 
 def _reach(hits: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[int, int]:

@@ -46,27 +46,50 @@ def paste_image_masks(
     crop: bool = True,
     logits: bool = False,
     resample: str = "direct",
+    input_boxes: torch.Tensor | None = None,  # [N, 4] in input pixels: where a reference geometry cuts
 ) -> torch.Tensor:
     """[N,1,H,W] mask probabilities at original size, zero outside each box unless not ``crop``: one bilinear
     resampling from the low-res map straight to the original pixels (as `instaseg.inference.postprocess` does per
     box), or the geometry ``resample`` names (`instaseg.models.common.mask_resample`; pixels it does not reach are
-    zero). ``logits``: the maps hold logits, resampled as such and then turned into probabilities."""
+    zero). ``logits``: the maps hold logits, resampled as such and then turned into probabilities.
+
+    Where the cut falls: the direct paste cuts at ``boxes`` in the picture's pixels; a reference geometry cuts
+    between its two steps at ``input_boxes`` (`cut_resampled_masks`: PaddleDetection's PP-YOLOE-seg; the maps must
+    hold probabilities, as the cut zeroes the intermediate map)."""
+    if crop and resample != "direct":
+        if logits:
+            raise ValueError("a mask cut between two resampling steps must hold probabilities, not logits")
+        if input_boxes is None:
+            raise ValueError("a mask cut between two resampling steps needs its box in the input frame")
+        return cut_resampled_masks(probs, input_boxes, stride, input_size, image_size, resample)
+    if probs.shape[0] == 0:
+        return probs.new_zeros((0, 1, *image_size))
+    if resample == "direct":
+        return direct_masks(probs, boxes if crop else None, stride, input_size, image_size, logits)
+    return resampled_masks(probs, stride, input_size, image_size, logits, resample)
+
+
+def direct_masks(
+    probs: torch.Tensor,
+    boxes: torch.Tensor | None,
+    stride: int,
+    input_size: tuple[int, int],
+    image_size: tuple[int, int],
+    logits: bool,
+) -> torch.Tensor:
+    """[N,1,H,W] probabilities of [N,h,w] maps resampled in one bilinear step to the original pixels, zero outside
+    each of ``boxes`` (original pixels, widened to whole pixels) unless they are None."""
     n, h, w = probs.shape
     out_h, out_w = image_size
-    if n == 0:
-        return probs.new_zeros((0, 1, out_h, out_w))
-    if resample == "direct":
-        gx = sample_grid(out_w, input_size[1], out_w, w, stride).to(probs.device)
-        gy = sample_grid(out_h, input_size[0], out_h, h, stride).to(probs.device)
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [H, W, 2] as (x, y)
-        full = F.grid_sample(
-            probs[:, None], grid[None].expand(n, -1, -1, -1), mode="bilinear", padding_mode="border",
-            align_corners=False,
-        )  # fmt: skip
-        full = full.sigmoid() if logits else full
-    else:
-        full = resampled_masks(probs, stride, input_size, image_size, logits, resample)
-    if not crop:
+    gx = sample_grid(out_w, input_size[1], out_w, w, stride).to(probs.device)
+    gy = sample_grid(out_h, input_size[0], out_h, h, stride).to(probs.device)
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [H, W, 2] as (x, y)
+    full = F.grid_sample(
+        probs[:, None], grid[None].expand(n, -1, -1, -1), mode="bilinear", padding_mode="border",
+        align_corners=False,
+    )  # fmt: skip
+    full = full.sigmoid() if logits else full
+    if boxes is None:
         return full
     xs = torch.arange(out_w, device=probs.device)
     ys = torch.arange(out_h, device=probs.device)
@@ -116,11 +139,11 @@ def cut_resampled_masks(
     return full
 
 
-def clip_and_scale(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
-    """Boxes clipped to the resized image, then mapped to the original one (torchvision's resize_boxes ratios)."""
+def scale_to_image(boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes in the resized image mapped to the original one (torchvision's resize_boxes ratios)."""
     h, w = input_size
     ratio = boxes.new_tensor([image_size[1] / w, image_size[0] / h, image_size[1] / w, image_size[0] / h])
-    return clip_boxes(boxes, h, w) * ratio
+    return boxes * ratio
 
 
 def box_cropped_output(
@@ -133,15 +156,11 @@ def box_cropped_output(
     resample: str = "direct",
 ) -> dict:
     """A raw output in the original image, each image-frame mask pasted inside its own box (PP-YOLOE-seg's crop),
-    or whole (not ``crop``); ``logits``: the masks are logits; ``resample``: the geometry (see
-    `paste_image_masks`). A reference geometry cuts a mask to its box between its two steps, in the input frame
-    (`cut_resampled_masks`: probabilities only)."""
-    boxes = clip_and_scale(out.boxes, input_size, image_size)
-    if crop and resample != "direct":
-        if logits:
-            raise ValueError("a mask cut between two resampling steps must hold probabilities, not logits")
-        input_boxes = clip_boxes(out.boxes, *input_size)
-        masks = cut_resampled_masks(out.masks, input_boxes, mask_stride, input_size, image_size, resample)
-        return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}
-    masks = paste_image_masks(out.masks, boxes, mask_stride, input_size, image_size, crop, logits, resample)
+    or whole (not ``crop``); ``logits``: the masks are logits; ``resample``: the geometry and where it cuts (see
+    `paste_image_masks`)."""
+    input_boxes = clip_boxes(out.boxes, *input_size)
+    boxes = scale_to_image(input_boxes, input_size, image_size)
+    masks = paste_image_masks(
+        out.masks, boxes, mask_stride, input_size, image_size, crop, logits, resample, input_boxes=input_boxes
+    )
     return {"boxes": boxes, "labels": out.labels, "scores": out.scores, "masks": masks}
