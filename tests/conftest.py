@@ -103,3 +103,19 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory, tiny_maskrcnn) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, recipe, CKPT_CLASSES, CKPT_CATEGORY_IDS)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: architecture name -> `test_conformance.train_tiny`'s briefly trained tiny model (recipe, checkpoint,
+    pictures, folder), trained once a session for the tests that only read it (and export it into its folder)."""
+    from test_conformance import train_tiny
+
+    trained: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in trained:
+            trained[name] = train_tiny(name, tmp_path_factory.mktemp(name))
+        return trained[name]
+
+    return get

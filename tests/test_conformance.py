@@ -2,9 +2,9 @@
 
 Each architecture runs, at a tiny size (its ``small_recipe`` shrunk by ``tiny_overrides`` to 96 px), through:
 build from its recipe; a training step with finite losses and gradients; predict -> Results with masks; ONNX
-and OpenVINO export whose predictions agree with eager; `instaseg benchmark` on every backend, from a checkpoint
-and from the recipe name; its `instaseg models` row; and (slow) overfitting two pictures to mask AP >= 0.5, which
-its INT8 export keeps (marked ``int8`` too: beyond CI's time, run with ``--runslow -m int8``).
+and OpenVINO export whose predictions agree with eager; `instaseg benchmark` of the checkpoint, of its exports and
+of the recipe name on every backend; its `instaseg models` row; and (slow) overfitting two pictures to mask
+AP >= 0.5, which its INT8 export keeps (marked ``int8`` too: beyond CI's time, run with ``--runslow -m int8``).
 Registering an architecture puts it under every test here, with no edit to this file.
 """
 
@@ -78,13 +78,11 @@ def fit(model: Detector, scenes: list, steps: int, lr: float = 4e-3) -> list[flo
     return history
 
 
-@pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
-def trained(request, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Per architecture: its tiny recipe, a briefly trained checkpoint (distinct scores and real masks, so
-    agreement between backends means something) and the two pictures it saw."""
+def train_tiny(name: str, folder: Path) -> dict:
+    """The architecture's tiny recipe, a checkpoint of it briefly trained on two pictures (distinct scores and real
+    masks, so agreement between backends means something), the pictures and the checkpoint's folder."""
     from instaseg.models.checkpoint import save_checkpoint
 
-    name = request.param
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,11 +91,30 @@ def trained(request, tmp_path_factory: pytest.TempPathFactory) -> dict:
         model = build_model(recipe, len(CLASSES), weights="none")
         scenes = pictures()
         fit(model, scenes, steps=150)
-        folder = tmp_path_factory.mktemp(name)
         ckpt = save_checkpoint(folder / "model.pt", model.eval(), recipe, CLASSES, [1, 2])
     finally:
         torch.set_num_threads(threads)
     return {"name": name, "recipe": recipe, "checkpoint": ckpt, "scenes": scenes, "folder": folder}
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
+def trained(request, trained_tiny) -> dict:
+    """Per architecture: `train_tiny`'s model (trained once a session, `trained_tiny` in conftest)."""
+    return trained_tiny(request.param)
+
+
+@pytest.fixture(scope="module")
+def exports(trained: dict) -> dict[str, Path]:
+    """The trained checkpoint exported once to ONNX and OpenVINO (fp32, dynamic size), as users export it."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from instaseg.export import export_model
+
+    folder = trained["folder"]
+    return {
+        fmt: Path(export_model(trained["checkpoint"], format=fmt, out=folder / fmt, dynamic=True)["path"])
+        for fmt in ("onnx", "openvino")
+    }
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -171,17 +188,13 @@ def test_predict_gives_results_with_masks(trained: dict) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
-def test_export_agrees_with_eager(trained: dict, fmt: str) -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("openvino")
+def test_export_agrees_with_eager(trained: dict, exports: dict[str, Path], fmt: str) -> None:
     import instaseg
     from instaseg.evaluation.parity import compare_results
-    from instaseg.export import export_model
 
-    exported = export_model(trained["checkpoint"], format=fmt, out=trained["folder"] / fmt, dynamic=True)
     threshold = 0.2
     eager = instaseg.create_model(trained["checkpoint"], threshold=threshold)
-    other = instaseg.create_model(exported["path"], threshold=threshold)
+    other = instaseg.create_model(exports[fmt], threshold=threshold)
     images = [im for im, _ in trained["scenes"]]
     for a, b in zip(eager.predict(images), other.predict(images), strict=True):
         assert len(a) > 0
@@ -189,17 +202,18 @@ def test_export_agrees_with_eager(trained: dict, fmt: str) -> None:
         assert agreement.unmatched == 0 and agreement.max_box_gap < 1.0 and agreement.min_mask_iou > 0.95, agreement
 
 
-def test_benchmark_on_every_backend(trained: dict, cli) -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("openvino")
+def test_benchmark_on_every_backend(trained: dict, exports: dict[str, Path], cli) -> None:
+    """The checkpoint on torch and its exports on their runtimes; the recipe name on every backend (random weights
+    made busy, exported inside the benchmark: the path a checkpoint takes to ONNX Runtime and OpenVINO there)."""
     backends = ["torch", "onnxruntime", "openvino"]
-    common = ["--iters", "1", "--warmup", "0", "--threads", "1", "--json", "--backend", *backends]
-    for model in (trained["checkpoint"], trained["recipe"]["name"]):
+    common = ["--iters", "1", "--warmup", "0", "--threads", "1", "--json"]
+    runs = [(trained["checkpoint"], ["torch"]), (exports["onnx"], ["onnxruntime"]), (exports["openvino"], ["openvino"])]
+    for model, names in [*runs, (trained["recipe"]["name"], backends)]:
         extra = ["--img-size", "64"] if model == trained["recipe"]["name"] else []
-        code, out, err = cli("benchmark", "--model", model, *extra, *common)
+        code, out, err = cli("benchmark", "--model", model, *extra, *common, "--backend", *names)
         assert code == 0, err
         result = json.loads(out)
-        assert list(result["backends"]) == backends
+        assert list(result["backends"]) == names
         for row in result["backends"].values():
             assert row["end_to_end"]["median_ms"] > 0 and row["gflops"] > 0 and row["model_mb"] > 0
         if model == trained["recipe"]["name"]:  # random weights made busy: every detection the recipe allows

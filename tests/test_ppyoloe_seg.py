@@ -185,7 +185,7 @@ def test_raw_masks_are_cut_near_their_boxes():
         assert mask[:, outside_x].sum() == 0 and mask[outside_y].sum() == 0
 
 
-def test_int8_export_finds_what_eager_finds(tmp_path):
+def test_int8_export_finds_what_eager_finds(tmp_path, trained_tiny):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     from PIL import Image
@@ -193,15 +193,9 @@ def test_int8_export_finds_what_eager_finds(tmp_path):
     import instaseg
     from instaseg.evaluation.parity import compare_results
     from instaseg.export import export_model
-    from instaseg.models.checkpoint import save_checkpoint
-    from test_conformance import fit, pictures  # the suite's pictures and fitting loop
 
-    recipe = apply_overrides(load_recipe("ppyoloe_seg_fast"), [*TINY, "eval.score_threshold=0.05", "eval.max_dets=20"])
-    torch.manual_seed(0)
-    model = build_model(recipe, 2, weights="none")
-    scenes = pictures()
-    fit(model, scenes, steps=150)
-    ckpt = save_checkpoint(tmp_path / "model.pt", model.eval(), recipe, ["a", "b"], [1, 2])
+    trained = trained_tiny("ppyoloe_seg")  # ppyoloe_seg_fast at 96 px, 150 steps on the conformance pictures
+    ckpt, scenes = trained["checkpoint"], trained["scenes"]
     calib = tmp_path / "calib"
     calib.mkdir()
     for i, (im, _) in enumerate(scenes):
