@@ -37,7 +37,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "paddle"
 TINY = "resnet18_paddle_reduced"
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)  # the configs'
 RECIPES = {"maskrcnn": "maskrcnn_r50_fpn_paddlex", "cascade_maskrcnn": "cascade_maskrcnn_r50_fpn",
-           "solov2": "solov2_r50_fpn"}  # fmt: skip
+           "solov2": "solov2_r50_fpn_paddlex"}  # fmt: skip
 PADDLEX = {"maskrcnn": "MaskRCNN-ResNet50-FPN", "cascade_maskrcnn": "Cascade-MaskRCNN-ResNet50-FPN", "solov2": "SOLOv2"}
 
 
@@ -190,7 +190,7 @@ def server(tmp_path, monkeypatch):
 @pytest.mark.parametrize("arch", ["maskrcnn", "cascade_maskrcnn", "solov2"])
 def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arch, monkeypatch):
     recipe, requests = server(arch)
-    choice = "SOLOv2" if arch == "solov2" else "coco"  # SOLOv2's --weights coco is MMDetection's file: by name
+    choice = "coco"  # the recipe with PaddleDetection's conventions takes PaddleX's file first
     offline = build_model(recipe, 80, weights=str(FIXTURES / f"{arch}.pdparams")).state_dict()
     online = build_model(recipe, 80, weights=choice).state_dict()
     assert requests == [PADDLEX_URL.format(PADDLEX[arch])]
@@ -201,10 +201,11 @@ def test_paddlex_coco_weights_download_once_then_load_from_the_cache(server, arc
     changed = {k for k in offline if again[k].shape != offline[k].shape}
     assert changed and all(again[k].shape[0] in (3, 4, 12, 16) for k in changed)  # classes (+ background) only
     assert all(torch.equal(again[k], offline[k]) for k in offline if k not in changed)
-    if arch == "maskrcnn":  # torchvision's R50-FPN recipe takes PaddleX's file by its name, from the cache
-        torchvisions = build_model(reduced_recipe(arch, monkeypatch, "maskrcnn_r50_fpn"), 80,
-                                   weights=PADDLEX[arch]).state_dict()  # fmt: skip
-        assert len(requests) == 1 and all(torch.equal(torchvisions[k], v) for k, v in offline.items())
+    if arch != "cascade_maskrcnn":  # the recipe with the other conventions (torchvision's R50-FPN Mask R-CNN,
+        # MMDetection's SOLOv2) takes PaddleX's file by its name, from the cache
+        other = {"maskrcnn": "maskrcnn_r50_fpn", "solov2": "solov2_r50_fpn"}[arch]
+        others = build_model(reduced_recipe(arch, monkeypatch, other), 80, weights=PADDLEX[arch]).state_dict()
+        assert len(requests) == 1 and all(torch.equal(others[k], v) for k, v in offline.items())
 
 
 def test_the_background_slots_follow_torchvision(monkeypatch):
@@ -258,3 +259,6 @@ def test_models_lists_paddlex_and_torchvision_coco_weights():
     rows = published_module.recipe_weights(load_recipe("solov2_r50_fpn"))
     assert [r["publisher"] for r in rows if r["kind"] == "coco"] == ["MMDetection"] * 2 + ["PaddleX"] + [
         "PaddleDetection"] * 2
+    rows = published_module.recipe_weights(load_recipe("solov2_r50_fpn_paddlex"))  # PaddleDetection's conventions
+    assert [r["publisher"] for r in rows if r["kind"] == "coco"] == ["PaddleX"] + ["PaddleDetection"] * 2 + [
+        "MMDetection"] * 2

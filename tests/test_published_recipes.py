@@ -128,6 +128,14 @@ PUBLISHED = {
                          {"resize interpolation"}),
     "maskrcnn_r50_fpn_paddlex": (PADDLE, "configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.yml", RCNN_1X, set(),
                                  {"resize interpolation"}),
+    # configs/solov2/solov2_r50_fpn_1x_coco.yml: optimizer_1x.yml (LinearWarmup start_factor 0.), solov2_reader.yml
+    # (batch_size 2, Resize [800, 1333]), SOLOv2Head score_threshold 0.1 mask_threshold 0.5, MaskMatrixNMS
+    # update_threshold 0.05 pre_nms_top_n 500 post_nms_top_n 100 sigma 2.0
+    "solov2_r50_fpn_paddlex": (PADDLE, "configs/solov2/solov2_r50_fpn_1x_coco.yml",
+                               {**RCNN_1X, "train.batch_size": 2, "train.base_batch": 16, "train.warmup_start": 0.0,
+                                "train.multiscale": None, "model.cls_score_thr": 0.1, "model.mask_thr": 0.5,
+                                "model.nms_pre": 500, "model.nms_sigma": 2.0}, set(),
+                               {"resize interpolation", "backbone weights"}),
     "maskrcnn_r101_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_r101_fpn_1x_coco.yml", RCNN_1X, set(),
                           {"resize interpolation"}),
     "maskrcnn_r50vd_fpn": (PADDLE, "configs/mask_rcnn/mask_rcnn_r50_vd_fpn_1x_coco.yml", RCNN_1X, set(),

@@ -1,6 +1,7 @@
 """The resize order: the uint8 picture resized by OpenCV and then normalised (MMDetection's and PaddleDetection's
 ``Resize``), as a model option that the shared pre-processing, the eager transform and exported models follow; the
-default stays torchvision's float order."""
+default stays torchvision's float order. ``float_opencv_bilinear``: normalised first, then resized in float by
+OpenCV (PaddleDetection's SOLOv2 EvalReader)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,23 @@ def test_the_uint8_order_is_cv2_resize_bit_for_bit(order, hw):
     assert (float_order - batch).abs().max() > 0.01  # the orders differ: the check above can fail
 
 
+@pytest.mark.parametrize("hw", [(71, 127), (212, 187), (300, 41)])
+def test_the_float_opencv_order_is_paddledetections_resize_of_the_normalised_picture(hw):
+    """NormalizeImage, then Resize(interp 1) as PaddleDetection calls cv2.resize (scale factors new / old, on the
+    float32 picture): the network input bit for bit; torch's float bilinear differs."""
+    picture = _picture(*hw)
+    spec = InputSpec(96, 128, size_rounding="round", resize_order="float_opencv_bilinear", normalisation="paddle")
+    size = spec.resized_size(*hw)
+    plain = normalised(torch.from_numpy(picture).permute(2, 0, 1).float() / 255, spec.mean, spec.std, "paddle")
+    hwc = plain.permute(1, 2, 0).contiguous().numpy()
+    expected = cv2.resize(hwc, None, None, fx=size[1] / hw[1], fy=size[0] / hw[0], interpolation=cv2.INTER_LINEAR)
+    batch, sizes = preprocess([picture], spec)
+    assert sizes == [size] and expected.shape[:2] == size
+    assert torch.equal(batch[0, :, : size[0], : size[1]], torch.from_numpy(expected).permute(2, 0, 1))
+    float_order, _ = preprocess([picture], InputSpec(96, 128, size_rounding="round", normalisation="paddle"))
+    assert not torch.equal(float_order, batch)  # the orders differ (by ~1e-5 here): the check above can fail
+
+
 def test_the_default_is_the_float_order_unchanged():
     spec = InputSpec(96, 128)
     assert spec.resize_order == "float"
@@ -78,6 +96,9 @@ def test_published_recipes_resize_as_their_publisher():
     for name in paddlex:
         assert load_recipe(name)["model"]["resize_order"] == "uint8_bicubic", name  # Resize interp: 2
     assert load_recipe("maskrcnn_r50_fpn")["model"].get("resize_order", "float") == "float"  # torchvision's model
+    assert load_recipe("solov2_r50_fpn")["model"]["resize_order"] == "uint8_bilinear"  # MMDetection's
+    # PaddleDetection's SOLOv2 EvalReader: NormalizeImage before Resize
+    assert load_recipe("solov2_r50_fpn_paddlex")["model"]["resize_order"] == "float_opencv_bilinear"
 
 
 @pytest.mark.parametrize(
@@ -87,6 +108,8 @@ def test_published_recipes_resize_as_their_publisher():
         ("maskrcnn_fast", [*FAST_AT_96, "model.resize_order=uint8_bicubic", "model.size_rounding=round"]),
         ("maskrcnn_fast", [*FAST_AT_96, "model.resize_order=uint8_bilinear", "model.mask_paste=exact"]),
         ("ppyoloe_seg_fast", [*FAST_AT_96, "model.resize_order=uint8_bicubic", "input.resize=stretch"]),
+        ("solov2_fast", [*FAST_AT_96, "model.resize_order=float_opencv_bilinear", "model.normalisation=paddle"]),
+        ("ppyoloe_seg_fast", [*FAST_AT_96, "model.resize_order=float_opencv_bilinear", "input.resize=stretch"]),
     ],
 )
 def test_eager_transform_is_the_shared_preprocessing(name, overrides):
@@ -138,6 +161,10 @@ def test_exports_carry_the_order_and_older_ones_resize_in_float():
     spec = InputSpec(96, 128, size_rounding="round", resize_order="uint8_bicubic")
     meta = build_metadata(info, spec, graph={})
     assert meta["input"]["resize_order"] == "uint8_bicubic" and "INTER_CUBIC" in meta["preprocess"]["resize"]
+    assert spec_from_metadata(meta) == spec
+    spec = InputSpec(96, 128, size_rounding="round", resize_order="float_opencv_bilinear", normalisation="paddle")
+    meta = build_metadata(info, spec, graph={})
+    assert "normalised float32 picture by OpenCV" in meta["preprocess"]["resize"]
     assert spec_from_metadata(meta) == spec
     assert spec_from_metadata(_meta()).resize_order == "float"  # made before the key existed
     with pytest.raises(UserError, match=r"model\.onnx.*resize_order"):

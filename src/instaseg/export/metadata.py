@@ -35,6 +35,8 @@ def resize_description(spec: InputSpec) -> str:
         rule = "to max_size x max_size (the aspect ratio not kept)"
     if spec.resize_order == "float":
         return f"bilinear (after normalising, in float) {rule}"
+    if spec.resize_order == "float_opencv_bilinear":
+        return f"the normalised float32 picture by OpenCV cv2.resize INTER_LINEAR (after normalising) {rule}"
     interpolation = "INTER_LINEAR" if spec.resize_order == "uint8_bilinear" else "INTER_CUBIC"
     return f"the uint8 picture by OpenCV cv2.resize {interpolation} (before normalising) {rule}"
 

@@ -6,8 +6,9 @@ stretched square, then padding to a multiple of ``size_divisible``: zeros, or th
 so that the predictor feeds the network exactly what the eager model would see, normalised in the spec's float32
 arithmetic (``normalisation``, `instaseg.utils.normalisation`). With a ``uint8_*``
 ``resize_order`` the picture is resized first, as uint8 by OpenCV, then normalised (MMDetection's and
-PaddleDetection's order), as the eager model's transform does too. Keeping it outside the model is what lets
-exported graphs (ONNX, OpenVINO) share it.
+PaddleDetection's order), as the eager model's transform does too; with ``float_opencv_bilinear`` it is
+normalised first, then resized in float by OpenCV (PaddleDetection's SOLOv2 evaluation order). Keeping it
+outside the model is what lets exported graphs (ONNX, OpenVINO) share it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from instaseg.models.detector import InputSpec
 from instaseg.utils.normalisation import level_table, normalised
-from instaseg.utils.resize_rule import opencv_resized, uint8_picture
+from instaseg.utils.resize_rule import FLOAT_ORDERS, opencv_resized, opencv_resized_float, uint8_picture
 
 __all__ = ["InputSpec", "preprocess", "resize_normalized"]
 
@@ -28,12 +29,15 @@ __all__ = ["InputSpec", "preprocess", "resize_normalized"]
 def resize_normalized(image: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """Resize a normalised [3,H,W] float image by the recipe rule to ``spec.resized_size``, with torchvision's
     bilinear call (given the output size, interpolate maps pixels by input over output size, as torchvision's
-    recomputed scale factor does; for a stretched square: its ``fixed_size`` call)."""
+    recomputed scale factor does; for a stretched square: its ``fixed_size`` call); with ``float_opencv_bilinear``,
+    OpenCV's bilinear call instead."""
     h, w = image.shape[-2:]
     size = spec.resized_size(int(h), int(w))
     # at its own size already (a 640 px picture for a 640 px model): every output pixel would be its input pixel
     if size == (h, w):
         return image
+    if spec.resize_order == "float_opencv_bilinear":
+        return opencv_resized_float(image, size)
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
@@ -82,7 +86,7 @@ def preprocess(
 
     An image is an HxWx3 uint8 RGB array (what users pass), or a [3,H,W] float tensor in [0, 1] (what the
     training data loader gives validation)."""
-    if spec.resize_order == "float":
+    if spec.resize_order in FLOAT_ORDERS:
         resized = [resize_normalized(_normalised(image, spec, device), spec) for image in images]
     else:
         resized = [resized_uint8_normalised(image, spec, device) for image in images]

@@ -17,13 +17,22 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, _re
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
 from instaseg.utils.normalisation import check_normalisation, normalised
-from instaseg.utils.resize_rule import SIZE_ROUNDINGS, check_resize_order, opencv_resized, resized_size, uint8_picture
+from instaseg.utils.resize_rule import (
+    FLOAT_ORDERS,
+    SIZE_ROUNDINGS,
+    check_resize_order,
+    opencv_resized,
+    opencv_resized_float,
+    resized_size,
+    uint8_picture,
+)
 
 
 class CanvasTransform(GeneralizedRCNNTransform):
     """Resize and normalise as `GeneralizedRCNNTransform`, the resized sides made integers by ``size_rounding``
     ("floor": torchvision's own; "round": half up), in the order ``resize_order`` names ("float": torchvision's;
-    a ``uint8_*`` one: the picture on the uint8 grid resized by OpenCV, then normalised; targets are resized as
+    ``float_opencv_bilinear``: normalised, then resized in float by OpenCV; a ``uint8_*`` one: the picture on the
+    uint8 grid resized by OpenCV, then normalised; targets are resized as
     torchvision does either way); pad each batch to ``InputSpec.padded_frame`` of its largest image with
     ``pad_value`` (a pixel on [0, 1] before normalisation; None: zero after it). ``normalisation``: the float32
     arithmetic of the normalisation, which the padding's value follows too."""
@@ -51,7 +60,7 @@ class CanvasTransform(GeneralizedRCNNTransform):
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         # the uint8 order normalises after resizing (`resize`), on the resized picture's grey levels
-        return self.normalised(image) if self.resize_order == "float" else image
+        return self.normalised(image) if self.resize_order in FLOAT_ORDERS else image
 
     def normalised(self, image: torch.Tensor) -> torch.Tensor:
         """The picture normalised in the ``normalisation`` arithmetic ("unit": torchvision's own)."""
@@ -61,17 +70,27 @@ class CanvasTransform(GeneralizedRCNNTransform):
 
     def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
         """torchvision's resize, at the size ``size_rounding`` gives (the same bilinear call: with an output size
-        given, interpolate maps pixels by input over output size, as with its recomputed scale factor); or the
-        uint8 order's (`resize_first`)."""
-        if self.resize_order != "float":
+        given, interpolate maps pixels by input over output size, as with its recomputed scale factor); with
+        ``float_opencv_bilinear`` the normalised picture by OpenCV's bilinear call instead; or the uint8 order's
+        (`resize_first`)."""
+        if self.resize_order not in FLOAT_ORDERS:
             return self.resize_first(image, target)
         keeps_size = self.training and self._skip_resize
-        if self.size_rounding == "floor" or self.fixed_size is not None or keeps_size:
+        opencv = self.resize_order == "float_opencv_bilinear"
+        if not opencv and (self.size_rounding == "floor" or self.fixed_size is not None or keeps_size):
             return super().resize(image, target)
         min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
         h, w = image.shape[-2:]
-        new_h, new_w = resized_size(int(h), int(w), min_size, self.max_size, True, self.size_rounding)
-        image, target = _resize_image_and_masks(image, min_size, self.max_size, target, (new_w, new_h))
+        new_h, new_w = h, w
+        if not keeps_size:
+            keep = self.fixed_size is None
+            new_h, new_w = resized_size(int(h), int(w), min_size, self.max_size, keep, self.size_rounding)
+        if (new_h, new_w) == (h, w):
+            return image, target
+        if opencv:  # the image by OpenCV; the target's masks (nearest) as torchvision resizes them
+            image, target = opencv_resized_float(image, (new_h, new_w)), self.resized_masks(target, (new_h, new_w))
+        else:
+            image, target = _resize_image_and_masks(image, min_size, self.max_size, target, (new_w, new_h))
         if target is not None:
             target["boxes"] = resize_boxes(target["boxes"], [h, w], [new_h, new_w])
         return image, target
@@ -90,11 +109,17 @@ class CanvasTransform(GeneralizedRCNNTransform):
             return self.normalised(image), target
         picture = opencv_resized(uint8_picture(image), size, self.resize_order)
         resized = torch.from_numpy(picture).to(image.device).permute(2, 0, 1).to(image.dtype) / 255.0
+        target = self.resized_masks(target, size)
         if target is not None:
-            if "masks" in target:
-                target["masks"] = F.interpolate(target["masks"][:, None].float(), size=size)[:, 0].byte()
             target["boxes"] = resize_boxes(target["boxes"], [h, w], list(size))
         return self.normalised(resized), target
+
+    @staticmethod
+    def resized_masks(target: dict | None, size: tuple[int, int]) -> dict | None:
+        """The target's masks resized to ``size`` (nearest), as torchvision's resize does."""
+        if target is not None and "masks" in target:
+            target["masks"] = F.interpolate(target["masks"][:, None].float(), size=size)[:, 0].byte()
+        return target
 
     def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:
         square = int(self.max_size) if self.pad_to_square else None

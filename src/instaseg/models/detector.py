@@ -85,7 +85,8 @@ class InputSpec:
     stretched to a ``max_size`` square (PaddleDetection's ``keep_ratio: false``). ``size_rounding``: how a side
     kept in ratio becomes an integer: "floor" (torchvision's ``interpolate``, Mask R-CNN's reference) or "round"
     (half up: MMDetection's and PaddleDetection's ``Resize``). ``resize_order``: "float" (normalise, then resize in
-    float: torchvision's) or "uint8_bilinear" / "uint8_bicubic" (the uint8 picture resized by OpenCV, then
+    float: torchvision's), "float_opencv_bilinear" (normalise, then resize in float by OpenCV: PaddleDetection's
+    SOLOv2 evaluation) or "uint8_bilinear" / "uint8_bicubic" (the uint8 picture resized by OpenCV, then
     normalised: MMDetection's and PaddleDetection's); see `instaseg.utils.resize_rule`. ``normalisation``: the
     float32 arithmetic of ``(v / 255 - mean) / std``: "unit" (torchvision's), "pixel" (MMDetection's, in pixel
     units) or "paddle" (PaddleDetection's, each step in float64); see `instaseg.utils.normalisation`."""

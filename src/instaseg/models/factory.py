@@ -59,7 +59,7 @@ def build_model(recipe: dict | str, num_classes: int, weights: str | None = None
     if choice.lower() in ("none", "imagenet", "coco"):
         choice = choice.lower()
     published = architecture(recipe["model"]["architecture"]).published
-    entry = None if choice == "none" else choose(published, recipe["model"], choice)
+    entry = None if choice == "none" else choose(published, recipe["model"], choice, recipe["name"])
     if choice == recipe["model"].get("coco_weights"):  # torchvision's COCO checkpoint, by its name
         choice, entry = "coco", None
     elif choice == "coco" and recipe["model"].get("coco_weights"):
@@ -80,7 +80,7 @@ def build_model(recipe: dict | str, num_classes: int, weights: str | None = None
     elif choice == "coco":
         load_coco_weights(model, recipe["model"].get("coco_weights"), recipe["name"])
     elif pretrained and choice != "imagenet":
-        candidates = matching(published, recipe["model"])
+        candidates = matching(published, recipe["model"], recipe["name"])
         load_weights_path(model, Path(choice), published, candidates, _shapes(recipe), recipe["name"])
     if not pretrained and _has_frozen_norm(model):
         log.warning(
@@ -135,7 +135,7 @@ def checkpoint_from_weights(weights: str | Path, recipe: dict | str, out: str | 
     records, else COCO's 80 (with their category ids). Returns what was written."""
     recipe = load_recipe(recipe)
     published = architecture(recipe["model"]["architecture"]).published
-    entry = None if Path(weights).is_file() else choose(published, recipe["model"], str(weights))
+    entry = None if Path(weights).is_file() else choose(published, recipe["model"], str(weights), recipe["name"])
     path = fetch(entry) if entry is not None else Path(weights)
     file = open_weights(path)  # read once: for the class names it records, then to load
     names = file.publisher_tensors()[1].get("class_names")
@@ -143,7 +143,7 @@ def checkpoint_from_weights(weights: str | Path, recipe: dict | str, out: str | 
     names = names or coco_names
     ids = coco_ids if names == coco_names else list(range(1, len(names) + 1))
     model = build_architecture(recipe, len(names))
-    shapes, candidates = _shapes(recipe), matching(published, recipe["model"])
+    shapes, candidates = _shapes(recipe), matching(published, recipe["model"], recipe["name"])
     if entry is not None:
         report = load_published(model, entry, file, shapes, recipe["name"])
     else:

@@ -19,9 +19,10 @@ The backbone's BatchNorm counters (``num_batches_tracked``) have no place in our
 loaded. SOLOv2's pre-processor converts to RGB (``bgr_to_rgb=True``): no channel to reverse.
 
 PaddleX's SOLOv2 is PaddleDetection's ``configs/solov2/solov2_r50_fpn_1x_coco.yml`` (the same model section); its
-3x multi-scale model is the same network. They are listed after MMDetection's, whose 3x config the recipe follows,
-so ``--weights coco`` still takes MMDetection's; ``--weights SOLOv2`` (or the file) takes PaddleX's. Their ImageNet
-start (ResNet50_cos) is not listed: ``--weights imagenet`` keeps torchvision's ResNet-50, MMDetection's start.
+3x multi-scale model is the same network. They belong to the recipe ``solov2_r50_fpn_paddlex`` (the same network
+with PaddleDetection's pre- and post-processing), whose ``--weights coco`` takes PaddleX's file; ``solov2_r50_fpn``
+(MMDetection's conventions) takes MMDetection's and loads PaddleX's by its name (``--weights SOLOv2``). Their
+ImageNet start (ResNet50_cos) is not listed: ``--weights imagenet`` keeps torchvision's ResNet-50.
 Mask AP as PaddleDetection's model zoo publishes it (COCO val2017; PaddleX repeats the 1x figure).
 
 | PaddleDetection | instaseg |
@@ -125,11 +126,12 @@ def _coco(config: str, folder: str, suffix: str, mask_ap: float, note: str = "")
 
 def _paddle(name: str, url: str, publisher: str, mask_ap: float, note: str, config: str = "") -> PublishedWeights:
     return PublishedWeights(name, "coco", url, publisher=publisher, format="paddle", model={"backbone": "resnet50"},
-                            key_map=PADDLE_DETECTOR, recipe="solov2_r50_fpn", mask_ap=mask_ap, note=note,
+                            key_map=PADDLE_DETECTOR, recipe="solov2_r50_fpn_paddlex", mask_ap=mask_ap, note=note,
                             config=config)  # fmt: skip
 
 
-# the first match is what --weights coco takes: the 3x model, whose config the recipe follows
+# the first match of the recipe's own is what --weights coco takes: for solov2_r50_fpn the 3x model, whose config it
+# follows; for solov2_r50_fpn_paddlex PaddleX's SOLOv2
 PUBLISHED: tuple[PublishedWeights, ...] = (
     _coco("solov2_r50_fpn_ms-3x_coco", "solov2_r50_fpn_3x_coco", "20220512_125856-fed092d4", 37.5),
     _coco("solov2_r50_fpn_1x_coco", "solov2_r50_fpn_1x_coco", "20220512_125858-a357fa23", 34.8, "the 1x schedule"),

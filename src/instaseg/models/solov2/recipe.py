@@ -54,8 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "nms_pre": 500,
     "nms_kernel": "gaussian",  # gaussian | linear
     "nms_sigma": 2.0,
-    # resize and normalise: float (normalise, resize in float: torchvision's) | uint8_bilinear | uint8_bicubic (the
-    # uint8 picture resized by OpenCV first, as MMDetection's and PaddleDetection's Resize; instaseg.utils.resize_rule)
+    # resize and normalise: float (normalise, resize in float: torchvision's) | float_opencv_bilinear (normalise,
+    # resize in float by OpenCV: PaddleDetection's SOLOv2 EvalReader) | uint8_bilinear | uint8_bicubic (the uint8
+    # picture resized by OpenCV first, as MMDetection's and PaddleDetection's Resize; instaseg.utils.resize_rule)
     "resize_order": "float",
     # the float32 arithmetic of the normalisation: unit ((v / 255 - mean) / std: torchvision's) | pixel ((v - 255 mean)
     # / (255 std): MMDetection's DetDataPreprocessor) | paddle (PaddleDetection's NormalizeImage); see

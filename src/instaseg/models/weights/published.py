@@ -29,15 +29,22 @@ TIMEOUT_S = 60
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8})\.\w+$")
 
 
-def matching(published: Iterable[PublishedWeights], model_section: dict) -> list[PublishedWeights]:
-    """The published weights whose model-section values ``model_section`` has, in the architecture's order."""
-    return [w for w in published if all(model_section.get(k) == v for k, v in w.model.items())]
+def matching(
+    published: Iterable[PublishedWeights], model_section: dict, recipe: str | None = None
+) -> list[PublishedWeights]:
+    """The published weights whose model-section values ``model_section`` has, in the architecture's order, those
+    listed for ``recipe`` first (two recipes of one network with different conventions, as solov2_r50_fpn
+    (MMDetection's) and solov2_r50_fpn_paddlex (PaddleDetection's), each take their own publisher's file first)."""
+    found = [w for w in published if all(model_section.get(k) == v for k, v in w.model.items())]
+    return sorted(found, key=lambda w: w.recipe != recipe) if recipe else found
 
 
-def choose(published: Iterable[PublishedWeights], model_section: dict, choice: str) -> PublishedWeights | None:
-    """The weights ``choice`` names for this model section: the first match of a kind ("coco", "imagenet"), or
-    the match whose publisher's name it is; None when there is none."""
-    for w in matching(published, model_section):
+def choose(
+    published: Iterable[PublishedWeights], model_section: dict, choice: str, recipe: str | None = None
+) -> PublishedWeights | None:
+    """The weights ``choice`` names for this model section: the first match of a kind ("coco", "imagenet"), those
+    of ``recipe`` first, or the match whose publisher's name it is; None when there is none."""
+    for w in matching(published, model_section, recipe):
         if choice in (w.kind, w.name):
             return w
     return None
@@ -117,7 +124,7 @@ def recipe_weights(recipe: dict) -> list[dict]:
     rows = [
         _row(w.kind, w.name, w.publisher, w.url, mask_ap=w.mask_ap, box_ap=w.box_ap, top1=w.top1,
              cached=cached_path(w).is_file(), note=w.note)  # fmt: skip
-        for w in matching(architecture(model["architecture"]).published, model)
+        for w in matching(architecture(model["architecture"]).published, model, recipe.get("name"))
     ]
     if model.get("coco_weights"):  # first: --weights coco takes it before a publisher's
         from torchvision.models import get_weight
