@@ -57,11 +57,19 @@ def build_ours(meta: dict, extra: list[str]):
     if meta.get("fpn_channels"):
         over += [f"model.fpn_channels={meta['fpn_channels']}"]
     recipe = apply_overrides(load_recipe(PADDLEX_RECIPE.get(name, name)), over + extra)
-    RECIPE[0] = recipe
-    return build_model(recipe, meta["num_classes"], weights="none"), over + extra
+    return build_model(recipe, meta["num_classes"], weights="none"), over + extra, recipe
 
 
-def load_published_file(model, meta: dict, run: str, recipe_name: str):
+def open_run(run: str) -> tuple[dict, np.lib.npyio.NpzFile]:
+    """The dump's meta.json and ref.npz, once instaseg is known to come from this checkout."""
+    import instaseg
+
+    assert instaseg.__file__.startswith(REPO_SRC), f"instaseg from {instaseg.__file__}: run with PYTHONPATH={REPO_SRC}"
+    with open(os.path.join(run, "meta.json")) as f:
+        return json.load(f), np.load(os.path.join(run, "ref.npz"))
+
+
+def load_published_file(model, recipe: dict, run: str, recipe_name: str):
     """The reference's weights.pdparams (written by paddle.save) through the user's path: our restricted reader and
     the recipe's PaddleX key map (instaseg.models.weights.loading.load_published)."""
     from pathlib import Path
@@ -75,7 +83,6 @@ def load_published_file(model, meta: dict, run: str, recipe_name: str):
     arch = model_arch(recipe_name)
     entry = next(w for w in architecture(arch).published if w.recipe == recipe_name and w.publisher == "PaddleX")
     path = Path(run, "weights.pdparams")
-    recipe = RECIPE[0]
     load_published(model, entry, path, _shapes(recipe), recipe_name)
     tensors, _ = read_weights(path)
     conv = map_convert(tensors, model.state_dict(), entry.key_map)
@@ -84,9 +91,6 @@ def load_published_file(model, meta: dict, run: str, recipe_name: str):
 
 def model_arch(name: str) -> str:
     return "solov2" if name.startswith("solov2") else "cascade_maskrcnn" if name.startswith("cascade") else "maskrcnn"
-
-
-RECIPE = [None]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -398,14 +402,9 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("-o", dest="overrides", action="append", default=[])
     args = ap.parse_args()
-    with open(os.path.join(args.run, "meta.json")) as f:
-        meta = json.load(f)
-    ref = np.load(os.path.join(args.run, "ref.npz"))
-    import instaseg
-
-    assert instaseg.__file__.startswith(REPO_SRC), f"instaseg from {instaseg.__file__}: run with PYTHONPATH={REPO_SRC}"
-    model, over = build_ours(meta, args.overrides)
-    n_ref, conv = load_published_file(model, meta, args.run, PADDLEX_RECIPE.get(meta["model"], meta["model"]))
+    meta, ref = open_run(args.run)
+    model, over, recipe = build_ours(meta, args.overrides)
+    n_ref, conv = load_published_file(model, recipe, args.run, PADDLEX_RECIPE.get(meta["model"], meta["model"]))
     used, converted = range(n_ref), conv.state
     report = {"unexpected": conv.unplaced, "mismatch": conv.mismatched, "unset": conv.unset}
     model.eval()

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import compare_rcnn  # noqa: E402
-from compare_rcnn import REPO_SRC, load_published_file  # noqa: E402
+from compare_rcnn import load_published_file, open_run  # noqa: E402
 from input_diff import input_row  # noqa: E402
 from table import TOL, Table, instances_row, match_instances  # noqa: E402
 
@@ -38,8 +37,7 @@ def build_ours(recipe_name: str, meta: dict, extra: list[str]):
     from instaseg.models.recipes import apply_overrides, load_recipe
 
     recipe = apply_overrides(load_recipe(recipe_name), list(extra))
-    compare_rcnn.RECIPE[0] = recipe  # what load_published_file reads the shapes from
-    return build_model(recipe, meta["num_classes"], weights="none")
+    return build_model(recipe, meta["num_classes"], weights="none"), recipe
 
 
 def reference_instances(ref, p: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -154,15 +152,6 @@ def own_preprocessing(model, ref, meta, table: Table, n: int) -> None:
     instances_row(table, "instances, each side's own pre+post-processing", stats)
 
 
-def open_run(run: str) -> tuple[dict, np.lib.npyio.NpzFile]:
-    """The dump's meta.json and ref.npz, once instaseg is known to come from this checkout."""
-    import instaseg
-
-    assert instaseg.__file__.startswith(REPO_SRC), f"instaseg from {instaseg.__file__}: run with PYTHONPATH={REPO_SRC}"
-    with open(os.path.join(run, "meta.json")) as f:
-        return json.load(f), np.load(os.path.join(run, "ref.npz"))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a ref_dump_rcnn.py dump of solov2_r50_fpn")
@@ -172,8 +161,8 @@ def main() -> None:
     ap.add_argument("-o", dest="overrides", action="append", default=[], help="a recipe override, key=value")
     args = ap.parse_args()
     meta, ref = open_run(args.run)
-    model = build_ours(args.recipe, meta, args.overrides)
-    n_ref, conv = load_published_file(model, meta, args.run, args.recipe)
+    model, recipe = build_ours(args.recipe, meta, args.overrides)
+    n_ref, conv = load_published_file(model, recipe, args.run, args.recipe)
     report = {"unexpected": conv.unplaced, "mismatch": conv.mismatched, "unset": conv.unset}
     model.eval()
     spec = model.input_spec

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from compare_rcnn import (  # noqa: E402
     PADDLEX_RECIPE,
     build_ours,
     load_published_file,
+    open_run,
     reference_instances,
     same_input_instances,
 )
@@ -65,13 +65,11 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--json")
     args = ap.parse_args()
-    with open(os.path.join(args.run, "meta.json")) as f:
-        meta = json.load(f)
-    ref = np.load(os.path.join(args.run, "ref.npz"))
+    meta, ref = open_run(args.run)
     ref64_path = os.path.join(args.run, "ref64.npz")
     ref64 = np.load(ref64_path) if os.path.exists(ref64_path) else None
-    model, over = build_ours(meta, [])
-    load_published_file(model, meta, args.run, PADDLEX_RECIPE.get(meta["model"], meta["model"]))
+    model, over, recipe = build_ours(meta, [])
+    load_published_file(model, recipe, args.run, PADDLEX_RECIPE.get(meta["model"], meta["model"]))
     model.eval()
     model64 = copy.deepcopy(model).double()
     rows = {"ours float32 vs the reference": [], "ours float32 vs ours float64": [],
