@@ -261,19 +261,24 @@ def reference_instances(ref, b: int) -> tuple[np.ndarray, np.ndarray]:
     return ref[f"{b}.det"][keep].astype(np.float64), ref[f"{b}.detmask"][keep]
 
 
-def same_input_instances(model, ref, meta, b: int, dtype=torch.float32):
-    """Ours from the reference's input tensor of picture ``b`` to pasted masks (predictor post-processing), the
-    network in ``dtype``: the raw output, rows [label, score, box] and masks in the original picture."""
+def our_instances(model, batch: torch.Tensor, size: tuple[int, int], im_size: tuple[int, int]):
+    """Our whole path from a one-picture input ``batch`` of network-input ``size`` to masks pasted into the
+    original ``im_size`` (the predictor's post-processing): the raw output, rows [label, score, box] and masks."""
     from pycocotools import mask as mask_utils
 
     from instaseg.inference.postprocess import RawDetections, postprocess
 
-    (h, w), im_size = same_input_sizes(ref, meta, b)
-    raw = model.raw_forward(torch.from_numpy(ref[f"{b}.input"])[None].to(dtype), [(h, w)])[0]
-    d = postprocess(RawDetections.from_output(raw, model), (h, w), im_size)
+    raw = model.raw_forward(batch, [size])[0]
+    d = postprocess(RawDetections.from_output(raw, model), size, im_size)
     det = np.concatenate([(d.labels - 1)[:, None], d.scores[:, None], d.boxes], 1).astype(np.float64)
     masks = np.stack([mask_utils.decode(r) for r in d.rles]) if d.rles else np.zeros((0,) + im_size, bool)
     return raw, det, masks
+
+
+def same_input_instances(model, ref, meta, b: int, dtype=torch.float32):
+    """`our_instances` from the reference's input tensor of picture ``b``, the network in ``dtype``."""
+    size, im_size = same_input_sizes(ref, meta, b)
+    return our_instances(model, torch.from_numpy(ref[f"{b}.input"])[None].to(dtype), size, im_size)
 
 
 def final_instances(model, ref, meta, table: Table, n: int, tag: str) -> None:
@@ -297,19 +302,13 @@ def final_instances(model, ref, meta, table: Table, n: int, tag: str) -> None:
 
 
 def own_preprocessing(model, ref, meta, table: Table, n: int) -> None:
-    from pycocotools import mask as mask_utils
-
-    from instaseg.inference.postprocess import RawDetections, postprocess
     from instaseg.inference.preprocess import preprocess
 
     stats = []
     for b in range(n):
         img = cv2.cvtColor(cv2.imread(meta["images"][b]), cv2.COLOR_BGR2RGB)
-        batch, sizes = preprocess([img], model.input_spec)
-        raw = model.raw_forward(batch, sizes)[0]
-        d = postprocess(RawDetections.from_output(raw, model), sizes[0], img.shape[:2])
-        det = np.concatenate([(d.labels - 1)[:, None], d.scores[:, None], d.boxes], 1).astype(np.float64)
-        masks = np.stack([mask_utils.decode(r) for r in d.rles]) if d.rles else np.zeros((0,) + img.shape[:2], bool)
+        batch, (size,) = preprocess([img], model.input_spec)
+        _, det, masks = our_instances(model, batch, size, img.shape[:2])
         stats.append(match_instances(*reference_instances(ref, b), det, masks))
     instances_row(table, "instances, each side's own pre+post-processing", stats)
 

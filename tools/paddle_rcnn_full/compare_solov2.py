@@ -23,6 +23,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from compare_rcnn import load_published_file, open_run  # noqa: E402
+from compare_rcnn import our_instances as rcnn_instances  # noqa: E402
 from input_diff import input_row  # noqa: E402
 from table import TOL, Table, instances_row, match_instances  # noqa: E402
 
@@ -50,16 +51,10 @@ def reference_instances(ref, p: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def our_instances(model, batch: torch.Tensor, size: tuple[int, int], im: tuple[int, int]):
-    """Our whole path from an input batch: rows [label 0..K-1, score, NaN box] and full-size masks."""
-    from pycocotools import mask as mask_utils
-
-    from instaseg.inference.postprocess import RawDetections, postprocess
-
-    raw = model.raw_forward(batch, [size])[0]
-    d = postprocess(RawDetections.from_output(raw, model), size, im)
-    det = np.concatenate([(d.labels - 1)[:, None], d.scores[:, None], np.full((len(d.scores), 4), np.nan)], 1)
-    masks = np.stack([mask_utils.decode(r) for r in d.rles]) if d.rles else np.zeros((0,) + im, bool)
-    return det.astype(np.float64), masks
+    """`compare_rcnn.our_instances`' rows with NaN boxes (the reference's output has none) and masks."""
+    _, det, masks = rcnn_instances(model, batch, size, im)
+    det[:, 2:] = np.nan
+    return det, masks
 
 
 def reference_style_masks(probs: torch.Tensor, padded, size: tuple[int, int], im: tuple[int, int]) -> np.ndarray:
@@ -135,9 +130,8 @@ def same_input(model, ref, meta, table: Table, n: int) -> None:
         whole.append(match_instances(det_ref, masks_ref, *our_instances(model, x, size, im)))
     instances_row(table, "instances, reference head outputs -> our decoding, masks resampled the reference's way",
                   decoded)  # fmt: skip
-    instances_row(table, "instances, same input, our post-processing (original image)", whole)
-    name, a, r, ok, note = table.rows[-1]
-    table.rows[-1] = (name, a, r, ok, note + f"; {fillers} filler rows of the reference dropped")
+    instances_row(table, "instances, same input, our post-processing (original image)", whole,
+                  f"{fillers} filler rows of the reference dropped")
 
 
 def own_preprocessing(model, ref, meta, table: Table, n: int) -> None:

@@ -88,7 +88,9 @@ def match_instances(ref_det, ref_masks, our_det, our_masks) -> dict:
             "mean_mask_iou": float(np.mean(ious)) if ious else 1.0, "low": low}
 
 
-def instances_row(table: Table, name: str, stats: list[dict]) -> None:
+def instances_row(table: Table, name: str, stats: list[dict], extra: str = "") -> None:
+    """One table row for the instances of every picture (``stats``: `match_instances`'s), ``extra`` added to its
+    note."""
     ref = sum(s["ref"] for s in stats)
     matched = sum(s["matched"] for s in stats)
     ours = sum(s["ours"] for s in stats)
@@ -102,4 +104,4 @@ def instances_row(table: Table, name: str, stats: list[dict]) -> None:
     n_clip = sum(s.get("clipped", 0) for s in stats)
     if n_clip:
         note += f"; {n_clip} reference boxes clipped to the image first"
-    table.add(name, box, score, ok, note)
+    table.add(name, box, score, ok, note + (f"; {extra}" if extra else ""))
