@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks, resize_boxes
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from instaseg.models.padding import filled_batch, normalised_fill, padded_frame
 from instaseg.utils.normalisation import check_normalisation, normalised
@@ -75,25 +75,19 @@ class CanvasTransform(GeneralizedRCNNTransform):
         (`resize_first`)."""
         if self.resize_order not in FLOAT_ORDERS:
             return self.resize_first(image, target)
-        keeps_size = self.training and self._skip_resize
         opencv = self.resize_order == "float_opencv_bilinear"
+        keeps_size = self.training and self._skip_resize
         if not opencv and (self.size_rounding == "floor" or self.fixed_size is not None or keeps_size):
             return super().resize(image, target)
-        min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
-        h, w = image.shape[-2:]
-        new_h, new_w = h, w
-        if not keeps_size:
-            keep = self.fixed_size is None
-            new_h, new_w = resized_size(int(h), int(w), min_size, self.max_size, keep, self.size_rounding)
-        if (new_h, new_w) == (h, w):
+        h, w = (int(v) for v in image.shape[-2:])
+        size = self.rule_size(h, w)
+        if size == (h, w):
             return image, target
-        if opencv:  # the image by OpenCV; the target's masks (nearest) as torchvision resizes them
-            image, target = opencv_resized_float(image, (new_h, new_w)), self.resized_masks(target, (new_h, new_w))
+        if opencv:
+            resized = opencv_resized_float(image, size)
         else:
-            image, target = _resize_image_and_masks(image, min_size, self.max_size, target, (new_w, new_h))
-        if target is not None:
-            target["boxes"] = resize_boxes(target["boxes"], [h, w], [new_h, new_w])
-        return image, target
+            resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+        return resized, self.resized_target(target, (h, w), size)
 
     def resize_first(self, image: torch.Tensor, target: dict | None) -> tuple[torch.Tensor, dict | None]:
         """The uint8 order: ``image`` (on [0, 1], not yet normalised) rounded to its grey levels, resized by OpenCV
@@ -101,24 +95,31 @@ class CanvasTransform(GeneralizedRCNNTransform):
         resizes them. A picture already at that size (in training: whenever the data pipeline resized it) is
         normalised as it is, not rounded: nothing is resampled."""
         h, w = (int(v) for v in image.shape[-2:])
-        size = (h, w)
-        if not (self.training and self._skip_resize):
-            min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
-            size = resized_size(h, w, min_size, self.max_size, self.fixed_size is None, self.size_rounding)
+        size = self.rule_size(h, w)
         if size == (h, w):
             return self.normalised(image), target
         picture = opencv_resized(uint8_picture(image), size, self.resize_order)
         resized = torch.from_numpy(picture).to(image.device).permute(2, 0, 1).to(image.dtype) / 255.0
-        target = self.resized_masks(target, size)
-        if target is not None:
-            target["boxes"] = resize_boxes(target["boxes"], [h, w], list(size))
-        return self.normalised(resized), target
+        return self.normalised(resized), self.resized_target(target, (h, w), size)
+
+    def rule_size(self, h: int, w: int) -> tuple[int, int]:
+        """The (h, w) the resize rule gives a picture of (h, w): its own in training where the data pipeline already
+        resized it; else by ``min_size`` (in training a random choice of them), ``max_size``, ``fixed_size`` and
+        ``size_rounding``."""
+        if self.training and self._skip_resize:
+            return h, w
+        min_size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+        return resized_size(h, w, min_size, self.max_size, self.fixed_size is None, self.size_rounding)
 
     @staticmethod
-    def resized_masks(target: dict | None, size: tuple[int, int]) -> dict | None:
-        """The target's masks resized to ``size`` (nearest), as torchvision's resize does."""
-        if target is not None and "masks" in target:
+    def resized_target(target: dict | None, old: tuple[int, int], size: tuple[int, int]) -> dict | None:
+        """The target's masks (nearest) and boxes of a picture resized from ``old`` to ``size`` (h, w), as
+        torchvision's resize resizes them."""
+        if target is None:
+            return None
+        if "masks" in target:
             target["masks"] = F.interpolate(target["masks"][:, None].float(), size=size)[:, 0].byte()
+        target["boxes"] = resize_boxes(target["boxes"], list(old), list(size))
         return target
 
     def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:
