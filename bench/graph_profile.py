@@ -3,6 +3,7 @@ node type, with each region's convolution/matrix-product rate (GFLOP/s) for per-
 
     python bench/graph_profile.py --recipes rtmdet_ins_tiny ppyoloe_seg_s --instances 0 10 100 [--precision f32]
     python bench/graph_profile.py --xml /tmp/peer/yolo11n-seg_100_openvino_model/yolo11n-seg_100.xml
+    python bench/graph_profile.py --peak --recipes rtmdet_ins_tiny --instances 0 10 --xml YOLO_0.xml YOLO_10.xml
 
 ``--recipes``: instaseg recipes made to output exactly N instances (`fixed_instances`), exported at 640 x 640.
 ``--xml``: any OpenVINO IR (an instaseg export, or Ultralytics' from `bench/peer_ultralytics.py`).
@@ -11,6 +12,11 @@ backbone, the last module its head, the rest its neck); nodes outside modules ar
 graph's NonMaxSuppression: "select" (everything NMS depends on: sigmoid, top-k, gathers), "nms", "after nms"
 (what depends on NMS: kept boxes, mask decoding); "decode" when there is no NMS op. Graphs run round robin,
 ``--iters`` times each; a node's time is the median of its runs; the wall time range includes the runtime's overhead.
+
+``--peak``: this machine's best convolution rate, measured first on large 3x3 convolutions alone (the same
+threads and precision), and each graph's floor: its convolution and matrix-product GFLOPs at that rate (an ``If``
+body's included when its node took at least half its floor, i.e. it ran). No graph of those FLOPs runs faster on
+this machine without computing fewer of them, which is how to tell a slow graph from an expensive one.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from fixed_instances import export_fixed, square_pictures  # noqa: E402
 
 FLOP_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 YOLO_BACKBONE_LAST = 10  # YOLO11's yaml: layers 0-10 backbone, then the neck, the last layer the head
+
+
+PEAK_SHAPES = ((256, 40), (512, 40), (256, 80))  # (channels, side) of the 3x3 convolutions that measure the peak
 
 
 def node_flops(model) -> dict[str, float]:
@@ -55,6 +64,38 @@ def node_flops(model) -> dict[str, float]:
                 inner = float(np.prod(w[1:]))
         flops[op.get_friendly_name()] = 2.0 * out * inner
     return flops
+
+
+def if_body_flops(model) -> dict[str, float]:
+    """Per ``If`` node, the FLOPs of the static-shape convolutions and products of its costlier body."""
+    return {
+        op.get_friendly_name(): max(sum(node_flops(op.get_function(body)).values()) for body in (0, 1))
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "If"
+    }
+
+
+def machine_peak(precision: str, threads: int, runs: int = 30) -> float:
+    """GFLOP/s of this machine's fastest large 3x3 convolution (median of ``runs``), compiled as the graphs are."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    core, rng, best = ov.Core(), np.random.default_rng(0), 0.0
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    for channels, side in PEAK_SHAPES:
+        x = ops.parameter([1, channels, side, side], np.float32)
+        w = ops.constant(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.01)
+        conv = ops.convolution(x, w, [1, 1], [1, 1], [1, 1], [1, 1])
+        request = core.compile_model(ov.Model([conv], [x]), "CPU", config).create_infer_request()
+        feed = [rng.standard_normal((1, channels, side, side)).astype(np.float32)]
+        times = []
+        for i in range(runs + 3):
+            start = time.perf_counter()
+            request.infer(feed)
+            if i >= 3:
+                times.append(time.perf_counter() - start)
+        best = max(best, 2.0 * channels * channels * 9 * side * side / float(np.median(times)) / 1e9)
+    return best
 
 
 def module_region(name: str, last_yolo_layer: int) -> str | None:
@@ -142,6 +183,7 @@ class Profiled:
         core = ov.Core()
         model = core.read_model(str(xml))
         self.flops = node_flops(model)
+        self.body_flops = if_body_flops(model)
         config = {"PERF_COUNT": True, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config)
@@ -174,15 +216,25 @@ class Profiled:
             "gflop": node_gflop,
             "wall_ms": self.walls,
             "total_gflop": sum(self.flops.values()) / 1e9,
+            "if_bodies": {n: (per_node.get(n, 0.0), f / 1e9) for n, f in self.body_flops.items()},
             "outputs": [tuple(self.request.get_output_tensor(i).shape) for i in range(len(self.compiled.outputs))],
         }
 
 
-def print_profile(title: str, prof: dict, top: int) -> None:
+def print_profile(title: str, prof: dict, top: int, peak: float | None = None) -> None:
     per_node, total = prof["per_node"], sum(prof["per_node"].values())
     print(f"\n== {title}: wall {min(prof['wall_ms']):.1f}-{max(prof['wall_ms']):.1f} ms, counters {total:.1f} ms "
           f"(medians), load {os.getloadavg()[0]:.1f}, "
           f"{prof['total_gflop']:.2f} GFLOP (conv + matmul), outputs {prof['outputs']}")
+    if peak:
+        # a body ran if its node took at least half the time its FLOPs need at the peak (an untaken one: ~0 ms)
+        ran = sum(gflop for ms, gflop in prof["if_bodies"].values() if ms >= 0.5 * gflop / peak * 1000)
+        run_gflop = prof["total_gflop"] + ran
+        floor, wall = run_gflop / peak * 1000, float(np.median(prof["wall_ms"]))
+        print(
+            f"  floor at this machine's peak ({peak:.0f} GFLOP/s): {run_gflop:.2f} GFLOP run (If bodies that ran "
+            f"included) -> {floor:.1f} ms; wall median {wall:.1f} ms, so {floor / wall:.0%} of the peak on average"
+        )
     by_region: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
     by_type: dict[str, float] = collections.Counter()
     for node, ms in per_node.items():
@@ -216,16 +268,21 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--top", type=int, default=8)
     parser.add_argument("--work", type=Path, default=Path("/tmp/instaseg_graph_profile"))
+    parser.add_argument("--peak", action="store_true", help="measure the machine's conv peak; print each floor")
     args = parser.parse_args()
+    peaks = {p: machine_peak(p, args.threads) for p in args.precision} if args.peak else {}
+    for precision, rate in peaks.items():
+        print(f"this machine's peak, {precision}, {args.threads} threads: {rate:.0f} GFLOP/s (best of 3x3 "
+              f"convolutions {', '.join(f'{c}ch {s}x{s}' for c, s in PEAK_SHAPES)})")
     picture = square_pictures(1)[0]
     jobs = [(f"{r} {n} instances", export_fixed(r, n, "fp32", args.work)) for r in args.recipes for n in args.instances]
     jobs += [(str(x), x) for x in args.xml]
-    graphs = [(f"{title}, {p}", Profiled(xml, picture, p, args.threads)) for title, xml in jobs for p in args.precision]
+    graphs = [(title, p, Profiled(xml, picture, p, args.threads)) for title, xml in jobs for p in args.precision]
     for _ in range(args.iters):  # round robin: every graph meets the same moments of a shared machine
-        for _, graph in graphs:
+        for _, _, graph in graphs:
             graph.run()
-    for title, graph in graphs:
-        print_profile(title, graph.result(), args.top)
+    for title, precision, graph in graphs:
+        print_profile(f"{title}, {precision}", graph.result(), args.top, peaks.get(precision))
 
 if __name__ == "__main__":
     main()
