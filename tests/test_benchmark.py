@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -14,9 +15,17 @@ BACKENDS = ["torch", "onnxruntime", "openvino"]
 
 def test_benchmark_every_backend(cli) -> None:
     args = ["--model", "maskrcnn_fast", "--img-size", "64", "--iters", "2", "--warmup", "1", "--threads", "1"]
-    code, out, err = cli("benchmark", *args, "--backend", *BACKENDS, "--batch-size", "2", "--json")
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # not the benchmark's 1, whatever this machine's cores
+    try:
+        code, out, err = cli("benchmark", *args, "--backend", *BACKENDS, "--batch-size", "2", "--json")
+        # the calling process keeps its threads: later predictions in it round as before the benchmark
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
     assert code == 0, err
     result = json.loads(out)
+    assert all(r["threads"] == 1 for r in result["backends"].values())
     assert result["image_size"] == [64, 64] and result["batch_size"] == 2
     assert list(result["backends"]) == BACKENDS
     for r in result["backends"].values():
