@@ -36,8 +36,6 @@ from fixed_instances import export_fixed, square_pictures  # noqa: E402
 
 FLOP_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 YOLO_BACKBONE_LAST = 10  # YOLO11's yaml: layers 0-10 backbone, then the neck, the last layer the head
-
-
 PEAK_SHAPES = ((256, 40), (512, 40), (256, 80))  # (channels, side) of the 3x3 convolutions that measure the peak
 
 

@@ -69,14 +69,14 @@ def datasets(work: Path, holdout_images: int = HOLDOUT_IMAGES) -> tuple[Path, Pa
     """The demo's data (train/val) and a held-out set of the same style drawn with another seed, whose train split
     (the first 80%) holds ``holdout_images`` pictures."""
     from instaseg.data.coco import split_file
-    from instaseg.data.synthetic import generate_synthetic
+    from instaseg.data.synthetic import TRAIN_SHARE, generate_synthetic
     from instaseg.engine.demo import DEMO_IMAGES, DEMO_IMG_SIZE, DEMO_STYLE
 
     data, holdout = work / "data", work / f"holdout{holdout_images}"
     if not split_file(data, "train").is_file():
         generate_synthetic(data, num_images=DEMO_IMAGES, img_size=DEMO_IMG_SIZE, seed=0, style=DEMO_STYLE)
     if not split_file(holdout, "val").is_file():
-        pictures = round(holdout_images / 0.8)
+        pictures = round(holdout_images / TRAIN_SHARE)
         generate_synthetic(holdout, num_images=pictures, img_size=DEMO_IMG_SIZE, seed=HOLDOUT_SEED, style=DEMO_STYLE)
     return data, holdout
 

@@ -23,6 +23,7 @@ from instaseg.models.detector import Detector
 from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
 from instaseg.models.registry import ARCHITECTURES, architecture
+from instaseg.utils.device import torch_threads
 
 SIZE = 96
 STYLE = SynthStyle(num_classes=2, background="plain", max_instances=3)
@@ -83,17 +84,13 @@ def train_tiny(name: str, folder: Path) -> dict:
     masks, so agreement between backends means something), the pictures and the checkpoint's folder."""
     from instaseg.models.checkpoint import save_checkpoint
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         torch.manual_seed(0)
         recipe = tiny_recipe(name, "eval.score_threshold=0.05", "eval.max_dets=20")
         model = build_model(recipe, len(CLASSES), weights="none")
         scenes = pictures()
         fit(model, scenes, steps=150)
         ckpt = save_checkpoint(folder / "model.pt", model.eval(), recipe, CLASSES, [1, 2])
-    finally:
-        torch.set_num_threads(threads)
     return {"name": name, "recipe": recipe, "checkpoint": ckpt, "scenes": scenes, "folder": folder}
 
 

@@ -16,6 +16,7 @@ from instaseg.data.synthetic import synth_image  # noqa: E402
 from instaseg.errors import UserError  # noqa: E402
 from instaseg.inference.predictor import create_model  # noqa: E402
 from instaseg.inference.ray_engine import predict_ray, result_record  # noqa: E402
+from instaseg.utils.device import torch_threads  # noqa: E402
 
 IMAGES = 240
 SHARD = 60
@@ -59,15 +60,11 @@ def _jsonl(folder: Path) -> dict[str, dict]:
 
 
 def _single_process(job: dict) -> dict[str, dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each of the 2 actors runs on 2 CPUs
-    try:
+    with torch_threads(1):  # as each of the 2 actors runs on 2 CPUs
         predictor = create_model(job["ckpt"])
         paths = sorted(str(p) for p in job["images"].glob("img_????.png"))
         results = zip(paths, predictor.predict(paths), strict=True)
         return {p: json.loads(json.dumps(result_record(r, p))) for p, r in results}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_ray_results_match_the_single_process_predictor_and_resume(job: dict, local_ray, tmp_path: Path) -> None:

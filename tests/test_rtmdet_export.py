@@ -11,6 +11,7 @@ import torch
 from instaseg.models.checkpoint import save_checkpoint
 from instaseg.models.factory import build_model
 from instaseg.models.recipes import apply_overrides, load_recipe
+from instaseg.utils.device import torch_threads
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,12 +41,8 @@ def _scene(seed: int, h: int = 96, w: int = 96) -> tuple[np.ndarray, dict]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """A briefly trained tiny RTMDet-Ins: distinct scores and real masks, so agreement means something."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _trained_checkpoint(tmp_path_factory.mktemp("rtmdet") / "model.pt")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _trained_checkpoint(path):

@@ -56,6 +56,7 @@ __all__ = [
 
 SMALL_OBJECTS_PX = (6, 20)  # the small-object style: object sizes ...
 SMALL_OBJECTS_IMAGE_PX = (1024, 2048)  # ... on large images
+TRAIN_SHARE = 0.8  # the first 80% of a generated set is its train split, the rest val
 
 
 def _rasterise(outlines: list[np.ndarray], center: np.ndarray, angle: float, size: int) -> np.ndarray:
@@ -140,7 +141,7 @@ def generate_synthetic(
     images_dir = out / "images"
     names = CLASSES[: style.num_classes]
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(names)]
-    n_train = min(max(1, round(num_images * 0.8)), num_images - 1)
+    n_train = min(max(1, round(num_images * TRAIN_SHARE)), num_images - 1)
     splits = {"train": ([], []), "val": ([], [])}
     ann_id = 1
     for index in track(range(num_images), "generating shapes", stderr=False):

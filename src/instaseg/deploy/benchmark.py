@@ -9,11 +9,9 @@ exported model is measured as it is.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,21 +206,6 @@ def default_backends(model: str) -> list[str]:
     return [_EXPORTED[suffix]] if suffix in _EXPORTED else ["torch"]
 
 
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op threads at ``count`` (None: as they are) for the block, then back as they were: a process
-    that benchmarks in passing (the API, a test run) keeps its own setting, and with it its results bit for bit."""
-    import torch
-
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(int(count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def benchmark(
     model: str,
     backends: list[str] | None = None,
@@ -239,6 +222,7 @@ def benchmark(
     ``{"model", "device", "batch_size", "image_size", "load_average", "backends": {name: {...}}}``."""
     import os
 
+    from instaseg.utils.device import torch_threads
 
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise UserError("--batch-size and --iters must be at least 1, --warmup at least 0")

@@ -1,6 +1,9 @@
-"""The one place a device name becomes a torch device."""
+"""The one place a device name becomes a torch device, and torch's CPU threads are set for a while."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -18,3 +21,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA was asked for but no GPU is available (use --device cpu)")
     return device
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads at ``count`` (None: as they are) for the block, then back as they were: a process
+    that benchmarks or trains in passing (the API, a test run) keeps its own setting, and with it its results bit
+    for bit (1 and 2 threads round convolutions differently on some CPUs)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
