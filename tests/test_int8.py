@@ -147,3 +147,44 @@ def test_products_of_two_computed_operands_stay_in_float_when_asked() -> None:
     rng = np.random.default_rng(0)
     feeds = [{"images": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
     assert float_layers(quantize_openvino(model, feeds, settings), COMPUTE_OPS) == (["masks"], 3)
+
+
+def _input_quantizer_range(model) -> tuple[float, float]:
+    (first,) = [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
+                and op.input_value(0).get_node().get_type_name() == "Parameter"]  # fmt: skip
+    return tuple(float(first.input_value(i).get_node().get_data().ravel()[0]) for i in (1, 2))
+
+
+def test_picture_bounds_follow_the_normalisation() -> None:
+    from instaseg.export.quantize import picture_bounds
+    from instaseg.inference.preprocess import InputSpec
+
+    assert picture_bounds(InputSpec(256, 256, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))) == (0.0, 1.0)
+    low, high = picture_bounds(InputSpec(256, 256))  # ImageNet: black red is the lowest, white blue the highest
+    assert low == pytest.approx(-0.485 / 0.229, abs=1e-5) and high == pytest.approx((1 - 0.406) / 0.225, abs=1e-5)
+
+
+def test_picture_range_lets_every_grey_level_through() -> None:
+    """Calibrated on dim pictures, the input quantizer clips every brighter pixel; with ``picture_range`` it
+    spans [0, 1] in 256 steps, exactly one grey level each, in plain and accuracy-controlled quantization."""
+    import nncf
+    import numpy as np
+
+    from instaseg.export.quantize import after_each_nncf_quantization, quantize_openvino, settings_finish
+    from instaseg.inference.preprocess import InputSpec
+
+    spec = InputSpec(8, 8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    rng = np.random.default_rng(0)
+    feeds = [{"images": (rng.integers(0, 128, size=(1, 3, 8, 8)) / 255).astype(np.float32)} for _ in range(4)]
+    calibrated = quantize_openvino(_small_graph(), feeds, QuantizationSettings(), spec)
+    assert _input_quantizer_range(calibrated)[1] < 0.51  # grey level 127 at most
+    settings = QuantizationSettings(picture_range=True)
+    assert _input_quantizer_range(quantize_openvino(_small_graph(), feeds, settings, spec)) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="input spec"):
+        quantize_openvino(_small_graph(), feeds, settings)
+    with after_each_nncf_quantization(settings_finish(settings, spec)):  # NNCF's accuracy control quantizes inside
+        controlled = nncf.quantize_with_accuracy_control(
+            _small_graph(), nncf.Dataset(feeds), nncf.Dataset(feeds), lambda compiled, data: (1.0, None),
+            subset_size=len(feeds),
+        )  # fmt: skip
+    assert _input_quantizer_range(controlled) == (0.0, 1.0)

@@ -110,9 +110,10 @@ def test_deformable_attention_starts_at_the_reference_box() -> None:
     torch.testing.assert_close(out[0, 0], out[0, 1])
 
 
-def test_value_projection_as_a_convolution_matches_the_linear_layer_on_tokens() -> None:
-    """The values are projected by a 1x1 convolution on each map (no transposes in the exported graph): the same
-    numbers as the linear layer on the flattened map, split into heads, that it replaced."""
+def test_value_projection_on_channels_last_tokens_matches_the_published_layout() -> None:
+    """The values are projected on each map's tokens taken channels last by a permute (one transpose in the
+    exported graph): the same numbers as the published layout, the linear layer on the flattened map
+    transposed, split into heads."""
     torch.manual_seed(0)
     attn = MSDeformableAttention(dim=8, heads=2, levels=2, points=3).eval()
     torch.nn.init.normal_(attn.value_proj.bias)
@@ -121,7 +122,7 @@ def test_value_projection_as_a_convolution_matches_the_linear_layer_on_tokens() 
     memory = [torch.randn(2, 8, 6, 5), torch.randn(2, 8, 3, 4)]
     query, boxes = torch.randn(2, 4, 8), torch.rand(2, 4, 4) * 0.5 + 0.25
     values = []
-    for level in memory:  # the former layout: tokens [B, h*w, D] through the linear layer, then [B*heads, D/heads]
+    for level in memory:  # the published layout: tokens [B, h*w, D] through the linear layer, then [B*heads, D/heads]
         b, d, h, w = level.shape
         tokens = attn.value_proj(level.flatten(2).transpose(1, 2))
         values.append(tokens.transpose(1, 2).reshape(b * attn.heads, d // attn.heads, h, w))

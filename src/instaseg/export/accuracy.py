@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from instaseg.export.defaults import DEFAULT_MAX_AP_DROP
-from instaseg.export.quantize import float_layers, nncf_options
+from instaseg.export.quantize import after_each_nncf_quantization, float_layers, nncf_options, settings_finish
+from instaseg.inference.preprocess import InputSpec
 from instaseg.models.detector import QuantizationSettings
 
 logger = logging.getLogger(__name__)
@@ -61,9 +62,11 @@ def quantize_keeping_ap(
     meta: dict,
     gt: Any,
     max_drop: float = DEFAULT_MAX_AP_DROP,
+    spec: InputSpec | None = None,
 ) -> Any:
     """``model`` (an `openvino.Model`) quantized to INT8 on the calibration ``feeds``, with as many layers returned
-    to float as it takes for mask AP on ``gt``'s images to stay within ``max_drop`` points of fp32 (if it can)."""
+    to float as it takes for mask AP on ``gt``'s images to stay within ``max_drop`` points of fp32 (if it can).
+    ``spec``: the picture's pre-processing, which ``settings.picture_range`` needs."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -77,17 +80,18 @@ def quantize_keeping_ap(
     options["advanced_quantization_parameters"] = options.pop("advanced_parameters")
     restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=RANKING_IMAGES, num_ranking_workers=1)
     logger.info("INT8 under accuracy control: mask AP on %d images, at most %.2f points lost", len(gt.images), max_drop)
-    return nncf.quantize_with_accuracy_control(
-        model,
-        nncf.Dataset(feeds),
-        nncf.Dataset(list(gt.images)),
-        mask_ap,
-        max_drop=float(max_drop),
-        drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=len(feeds),
-        advanced_accuracy_restorer_parameters=restorer,
-        **options,
-    )
+    with after_each_nncf_quantization(settings_finish(settings, spec)):
+        return nncf.quantize_with_accuracy_control(
+            model,
+            nncf.Dataset(feeds),
+            nncf.Dataset(list(gt.images)),
+            mask_ap,
+            max_drop=float(max_drop),
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(feeds),
+            advanced_accuracy_restorer_parameters=restorer,
+            **options,
+        )
 
 
 def ir_size(model: Any) -> int:

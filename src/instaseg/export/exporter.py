@@ -242,9 +242,9 @@ def _quantize(model: Any, options: Int8Options, meta: dict, spec: InputSpec) -> 
     prepared = calibration_feeds(options.images, spec, meta["graph"])
     feeds = detecting_feeds(model, prepared)
     if options.gt is None:
-        quantized = quantize_openvino(model, feeds, options.settings)
+        quantized = quantize_openvino(model, feeds, options.settings, spec)
     else:
-        quantized = quantize_keeping_ap(model, feeds, options.settings, meta, options.gt, options.max_ap_drop)
+        quantized = quantize_keeping_ap(model, feeds, options.settings, meta, options.gt, options.max_ap_drop, spec)
     max_drop = options.max_ap_drop if options.gt is not None else None
     report = int8_report(model, quantized, meta, options.settings, feeds[:TIMING_IMAGES], options.gt, max_drop)
     report["calibration_images"] = len(feeds)
