@@ -48,7 +48,7 @@ class MaskRTDETR(TransformDetector):
         "the INT8 network's 7.3 ms, and quantized the held-out mask AP was no lower (seed 0: 28.5 fp32, 27.9 with "
         "them in float, 28.0 quantized; seed 1: 30.3, 30.1, 30.2). The picture input's quantizer spans the whole "
         "[0, 1] (picture_range): calibrated, it stopped at grey level 219; over four seeds of the fast recipe, plain "
-        "INT8 lost 0.46 held-out mask AP points on average instead of 0.72, and 0.98 instead of 2.16 on the 50 "
+        "INT8 lost 0.46 held-out mask AP points on average instead of 0.71, and 0.99 instead of 2.16 on the 50 "
         "validation pictures accuracy control judges (bench/int8_accuracy.py's data)"
     )
 
