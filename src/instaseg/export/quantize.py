@@ -158,7 +158,6 @@ def cover_picture_range(model: Any, low: float, high: float) -> list[str]:
     """Widen each quantizer on the graph's picture input (a 4-d Parameter) whose range falls short of [``low``,
     ``high``], keeping its form (zero point, symmetry): its four range constants scaled by one factor. Returns the
     names of those widened. An unsigned quantizer (calibrated on no negative value) widens upwards only."""
-    import openvino as ov
     import openvino.opset13 as ops
 
     widened = []
@@ -166,7 +165,8 @@ def cover_picture_range(model: Any, low: float, high: float) -> list[str]:
         source = op.input_value(0).get_node() if op.get_type_name() == "FakeQuantize" else None
         if source is None or source.get_type_name() != "Parameter":
             continue
-        if source.get_output_partial_shape(0).rank != ov.Rank(4):  # the picture batch, not a size input
+        rank = source.get_output_partial_shape(0).rank
+        if rank.is_dynamic or rank.get_length() != 4:  # the picture batch, not a size input
             continue
         ranges = [op.input_value(i).get_node().get_data().astype(np.float64) for i in range(1, 5)]
         in_low, in_high = float(ranges[0].min()), float(ranges[1].max())
