@@ -154,13 +154,12 @@ def picture_bounds(spec: InputSpec) -> tuple[float, float]:
     return min(values), max(values)
 
 
-def cover_picture_range(model: Any, low: float, high: float) -> list[str]:
-    """Widen each quantizer on the graph's picture input (a 4-d Parameter) whose range falls short of [``low``,
-    ``high``], keeping its form (zero point, symmetry): its four range constants scaled by one factor. Returns the
-    names of those widened. An unsigned quantizer (calibrated on no negative value) widens upwards only."""
+def cover_picture_range(model: Any, low: float, high: float) -> Any:
+    """``model`` with each quantizer on its picture input (a 4-d Parameter) whose range falls short of [``low``,
+    ``high``] widened, keeping its form (zero point, symmetry): its four range constants scaled by one factor. An
+    unsigned quantizer (calibrated on no negative value) widens upwards only."""
     import openvino.opset13 as ops
 
-    widened = []
     for op in model.get_ordered_ops():
         source = op.input_value(0).get_node() if op.get_type_name() == "FakeQuantize" else None
         if source is None or source.get_type_name() != "Parameter":
@@ -175,10 +174,9 @@ def cover_picture_range(model: Any, low: float, high: float) -> list[str]:
             continue
         for i, values in enumerate(ranges, start=1):
             op.input(i).replace_source_output(ops.constant((values * factor).astype(np.float32)).output(0))
-        widened.append(op.get_friendly_name())
         logger.info("INT8 input quantizer %s: range [%.4g, %.4g] widened %.3fx", op.get_friendly_name(), in_low,
                     in_high, factor)  # fmt: skip
-    return widened
+    return model
 
 
 def settings_finish(settings: QuantizationSettings, spec: InputSpec | None) -> Callable[[Any], Any]:
@@ -188,12 +186,7 @@ def settings_finish(settings: QuantizationSettings, spec: InputSpec | None) -> C
     if spec is None:
         raise ValueError("picture_range needs the input spec of the picture's pre-processing")
     low, high = picture_bounds(spec)
-
-    def finish(model: Any) -> Any:
-        cover_picture_range(model, low, high)
-        return model
-
-    return finish
+    return lambda model: cover_picture_range(model, low, high)
 
 
 @contextlib.contextmanager
