@@ -58,12 +58,10 @@ def cli(capsys: pytest.CaptureFixture):
 def one_thread():
     """torch on one thread for the test: small convolutions run faster so, and far faster when other processes
     load the cores (two threads then wait on each other)."""
-    import torch
+    from instaseg.utils.device import torch_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

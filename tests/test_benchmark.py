@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from instaseg.utils.device import torch_threads
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
@@ -15,14 +17,10 @@ BACKENDS = ["torch", "onnxruntime", "openvino"]
 
 def test_benchmark_every_backend(cli) -> None:
     args = ["--model", "maskrcnn_fast", "--img-size", "64", "--iters", "2", "--warmup", "1", "--threads", "1"]
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)  # not the benchmark's 1, whatever this machine's cores
-    try:
+    with torch_threads(3):  # not the benchmark's 1, whatever this machine's cores
         code, out, err = cli("benchmark", *args, "--backend", *BACKENDS, "--batch-size", "2", "--json")
         # the calling process keeps its threads: later predictions in it round as before the benchmark
         assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
     assert code == 0, err
     result = json.loads(out)
     assert all(r["threads"] == 1 for r in result["backends"].values())

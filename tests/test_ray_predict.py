@@ -102,14 +102,10 @@ def test_tiling_reaches_the_actors(job: dict, local_ray, tmp_path: Path) -> None
     listing.write_text("\n".join(chosen) + "\n")
     predict_ray(job["ckpt"], [str(listing)], tmp_path / "tiled", shard_size=5, concurrency=1, tile=32)
     records = _jsonl(tmp_path / "tiled")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # as the one actor
-    try:
+    with torch_threads(2):  # as the one actor
         tiled, whole = create_model(job["ckpt"], tile=32), create_model(job["ckpt"], tile="off")
         expected = {p: result_record(r, p) for p, r in zip(chosen, tiled.predict(chosen), strict=True)}
         untiled = {p: result_record(r, p) for p, r in zip(chosen, whole.predict(chosen), strict=True)}
-    finally:
-        torch.set_num_threads(threads)
     expected, untiled = json.loads(json.dumps(expected)), json.loads(json.dumps(untiled))  # as the shards hold them
     assert [records[p]["masks"] for p in chosen] == [expected[p]["masks"] for p in chosen]
     assert [expected[p]["masks"] for p in chosen] != [untiled[p]["masks"] for p in chosen]
