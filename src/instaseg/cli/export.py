@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from instaseg.export.defaults import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
+from instaseg.export.defaults import DEFAULT_CALIB_SIZE, DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--calib-data",
         help="images for INT8 calibration: a dataset root (its train split), a folder (searched recursively) or a glob",
     )
-    p.add_argument("--calib-size", type=int, default=100, help="calibration images used (default 100)")
+    p.add_argument(
+        "--calib-size",
+        type=int,
+        default=DEFAULT_CALIB_SIZE,
+        help=f"calibration images used (default {DEFAULT_CALIB_SIZE})",
+    )
     p.add_argument(
         "--val-data",
         help="INT8: annotated images (a dataset root's val split, or an annotation file) to keep mask AP on; "

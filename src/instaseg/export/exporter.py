@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from instaseg.errors import UserError
-from instaseg.export.defaults import DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
+from instaseg.export.defaults import DEFAULT_CALIB_SIZE, DEFAULT_MAX_AP_DROP, DEFAULT_VAL_IMAGES
 from instaseg.export.graph import DetectorGraph
 from instaseg.export.metadata import PRECISIONS, build_metadata
 from instaseg.inference.preprocess import preprocess
@@ -98,7 +98,7 @@ def export_model(
     precision: str = "fp32",
     int8: bool = False,
     calib_data: str | Path | None = None,
-    calib_size: int = 100,
+    calib_size: int = DEFAULT_CALIB_SIZE,
     val_data: str | Path | None = None,
     max_ap_drop: float = DEFAULT_MAX_AP_DROP,
     val_images: int = DEFAULT_VAL_IMAGES,

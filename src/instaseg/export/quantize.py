@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from instaseg.errors import UserError
+from instaseg.export.defaults import DEFAULT_CALIB_SIZE
 from instaseg.inference.preprocess import InputSpec, preprocess
 from instaseg.models.detector import QuantizationSettings
 from instaseg.utils.progress import track
 
 logger = logging.getLogger(__name__)
-DEFAULT_CALIB_SIZE = 100
 
 
 def calibration_images(source: str | Path, count: int = DEFAULT_CALIB_SIZE) -> list[np.ndarray]:
