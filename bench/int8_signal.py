@@ -11,8 +11,8 @@ look. Outputs after a data-dependent selection (a DETR's top-k queries, the dete
 different rows as soon as the selection differs; their low figures are not quantization noise.
 
 Found with it: Mask-RT-DETR's fast recipe lost its backbone signal to 8 dB by the last stage with NNCF's default
-activation ranges, the mean over pictures of each picture's maximum (the input of the stem's second convolution
-was clipped at 5.2 where its channels reached 11); with the calibration pictures' extremes it stays at 11-30 dB.
+activation ranges, the mean over pictures of each picture's maximum (the input of the stem's third convolution (stem2b)
+was clipped at 5.2 where its channels reached 11); with the calibration pictures' extremes it stays at 11-34 dB.
 """
 
 from __future__ import annotations

@@ -50,10 +50,11 @@ class MaskRTDETR(TransformDetector):
         "them in float, 28.0 quantized; seed 1: 30.3, 30.1, 30.2). The picture input's quantizer spans the whole "
         "[0, 1] (picture_range): calibrated, it stopped at grey level 219. Activation ranges are the calibration "
         "pictures' extremes: with NNCF's default, the mean of each picture's extremes, the backbone clipped (the "
-        "stem's second convolution at 5.2 where its input reached 11) and its signal fell to 8 dB by the last stage "
-        "(bench/int8_signal.py), 11-13 dB with the extremes. Plain INT8 over four seeds of the fast recipe, mask AP "
-        "points lost on two held-out sets of 400 pictures (bench/int8_accuracy.py's data): 0.46 and 0.70 on "
-        "average with the default ranges (at most 1.47), 0.18 and 0.43 with the extremes (at most 0.89)"
+        "input of the stem's third convolution, stem2b, was cut at 5.2 where it reached 11) and its signal fell to "
+        "8 dB by the last stage (bench/int8_signal.py), 11-13 dB with the extremes. Plain INT8 over four seeds "
+        "of the fast recipe, mask AP points lost on 400 held-out pictures (bench/int8_accuracy.py's) and 400 "
+        "more drawn with another seed: 0.46 and 0.70 on average with the default ranges (at most 1.47), 0.18 "
+        "and 0.43 with the extremes (at most 0.89)"
     )
 
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
