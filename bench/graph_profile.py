@@ -159,17 +159,25 @@ def regions(inputs: dict[str, list[str]], types: dict[str, str], originals: dict
 def feed_for(xml: Path, picture: np.ndarray) -> dict[str, np.ndarray]:
     """The graph's inputs for one 640 x 640 RGB picture: instaseg's pre-processing for its exports (metadata in
     rt_info), RGB / 255 for others (Ultralytics)."""
+    return feeds_for(xml, [picture])[0]
+
+
+def feeds_for(xml: Path, pictures: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """`feed_for` of each picture, the graph loaded once."""
     from instaseg.inference.backends.openvino import OpenVinoBackend
     from instaseg.inference.preprocess import preprocess
 
     try:
         backend = OpenVinoBackend(xml, static_shapes="off")
     except Exception:  # noqa: BLE001 - not an instaseg export
-        return {"x": (picture.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)}
+        return [{"x": (picture.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)} for picture in pictures]
     from instaseg.inference.backends.exported import graph_inputs
 
-    batch, sizes = preprocess([picture], backend.spec)
-    return next(graph_inputs(batch, sizes, backend.graph, backend.spec))
+    feeds = []
+    for picture in pictures:
+        batch, sizes = preprocess([picture], backend.spec)
+        feeds.append(next(graph_inputs(batch, sizes, backend.graph, backend.spec)))
+    return feeds
 
 
 class Profiled:

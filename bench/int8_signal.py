@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from graph_profile import FLOP_TYPES, feed_for  # noqa: E402
+from graph_profile import FLOP_TYPES, feeds_for  # noqa: E402
 
 
 def layer_outputs(model, names: list[str]):
@@ -51,14 +51,13 @@ def signal_to_noise(fp32_xml: Path, int8_xml: Path, pictures: list[np.ndarray]) 
         for model in (fp32, int8)
     ]
     inputs = {port.get_any_name() for port in compiled[0].inputs}
+    requests = [model.create_infer_request() for model in compiled]
+    firsts = [len(model.outputs) - len(names) for model in compiled]
     signal, noise = np.zeros(len(names)), np.zeros(len(names))
-    for picture in pictures:
-        feed = {k: v for k, v in feed_for(fp32_xml, picture).items() if k in inputs}
+    for feed in feeds_for(fp32_xml, pictures):
         outs = []
-        for model in compiled:
-            request = model.create_infer_request()
-            request.infer(feed)
-            first = len(model.outputs) - len(names)
+        for request, first in zip(requests, firsts, strict=True):
+            request.infer({k: v for k, v in feed.items() if k in inputs})
             outs.append([request.get_output_tensor(first + i).data.astype(np.float64) for i in range(len(names))])
         for i, (a, b) in enumerate(zip(*outs, strict=True)):
             signal[i] += float((a**2).sum())
