@@ -10,6 +10,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -30,6 +31,7 @@ from instaseg.engine.module import InstanceSegModule
 from instaseg.engine.train import resolve_recipe, train
 from instaseg.models.factory import build_model, model_from_checkpoint
 from instaseg.models.recipes import load_recipe
+from instaseg.utils.device import torch_threads
 from tiny import SMALL_MODEL, TINY
 
 
@@ -165,6 +167,19 @@ def test_training_lowers_the_loss_on_a_fixed_batch(shapes: Path) -> None:
     losses = probe.losses
     assert len(losses) == 24 and all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
+
+
+def test_cpu_ddp_threads_are_given_back_after_the_fit() -> None:
+    """A CPU DDP rank shares out the cores for the fit; rank 0 is the caller's process and gets its count back."""
+    recipe = resolve_recipe("maskrcnn_fast", overrides=TINY)
+    module = InstanceSegModule(build_model(recipe, len(CLASSES)), recipe, list(CLASSES), [1, 2, 3])
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    module.trainer = SimpleNamespace(world_size=64, num_devices=64, strategy=cpu)
+    with torch_threads(3):
+        module.setup("fit")
+        assert torch.get_num_threads() == 1  # cores // 64 processes, at least one
+        module.teardown("fit")
+        assert torch.get_num_threads() == 3
 
 
 def test_one_training_step_with_300_instances(tmp_path: Path) -> None:

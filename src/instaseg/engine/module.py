@@ -63,11 +63,18 @@ class InstanceSegModule(pl.LightningModule):
         self._loss_count = 0
         self._val_records: dict[int, list[dict]] = {}
         self.last_val_metrics: dict[str, Any] = {}
+        self._threads_before: int | None = None
 
     def setup(self, stage: str) -> None:
         # CPU processes of one machine share its cores: without this each would start one thread per core
+        self._threads_before = torch.get_num_threads()
         if self.trainer.world_size > 1 and self.trainer.strategy.root_device.type == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.trainer.num_devices)))
+
+    def teardown(self, stage: str) -> None:
+        # rank 0 is the caller's own process (the API, a notebook): its thread count is given back after the fit
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
 
     def forward(self, images: list[torch.Tensor]) -> list[dict]:
         return self.model(images)

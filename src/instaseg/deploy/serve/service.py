@@ -19,7 +19,7 @@ from instaseg.inference.result import Result
 logger = logging.getLogger(__name__)
 
 
-def torch_threads(config: ServeConfig) -> int | None:
+def worker_threads(config: ServeConfig) -> int | None:
     """Threads for torch in one worker: as asked, else the cores shared out when there are several workers (each
     worker's threads competing for all cores slows every one of them)."""
     if config.threads:
@@ -34,8 +34,8 @@ def load_predictor(config: ServeConfig) -> Any:
 
     from instaseg.inference.predictor import create_model
 
-    threads = torch_threads(config)
-    if threads:
+    threads = worker_threads(config)
+    if threads:  # for the worker's lifetime: a serving process runs nothing else
         torch.set_num_threads(threads)
     return create_model(config.model, device=config.device, threshold=config.threshold, tile=config.tile)
 
