@@ -148,11 +148,13 @@ def crop_to_rle(crop: np.ndarray, x0: int, y0: int, im_h: int, im_w: int) -> dic
     h, w = crop.shape
     cols = np.zeros((w, h + 2), dtype=np.int8)
     cols[:, 1:-1] = crop.T
-    steps = np.diff(cols, axis=1)
-    start_col, start_row = np.nonzero(steps == 1)  # row-major order over (column, row): image order
-    end_col, end_row = np.nonzero(steps == -1)
-    starts = (x0 + start_col) * im_h + y0 + start_row
-    ends = (x0 + end_col) * im_h + y0 + end_row
+    # every column starts and ends on background, so its changes alternate start, end, start...: one search
+    # over the flat changes (row-major over (column, row): image order) finds both (a comparison and a 2-d
+    # search per sign took 11% longer per mask)
+    changes = np.flatnonzero(np.diff(cols, axis=1))
+    col, row = np.divmod(changes, h + 1)
+    flat = (x0 + col) * im_h + y0 + row
+    starts, ends = flat[0::2], flat[1::2]
     if len(starts) > 1:  # a run reaching the bottom of a full-height column continues at the top of the next
         keep = starts[1:] != ends[:-1]
         starts = np.concatenate([starts[:1], starts[1:][keep]])
@@ -238,8 +240,9 @@ def resample_matrix(n_out: int, start: int, scale: float, n_in: int) -> tuple[np
     first = int(i0[0]) if n_out else 0
     weights = np.zeros((n_out, int(i1[-1]) - first + 1 if n_out else 0), dtype=np.float32)
     rows = np.arange(n_out)
-    np.add.at(weights, (rows, i0 - first), 1 - frac)
-    np.add.at(weights, (rows, i1 - first), frac)
+    # each row once per statement, so += adds like np.add.at (where i1 == i0 at the edge, the second adds on)
+    weights[rows, i0 - first] += 1 - frac
+    weights[rows, i1 - first] += frac
     return weights, first
 
 
