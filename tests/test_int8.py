@@ -188,3 +188,55 @@ def test_picture_range_lets_every_grey_level_through() -> None:
             subset_size=len(feeds),
         )  # fmt: skip
     assert _input_quantizer_range(controlled) == (0.0, 1.0)
+
+
+def _table_graph(in_branch: bool):
+    """Rows of a constant coordinate table picked by the picture (top-k of a convolution), added to a computed
+    tensor, as a one-stage detector's prior points; ``in_branch``: under an If, as the exported mask branch."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="images")
+    conv = ops.convolution(x, ops.constant(np.ones((1, 3, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    scores = ops.reshape(conv, ops.constant(np.array([64], np.int64)), False)
+    top = ops.topk(scores, ops.constant(np.int64(4)), 0, "max", "value").output(1)
+    table = ops.constant(np.stack(np.meshgrid(np.arange(8), np.arange(8)), -1).reshape(64, 2).astype(np.float32) * 32)
+    if not in_branch:
+        points = ops.gather(table, top, ops.constant(np.int64(0)))
+        points.set_friendly_name("prior_points")
+        return ov.Model([ops.multiply(points, ops.constant(np.float32(0.5)))], [x], "table")
+    inner_top = ops.parameter([4], np.int64)
+    inner = ops.gather(table, inner_top, ops.constant(np.int64(0)))
+    inner.set_friendly_name("prior_points")
+    then_body = ov.Model([ops.result(inner)], [inner_top])
+    else_top = ops.parameter([4], np.int64)
+    else_body = ov.Model([ops.result(ops.constant(np.zeros((4, 2), np.float32)))], [else_top])
+    found = ops.greater(ops.reduce_max(scores, ops.constant(np.int64(0))), ops.constant(np.float32(-1e9)))
+    branch = ops.if_op(found.output(0))  # (given the node, if_op makes an If without its condition)
+    branch.set_then_body(then_body)
+    branch.set_else_body(else_body)
+    branch.set_input(top, inner_top, else_top)
+    model = ov.Model([branch.set_output(then_body.get_results()[0], else_body.get_results()[0])], [x], "table_if")
+    for i, op in enumerate(model.get_ordered_ops()):  # NNCF reads an If's inputs by their tensor names
+        for port in op.outputs():
+            port.get_tensor().set_names(port.get_tensor().get_names() or {f"t{i}_{port.get_index()}"})
+    return model
+
+
+@pytest.mark.parametrize("in_branch", [False, True], ids=["graph", "if_branch"])
+def test_constant_tables_stay_in_float(in_branch: bool) -> None:
+    """NNCF quantizes a Gather's float constant table as an embedding's weights, which no ignored type prevents:
+    in RTMDet-Ins the prior points, quantized, cost every mask."""
+    import numpy as np
+
+    from instaseg.export.quantize import all_ops, constant_tables, nncf_options, quantize_openvino
+
+    model = _table_graph(in_branch)
+    assert constant_tables(model) == ["prior_points"]
+    assert "prior_points" in nncf_options(QuantizationSettings(), model)["ignored_scope"].names
+    rng = np.random.default_rng(0)
+    feeds = [{"images": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    quantized = quantize_openvino(model, feeds, QuantizationSettings())
+    (gather,) = [op for op in all_ops(quantized) if op.get_friendly_name() == "prior_points"]
+    assert gather.input_value(0).get_node().get_type_name() == "Constant"
