@@ -27,7 +27,9 @@ class MaskRCNNDetector(GeneralizedRCNN, TwoStageDetector):
         why="measured on the export tests' tiny model (64 px, 10 pictures): convolutions and matrix products only "
         "kept mask AP (26.2 -> 27.5) where NNCF's default, which also quantizes the box decoding and mask pasting "
         "arithmetic, lost 2.0 points (24.2); the mixed preset gained nothing (25.8); the mask head's convolutions "
-        "quantize well once no picture without detections calibrates (23.7 -> 23.9 on the model that collapsed)"
+        "quantize well once no picture without detections calibrates (23.7 -> 23.9 on the model that collapsed). "
+        "The fast recipe, two seeds, mask AP on 400 held-out pictures (bench/int8_accuracy.py): 62.2 -> 62.3 and "
+        "58.6 -> 58.5, network 1.9-2.0x fp32's speed"
     )
 
     def __init__(self, transform: nn.Module, backbone: nn.Module, rpn: RegionProposalNetwork, roi_heads: MaskRoIHeads):

@@ -39,7 +39,10 @@ class PPYOLOESeg(TransformDetector):
         float_computed_products=True,
         why="masks are per-instance coefficients x prototypes (YOLACT style): that product makes the mask logits "
         "from two computed operands whose ranges change per picture, so it stays in float (a small share of the "
-        "time); the rest as convolutional models; not yet measured on a trained model"
+        "time); the rest as convolutional models. The fast recipe, two seeds, mask AP on 400 held-out pictures "
+        "(bench/int8_accuracy.py): 16.4 -> 22.2 and 24.4 -> 25.5, INT8 clipping the outliers of an under-trained "
+        "fp32 model (README); the picture input's quantizer over every grey level (picture_range) gained nothing "
+        "there (seed 0: 22.2 -> 22.1, and 21.7 -> 21.4 on 400 more pictures)"
     )
 
     def __init__(self, num_classes: int, cfg: dict, min_size: int, max_size: int, test_cfg: dict):
